@@ -1,0 +1,21 @@
+# `make install` then `make test`. PYTHON is the interpreter of the environment to use.
+PYTHON ?= python3
+# The CPU build that pip takes from this machine's disk; a CUDA torch already present is kept.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: install test bench lint clean
+
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null \
+		&& echo "torch $$($(PYTHON) -c 'import torch; print(torch.__version__)') already installed: keeping it" \
+		|| $(PYTHON) -m pip install "$(TORCH_CPU)"
+	$(PYTHON) -m pip install -e ".[test]"
+
+test:
+	$(PYTHON) -m pytest -q tests
+
+bench:
+	$(PYTHON) tools/bench_cpu.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis predictions*.jpg

@@ -1,0 +1,247 @@
+"""``darknet-py``: the command line. The only module that prints and chooses exit codes.
+
+Darknet's own spellings work too: single-dash options (``-thresh 0.25``) and
+``darknet-py detector test DATA CFG WEIGHTS [IMG]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+# Darknet's single-dash long options, accepted as their double-dash forms.
+_LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hier", "ext_output", "dont_show",
+                 "seen-bytes", "allow-trailing-bytes", "partial", "verbose", "no-exif-orientation")
+
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _normalise_argv(argv: Sequence[str]) -> List[str]:
+    out = []
+    for arg in argv:
+        name = arg[1:].split("=", 1)[0]
+        if arg.startswith("-") and not arg.startswith("--") and name in _LONG_OPTIONS:
+            arg = "-" + arg
+        out.append(arg)
+    return out
+
+
+def _add_detect_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--thresh", type=float, default=0.5, help="score threshold (Darknet's default .5)")
+    p.add_argument("--nms", type=float, default=0.45, help="per-class NMS IoU threshold (Darknet: .45)")
+    p.add_argument("--out", default="predictions.jpg",
+                   help="drawn image (several inputs: NAME-<stem>.jpg); no extension adds .jpg as Darknet's -out")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image instead of Darknet's lines")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--no-exif-orientation", action="store_true",
+                   help="use pixels as stored, ignoring the EXIF orientation tag (as stb-built Darknet)")
+    p.add_argument("--seen-bytes", type=int, choices=(4, 8), help="override the header's 'seen' width")
+    p.add_argument("--ext_output", action="store_true", help="also print box coordinates (AlexeyAB's -ext_output)")
+    p.add_argument("--dont_show", action="store_true", help="accepted for Darknet compatibility (nothing is shown)")
+    p.add_argument("--hier", type=float, default=0.5, help="accepted for Darknet compatibility (unused by [yolo])")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="darknet-py", description="Run Darknet cfg/weights files in PyTorch.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("detect", help="detect objects in images")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--names", help="class names file (default: COCO names for 80-class models)")
+    _add_detect_options(p)
+
+    p = sub.add_parser("detector", help="Darknet's 'detector' forms: detector test DATA CFG WEIGHTS [IMG...]")
+    p.add_argument("action", choices=("test",))
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("images", nargs="*", help="images (none: read paths from standard input, as Darknet asks)")
+    _add_detect_options(p)
+
+    p = sub.add_parser("validate-cfg", help="parse and shape-check a cfg; print the layer table")
+    p.add_argument("cfg")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list the training-only keys kept")
+
+    p = sub.add_parser("inspect-weights", help="per-layer statistics of a weights file for a cfg")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("--partial", type=int, help="load only the first N layers")
+    p.add_argument("--seen-bytes", type=int, choices=(4, 8))
+
+    p = sub.add_parser("partial", help="Darknet's partial: save the first N layers' weights (a backbone)")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("out")
+    p.add_argument("n", type=int)
+    for p in sub.choices.values():  # --debug after the subcommand too
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    return parser
+
+
+def _out_path(out: str, image: str, several: bool) -> str:
+    base, ext = os.path.splitext(out)
+    if ext.lower() not in _IMAGE_EXTENSIONS:
+        base, ext = out, ".jpg"  # Darknet's -out takes a name and appends .jpg
+    if several:
+        base = f"{base}-{Path(image).stem}"
+    return base + ext
+
+
+def _run_detect(args, names_path: Optional[str]) -> int:
+    import torch
+
+    from .detector import load, postprocess
+    from .draw import draw_detections, group_by_box
+    from .imageio import load_image, save_image
+    from .names import default_names, read_names
+    from .transforms import letterbox
+
+    model = load(args.cfg, args.weights, device=args.device, seen_bytes=args.seen_bytes)
+    classes = model.netdef.classes
+    names = read_names(names_path, classes) if names_path else default_names(classes)
+    device = next(model.parameters()).device
+    net_w, net_h = model.input_size
+    images = list(args.images)
+    if not images:
+        images = [line.strip() for line in sys.stdin if line.strip()]
+    failed = 0
+    for image in images:
+        try:
+            rgb, meta = load_image(image, exif_orientation=not args.no_exif_orientation)
+        except Exception as exc:  # one bad image is reported; the others still run
+            from .errors import DarknetPyError
+            if not isinstance(exc, DarknetPyError):
+                raise
+            print(f"darknet-py: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        start = time.perf_counter()
+        with torch.no_grad():
+            x, info = letterbox(rgb, net_w, net_h, device=device)
+            dets = postprocess(model, model(x[None]), [info], args.thresh, args.nms)[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        boxes = dets.boxes.cpu().tolist()
+        if args.json:
+            record = {"image": image, "width": meta.width, "height": meta.height, "seconds": round(elapsed, 6),
+                      "detections": [{"class_id": int(c), "name": names[int(c)], "score": float(s),
+                                      "box": [round(v, 2) for v in boxes[i]]}
+                                     for i, (c, s) in enumerate(zip(dets.classes.tolist(), dets.scores.tolist()))]}
+            print(json.dumps(record), flush=True)
+        else:
+            print(f"{image}: Predicted in {elapsed:f} seconds.")
+            cls, scores = dets.classes.tolist(), dets.scores.tolist()
+            for _, rows in group_by_box(dets):
+                for r in rows:
+                    line = f"{names[cls[r]]}: {scores[r] * 100:.0f}%"
+                    if args.ext_output:
+                        x1, y1, x2, y2 = boxes[r]
+                        line += f"\t(left_x: {x1:4.0f}   top_y: {y1:4.0f}   width: {x2 - x1:4.0f}   height: {y2 - y1:4.0f})"
+                    print(line)
+        drawn = draw_detections(rgb, dets, names, classes)
+        save_image(_out_path(args.out, image, len(images) > 1), drawn)
+    if failed:
+        print(f"darknet-py: {len(images) - failed} ok, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _run_validate(args) -> int:
+    from .graph import parse_network
+    from .weights import count_floats
+    from .graph import build_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        netdef = parse_network(args.cfg)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"{'layer':>5}  {'kind':<14} {'line':>5}  {'input':>14} -> {'output':<14}")
+    shapes = [netdef.input_shape] + netdef.shapes
+    for spec, section, out in zip(netdef.specs, netdef.sections[1:], netdef.shapes):
+        ins = spec.input_layers()
+        src = shapes[ins[0] + 1] if ins else netdef.input_shape
+        fmt = lambda s: f"{s[2]}x{s[1]}x{s[0]}"  # noqa: E731 - Darknet prints w x h x c
+        print(f"{spec.index:>5}  {section.kind:<14} {spec.line:>5}  {fmt(src):>14} -> {fmt(out):<14}")
+    floats = count_floats(build_model(netdef))
+    print(f"{len(netdef.specs)} layers, {len(netdef.yolo_indices)} [yolo] heads, {floats} weight floats "
+          f"({floats * 4 + 20} bytes in a .weights file)")
+    if args.verbose:
+        for section in netdef.sections:
+            kept = {k: o.value for k, o in section.options.items()} if section.kind in ("net", "network") else {}
+            training = [k for k in kept if k not in ("width", "height", "channels")]
+            if training:
+                print(f"[{section.kind}] line {section.line}: training keys kept: "
+                      + ", ".join(f"{k}={kept[k]}" for k in training))
+        seen = {}
+        for spec in netdef.yolo_specs:
+            for m in spec.mask:
+                if m in seen:
+                    print(f"note: anchor {m} is used by the [yolo] layers {seen[m]} and {spec.index}")
+                seen[m] = spec.index
+    return 0
+
+
+def _run_inspect(args) -> int:
+    from .detector import load
+    from .weights import weights_report
+
+    model = load(args.cfg, args.weights, upto=args.partial, seen_bytes=args.seen_bytes)
+    h = model.header
+    print(f"header: major={h.major} minor={h.minor} revision={h.revision} seen={h.seen} ({h.seen_bytes}-byte seen)")
+    for row in weights_report(model):
+        stats = "  ".join(f"{k}: mean {v['mean']:+.4g} std {v['std']:.4g}" for k, v in row.items()
+                          if isinstance(v, dict))
+        print(f"{row['layer']:>4} [{row['kind']}] line {row['line']}: {row['floats']} floats  {stats}")
+    return 0
+
+
+def _run_partial(args) -> int:
+    from .detector import load
+
+    model = load(args.cfg, args.weights)
+    model.save_weights(args.out, upto=args.n)
+    print(f"saved layers 0..{args.n - 1} of {args.cfg} to {args.out}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = _normalise_argv(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    from .errors import DarknetPyError
+
+    try:
+        if args.command == "detect":
+            return _run_detect(args, args.names)
+        if args.command == "detector":
+            from .names import read_data_file, resolve_data_path
+            data = read_data_file(args.data)
+            names = data.get("names")
+            return _run_detect(args, str(resolve_data_path(names, args.data)) if names else None)
+        if args.command == "validate-cfg":
+            return _run_validate(args)
+        if args.command == "inspect-weights":
+            return _run_inspect(args)
+        if args.command == "partial":
+            return _run_partial(args)
+    except (DarknetPyError, RuntimeError, ValueError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"darknet-py: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

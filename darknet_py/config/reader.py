@@ -1,0 +1,273 @@
+"""Darknet ``.cfg`` text -> line-numbered sections. Pure data: no torch, no interpretation.
+
+Darknet's own ``read_cfg`` (src/parser.c) deletes every space, tab and newline in a line,
+treats lines starting with ``#`` or ``;`` as comments and splits options at the first ``=``.
+We accept the same texts and are strict where Darknet is silent: CRLF/CR line endings, a BOM,
+inline comments, duplicate keys, keys outside a section and lines without ``=`` are either
+normalised (the first three) or reported with the file, line and offending text.
+
+Every option remembers whether a layer read it (Darknet's ``option_unused`` idea), so a typo
+such as ``filter=255`` is an error instead of a silently defaulted ``filters=1``.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from ..errors import CfgError
+
+PathLike = Union[str, os.PathLike]
+
+_INT_RE = re.compile(r"[+-]?\d+\Z")
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
+# Darknet's strip() removes these everywhere in a line, so "anchors = 10,13,  16,30" is one token.
+_WS_RE = re.compile(r"[ \t\f\v]+")
+_SECTION_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass
+class Option:
+    key: str
+    value: str
+    line: int
+    used: bool = False
+
+
+@dataclass
+class Section:
+    """One ``[kind]`` block. ``index`` is the layer index (-1 for ``[net]``)."""
+
+    kind: str
+    line: int
+    index: int
+    path: Optional[str] = None
+    options: Dict[str, Option] = field(default_factory=dict)
+
+    # -- error helpers -------------------------------------------------------------------
+    def error(self, message: str, key: Optional[str] = None) -> CfgError:
+        line = self.options[key].line if key is not None and key in self.options else self.line
+        return CfgError(message, path=self.path, line=line, section=self.kind, index=self.index)
+
+    # -- typed getters; each marks the option used --------------------------------------
+    def has(self, key: str) -> bool:
+        return key in self.options
+
+    def raw(self, key: str) -> Optional[str]:
+        opt = self.options.get(key)
+        if opt is None:
+            return None
+        opt.used = True
+        return opt.value
+
+    def _required(self, key: str) -> str:
+        value = self.raw(key)
+        if value is None:
+            raise self.error(f"missing required key '{key}'")
+        return value
+
+    def get_str(self, key: str, default: Optional[str] = None, *, required: bool = False) -> Optional[str]:
+        if required:
+            return self._required(key)
+        value = self.raw(key)
+        return default if value is None else value
+
+    def get_int(self, key: str, default: Optional[int] = None, *, required: bool = False,
+                min: Optional[int] = None, max: Optional[int] = None, choices: Optional[Sequence[int]] = None) -> int:
+        value = self._required(key) if required else self.raw(key)
+        if value is None:
+            return default  # type: ignore[return-value]
+        if not _INT_RE.match(value):
+            # Darknet's atoi would read "3.5" as 3 and "abc"/"true" as 0, silently.
+            raise self.error(f"{key}={value}: expected an integer", key)
+        number = int(value)
+        self._check_range(key, value, number, min, max, choices)
+        return number
+
+    def get_float(self, key: str, default: Optional[float] = None, *, required: bool = False,
+                  min: Optional[float] = None, max: Optional[float] = None) -> float:
+        value = self._required(key) if required else self.raw(key)
+        if value is None:
+            return default  # type: ignore[return-value]
+        if not _FLOAT_RE.match(value):
+            raise self.error(f"{key}={value}: expected a number", key)
+        number = float(value)
+        self._check_range(key, value, number, min, max, None)
+        return number
+
+    def get_bool(self, key: str, default: bool = False) -> bool:
+        # Darknet reads flags with atoi: only 0/1 mean anything; "true" would silently be 0.
+        return bool(self.get_int(key, int(default), choices=(0, 1)))
+
+    def get_int_list(self, key: str, default: Optional[List[int]] = None, *, required: bool = False) -> List[int]:
+        value = self._required(key) if required else self.raw(key)
+        if value is None:
+            return default  # type: ignore[return-value]
+        items = value.split(",")
+        if items and items[-1] == "":  # "layers=-1," is common and Darknet tolerates it
+            items = items[:-1]
+        if not items or any(not _INT_RE.match(v) for v in items):
+            raise self.error(f"{key}={value}: expected a comma-separated list of integers", key)
+        return [int(v) for v in items]
+
+    def get_float_list(self, key: str, default: Optional[List[float]] = None, *, required: bool = False) -> List[float]:
+        value = self._required(key) if required else self.raw(key)
+        if value is None:
+            return default  # type: ignore[return-value]
+        items = value.split(",")
+        if items and items[-1] == "":
+            items = items[:-1]
+        if not items or any(not _FLOAT_RE.match(v) for v in items):
+            raise self.error(f"{key}={value}: expected a comma-separated list of numbers", key)
+        return [float(v) for v in items]
+
+    def _check_range(self, key, text, number, lo, hi, choices) -> None:
+        if choices is not None and number not in choices:
+            raise self.error(f"{key}={text}: expected one of {', '.join(map(str, choices))}", key)
+        if lo is not None and number < lo:
+            raise self.error(f"{key}={text}: expected a value >= {lo}", key)
+        if hi is not None and number > hi:
+            raise self.error(f"{key}={text}: expected a value <= {hi}", key)
+
+    def mark_used(self, keys: Iterable[str]) -> List[str]:
+        """Accept keys that are kept but do not change inference (training keys); returns those present."""
+        present = []
+        for key in keys:
+            if key in self.options:
+                self.options[key].used = True
+                present.append(key)
+        return present
+
+    def unused(self) -> List[Option]:
+        return [opt for opt in self.options.values() if not opt.used]
+
+    def check_all_used(self, known: Iterable[str] = ()) -> None:
+        """Darknet prints "Unused field" and carries on; a typo there silently changes the net."""
+        leftovers = self.unused()
+        if not leftovers:
+            return
+        opt = leftovers[0]
+        candidates = sorted(set(known) | set(self.options))
+        close = difflib.get_close_matches(opt.key, [c for c in candidates if c != opt.key], n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise CfgError(f"unknown key '{opt.key}' (value '{opt.value}'){hint}", path=self.path, line=opt.line,
+                       section=self.kind, index=self.index)
+
+    def to_text(self) -> str:
+        body = "".join(f"{o.key}={o.value}\n" for o in self.options.values())
+        return f"[{self.kind}]\n{body}"
+
+
+@dataclass
+class CfgDocument:
+    path: Optional[str]
+    sections: List[Section]
+
+    @property
+    def net(self) -> Section:
+        return self.sections[0]
+
+    @property
+    def layers(self) -> List[Section]:
+        return self.sections[1:]
+
+
+def _sniff_non_cfg(data: bytes, path: Optional[str]) -> None:
+    """C3: HTML pages, Git LFS pointers and binaries are common mistakes; say so at line 1."""
+    head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in head[:200]:
+        raise CfgError("this looks like an HTML page, not a Darknet cfg (saved a web page? use the raw file)",
+                       path=path, line=1)
+    if head.startswith(b"version https://git-lfs"):
+        raise CfgError("this is a Git LFS pointer, not the cfg itself (run 'git lfs pull' or download the raw file)",
+                       path=path, line=1)
+    if b"\x00" in data[:4096]:
+        raise CfgError("this looks like a binary file (NUL bytes), not a Darknet cfg text", path=path, line=1)
+
+
+
+def parse_cfg_text(data: Union[bytes, str], path: Optional[PathLike] = None) -> CfgDocument:
+    """Parse cfg bytes/text. Errors name ``path:line``."""
+    spath = os.fspath(path) if path is not None else None
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    _sniff_non_cfg(data, spath)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # C4: a UTF-8 BOM makes darknet's first line a key line (segfault); drop it
+    raw_lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+
+    sections: List[Section] = []
+    net_line: Optional[int] = None
+    for lineno, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            stripped = raw.lstrip(b" \t")
+            if stripped[:1] in (b"#", b";"):
+                warnings.warn(f"{spath}:{lineno}: undecodable bytes inside a comment ignored", stacklevel=2)
+                continue
+            raise CfgError(f"invalid UTF-8 byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line",
+                           path=spath, line=lineno) from None
+        line = _WS_RE.sub("", line)
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "[":
+            if not line.endswith("]"):
+                raise CfgError(f"malformed section header '{line}': expected '[name]'", path=spath, line=lineno)
+            name = line[1:-1]
+            if not _SECTION_NAME_RE.match(name):
+                raise CfgError(f"malformed section header '{line}': expected '[name]'", path=spath, line=lineno)
+            if raw.decode("utf-8").strip() != line:
+                # whitespace inside or around the brackets is removed as darknet's strip() does
+                inner = raw.decode("utf-8").strip()
+                if inner[1:-1] != inner[1:-1].strip():
+                    warnings.warn(f"{spath}:{lineno}: section header {inner!r} read as '[{name}]'", stacklevel=2)
+            if name in ("net", "network"):
+                if sections:
+                    first = f"; the first is at line {net_line}" if net_line is not None else ""
+                    raise CfgError(f"[{name}] must be the first section and appear once{first}",
+                                   path=spath, line=lineno)
+                net_line = lineno
+            elif not sections:
+                raise CfgError(f"first section must be [net] or [network], found [{name}]", path=spath, line=lineno)
+            sections.append(Section(kind=name, line=lineno, index=len(sections) - 1, path=spath))
+            continue
+        # Inline comments: darknet's atoi/atof stop at '#', so "filters=255#x" is 255 there too.
+        for mark in "#;":
+            cut = line.find(mark)
+            if cut >= 0:
+                line = line[:cut]
+        if "=" not in line:
+            raise CfgError(f"expected 'key=value', found '{line}'", path=spath, line=lineno,
+                           section=sections[-1].kind if sections else None)
+        key, value = line.split("=", 1)
+        if not sections:
+            raise CfgError(f"option '{key}' outside any section (the file must start with [net])",
+                           path=spath, line=lineno)
+        sec = sections[-1]
+        if not key:
+            raise CfgError(f"empty key in '{line}'", path=spath, line=lineno, section=sec.kind, index=sec.index)
+        if not value:
+            raise CfgError(f"empty value for '{key}'", path=spath, line=lineno, section=sec.kind, index=sec.index)
+        if key in sec.options:
+            # darknet reads the first, OpenCV the last: the file means different nets in each
+            raise CfgError(f"duplicate key '{key}' (also at line {sec.options[key].line})",
+                           path=spath, line=lineno, section=sec.kind, index=sec.index)
+        sec.options[key] = Option(key, value, lineno)
+    if not sections:
+        raise CfgError("no sections found (empty file or only comments)", path=spath)
+    return CfgDocument(spath, sections)
+
+
+def read_cfg(path: PathLike) -> CfgDocument:
+    """Read a cfg file (C1: missing/directory/unreadable paths raise CfgError with the OS reason)."""
+    spath = os.fspath(path)
+    try:
+        with open(spath, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise CfgError(f"cannot read cfg: {exc.strerror or exc}", path=spath) from None
+    return parse_cfg_text(data, spath)

@@ -1,0 +1,92 @@
+"""Detection end to end, as Darknet's ``test_detector`` does it:
+
+photo -> letterbox -> network -> [yolo] decode -> objectness/class thresholds ->
+``correct_yolo_boxes`` -> per-class NMS (``do_nms_sort``) -> photo pixel boxes.
+Everything after the photo decode runs as tensor code on the model's device.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .decode import decode
+from .graph import DarknetModel, build_model
+from .imageio import ImageMeta, load_image, to_rgb_uint8
+from .postprocess import Detections, darknet_nms, detections_from, threshold
+from .transforms import LetterboxInfo, correct_boxes, letterbox_batch, to_photo_xyxy
+
+# Darknet's `detect` defaults (examples/darknet.c, test_detector): thresh .5, nms .45.
+DEFAULT_THRESH = 0.5
+DEFAULT_NMS = 0.45
+
+ImageInput = Union[str, os.PathLike, np.ndarray]
+
+
+def load(cfg, weights=None, device: Union[str, torch.device] = "cpu", *, width: Optional[int] = None,
+         height: Optional[int] = None, upto: Optional[int] = None, **weights_kwargs) -> DarknetModel:
+    """Build the network a cfg defines, load Darknet weights (optional), move it, set eval mode."""
+    model = build_model(cfg, width=width, height=height)
+    if weights is not None:
+        model.load_weights(weights, upto=upto, **weights_kwargs)
+    return model.to(resolve_device(device)).eval()
+
+
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch reports no CUDA device "
+                           f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+    return dev
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _as_rgb(image: ImageInput):
+    if isinstance(image, np.ndarray):
+        return to_rgb_uint8(image)
+    return load_image(image)
+
+
+@torch.no_grad()
+def postprocess(model: DarknetModel, outputs: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo],
+                thresh: float = DEFAULT_THRESH, nms: float = DEFAULT_NMS) -> List[Detections]:
+    """Head outputs of a batch -> one Detections per image (boxes in that photo's pixels)."""
+    net_w, net_h = model.input_size
+    boxes, obj, cls = decode(outputs, model.yolo_specs, net_w, net_h)
+    results = []
+    for i, info in enumerate(infos):
+        cand = threshold(boxes[i], obj[i], cls[i], thresh)
+        # Darknet corrects boxes to the photo before its NMS, so the IoUs are the photo's.
+        rel = correct_boxes(cand.boxes, info)
+        probs = darknet_nms(rel, cand.probs, nms)
+        results.append(detections_from(cand, probs, to_photo_xyxy(rel, info)))
+    return results
+
+
+@torch.no_grad()
+def detect_batch(model: DarknetModel, images: Sequence[ImageInput], thresh: float = DEFAULT_THRESH,
+                 nms: float = DEFAULT_NMS) -> List[Detections]:
+    """Several photos in one forward pass. Paths are decoded strictly (darknet_py.imageio)."""
+    rgbs = [_as_rgb(im)[0] for im in images]
+    net_w, net_h = model.input_size
+    x, infos = letterbox_batch(rgbs, net_w, net_h, device=_model_device(model))
+    return postprocess(model, model(x), infos, thresh, nms)
+
+
+def detect(model: DarknetModel, image: ImageInput, thresh: float = DEFAULT_THRESH,
+           nms: float = DEFAULT_NMS) -> Detections:
+    """One photo (path, or HxWx3 uint8 RGB array) -> Detections in photo pixels."""
+    return detect_batch(model, [image], thresh, nms)[0]
+
+
+__all__ = ["DEFAULT_NMS", "DEFAULT_THRESH", "ImageMeta", "detect", "detect_batch", "load", "postprocess",
+           "resolve_device"]

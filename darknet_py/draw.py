@@ -1,0 +1,58 @@
+"""Drawing detections the way Darknet's ``draw_detections`` does (src/image.c).
+
+Colours come from Darknet's six-colour ramp indexed by ``class*123457 % classes``, boxes are
+``im.h * .006`` pixels wide, and the label lists every class of the box above the threshold.
+Darknet renders labels from its bundled glyph images; we use OpenCV's font instead.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .postprocess import Detections
+
+_RAMP = ((1, 0, 1), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 1, 0), (1, 0, 0))
+
+
+def _ramp(channel: int, x: int, top: int) -> float:
+    ratio = (x / top) * 5
+    i, j = int(np.floor(ratio)), int(np.ceil(ratio))
+    ratio -= i
+    return (1 - ratio) * _RAMP[i][channel] + ratio * _RAMP[j][channel]
+
+
+def class_color(cls: int, classes: int) -> Tuple[int, int, int]:
+    """Darknet's colour of a class, as RGB 0..255."""
+    offset = cls * 123457 % max(classes, 1)
+    return tuple(int(round(255 * _ramp(ch, offset, max(classes, 1)))) for ch in (2, 1, 0))  # type: ignore
+
+
+def group_by_box(dets: Detections) -> List[Tuple[int, List[int]]]:
+    """(box index, detection rows) per box, boxes in order of their best score."""
+    groups: dict = {}
+    for row, box in enumerate(dets.box_index.tolist()):
+        groups.setdefault(box, []).append(row)
+    return list(groups.items())
+
+
+def draw_detections(rgb: np.ndarray, dets: Detections, names: Sequence[str], classes: int) -> np.ndarray:
+    """A copy of ``rgb`` with boxes and labels drawn."""
+    out = np.ascontiguousarray(rgb.copy())
+    h = out.shape[0]
+    width = max(1, int(h * .006))
+    boxes = dets.boxes.detach().cpu().numpy()
+    cls = dets.classes.tolist()
+    for _, rows in group_by_box(dets):
+        first = rows[0]
+        color = class_color(cls[first], classes)
+        x1, y1, x2, y2 = (int(v) for v in boxes[first])  # Darknet truncates the corners to int
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, width)
+        label = ", ".join(names[cls[r]] for r in rows)
+        scale = max(0.4, h / 1000)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        top = max(0, y1 - th - base - 2)
+        cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
+        cv2.putText(out, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out

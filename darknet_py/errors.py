@@ -1,0 +1,51 @@
+"""Typed errors. Each renders as one line that names the file, the place in it, what was
+expected and what was found, so the CLI can print ``str(err)`` and exit non-zero."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+class DarknetPyError(Exception):
+    """Base of every error darknet-py raises on bad input."""
+
+
+class CfgError(DarknetPyError):
+    """A .cfg file that cannot define a network: ``path:line: [section #i] message``."""
+
+    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None,
+                 section: Optional[str] = None, index: Optional[int] = None):
+        self.message, self.path, self.line, self.section, self.index = message, path, line, section, index
+        where = os.fspath(path) if path is not None else "<cfg>"
+        if line is not None:
+            where += f":{line}"
+        if section is not None:
+            where += f": [{section}]" + (f" (layer {index})" if index is not None and index >= 0 else "")
+        super().__init__(f"{where}: {message}")
+
+
+class WeightsError(DarknetPyError):
+    """A .weights file that does not fit its cfg, with byte counts."""
+
+    def __init__(self, message: str, path: Optional[str] = None):
+        self.message, self.path = message, path
+        super().__init__(f"{os.fspath(path) if path is not None else '<weights>'}: {message}")
+
+
+class ImageError(DarknetPyError):
+    """An image that cannot be decoded faithfully."""
+
+    def __init__(self, reason: str, path: Optional[str] = None):
+        self.reason, self.path = reason, path
+        super().__init__(f"{os.fspath(path) if path is not None else '<image>'}: {reason}")
+
+
+class DataError(DarknetPyError):
+    """A .data / .names / list file that is malformed."""
+
+    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None):
+        self.message, self.path, self.line = message, path, line
+        where = os.fspath(path) if path is not None else "<data>"
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {message}")

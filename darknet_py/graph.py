@@ -1,0 +1,153 @@
+"""From parsed sections to a checked layer graph, then to a ``torch.nn.Module``.
+
+``parse_network`` turns a cfg into typed specs and infers every layer's output shape before
+any tensor exists, so a route over mismatched shapes or a wrong ``filters`` before a
+``[yolo]`` is reported with both layers. ``DarknetModel`` runs the graph and keeps only the
+outputs that later routes/shortcuts read.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+
+from .config.reader import CfgDocument, Section, parse_cfg_text, read_cfg
+from .errors import CfgError
+from .layers import LAYERS, LayerKind, LayerSpec, Shape
+from .layers.net import NetSpec, parse_net
+from .layers.yolo import YoloSpec
+
+
+@dataclass
+class NetworkDef:
+    """A cfg, validated: what each layer is, reads and outputs."""
+
+    path: Optional[str]
+    net: NetSpec
+    sections: List[Section]
+    specs: List[LayerSpec]
+    kinds: List[Type[LayerKind]]
+    shapes: List[Shape]  # output (C, H, W) of each layer
+    input_shape: Shape
+
+    @property
+    def yolo_indices(self) -> List[int]:
+        return [s.index for s in self.specs if isinstance(s, YoloSpec)]
+
+    @property
+    def yolo_specs(self) -> List[YoloSpec]:
+        return [s for s in self.specs if isinstance(s, YoloSpec)]
+
+    @property
+    def classes(self) -> int:
+        heads = self.yolo_specs
+        return heads[0].classes if heads else 0
+
+
+def _check_heads(specs: Sequence[LayerSpec], sections: Sequence[Section]) -> None:
+    heads = [s for s in specs if isinstance(s, YoloSpec)]
+    for head in heads[1:]:
+        if head.classes != heads[0].classes:
+            sec = sections[head.index + 1]
+            raise sec.error(f"classes={head.classes} differs from classes={heads[0].classes} of the [yolo] at layer "
+                            f"{heads[0].index} (cfg line {heads[0].line})", "classes")
+
+
+def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Optional[int] = None,
+                  height: Optional[int] = None) -> NetworkDef:
+    """Validate a cfg (path, bytes or parsed document); ``width``/``height`` override ``[net]``."""
+    if isinstance(cfg, CfgDocument):
+        doc = cfg
+    elif isinstance(cfg, bytes):
+        doc = parse_cfg_text(cfg)
+    else:
+        doc = read_cfg(cfg)
+    net_section = doc.sections[0]
+    net = parse_net(net_section)
+    if width is not None:
+        net.width = int(width)
+    if height is not None:
+        net.height = int(height)
+    if len(doc.sections) < 2:
+        raise CfgError("the cfg defines no layers after [net]", path=doc.path, line=net_section.line)
+    specs: List[LayerSpec] = []
+    kinds: List[Type[LayerKind]] = []
+    shapes: List[Shape] = []
+    input_shape: Shape = (net.channels, net.height, net.width)
+    for section in doc.layers:
+        kind = LAYERS.get(section)
+        spec = kind.parse(section, net)
+        section.check_all_used(_known_keys(kind))
+        in_shapes = [input_shape if j < 0 else shapes[j] for j in spec.input_layers()]
+        shapes.append(kind.out_shape(spec, in_shapes, section, specs))
+        specs.append(spec)
+        kinds.append(kind)
+    _check_heads(specs, doc.sections)
+    return NetworkDef(doc.path, net, doc.sections, specs, kinds, shapes, input_shape)
+
+
+def _known_keys(kind: Type[LayerKind]) -> Tuple[str, ...]:
+    # For did-you-mean hints: every key this kind reads.
+    common = {"convolutional": ("filters", "size", "stride", "pad", "padding", "groups", "batch_normalize", "activation"),
+              "shortcut": ("from", "activation"), "route": ("layers",), "upsample": ("stride", "scale"),
+              "maxpool": ("size", "stride", "padding"),
+              "yolo": ("mask", "anchors", "classes", "num", "jitter", "ignore_thresh", "truth_thresh", "random")}
+    return common.get(kind.name, ()) + tuple(kind.training_keys)
+
+
+class DarknetModel(nn.Module):
+    """The network a cfg defines. ``forward(x)`` takes N x C x H x W RGB in [0, 1] and returns one
+    tensor per ``[yolo]`` layer, N x A*(5+C) x h x w, holding Darknet's ``l.output``."""
+
+    def __init__(self, netdef: NetworkDef):
+        super().__init__()
+        self.netdef = netdef
+        layers = []
+        for spec, kind in zip(netdef.specs, netdef.kinds):
+            in_shapes = [netdef.input_shape if j < 0 else netdef.shapes[j] for j in spec.input_layers()]
+            layers.append(kind.build(spec, in_shapes))
+        self.layers = nn.ModuleList(layers)
+        self.inputs: List[List[int]] = [spec.input_layers() for spec in netdef.specs]
+        self.heads: List[int] = netdef.yolo_indices
+        needed = {j for i, ins in enumerate(self.inputs) for j in ins if j != i - 1 and j >= 0}
+        self.keep = sorted(needed | set(self.heads))  # outputs held past the next layer
+        self.header = None  # set by load_weights: (major, minor, revision, seen, seen_bytes)
+
+    @property
+    def yolo_specs(self) -> List[YoloSpec]:
+        return self.netdef.yolo_specs
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        """(width, height) of the network input."""
+        return self.netdef.net.width, self.netdef.net.height
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        cache: List[Optional[torch.Tensor]] = [None] * len(self.layers)
+        keep = set(self.keep)
+        inp = x
+        for i, layer in enumerate(self.layers):
+            args = [x if j == i - 1 else (inp if j < 0 else cache[j]) for j in self.inputs[i]]
+            x = layer(*args)
+            if i in keep:
+                cache[i] = x
+        return [cache[i] for i in self.heads]
+
+    # -- Darknet weights ---------------------------------------------------------------------
+    def load_weights(self, path, upto: Optional[int] = None, **kwargs) -> "DarknetModel":
+        from .weights import load_weights
+        load_weights(self, path, upto=upto, **kwargs)
+        return self
+
+    def save_weights(self, path, upto: Optional[int] = None) -> None:
+        from .weights import save_weights
+        save_weights(self, path, upto=upto)
+
+
+def build_model(cfg, *, width: Optional[int] = None, height: Optional[int] = None) -> DarknetModel:
+    """cfg (path / bytes / CfgDocument / NetworkDef) -> DarknetModel with freshly initialised weights."""
+    netdef = cfg if isinstance(cfg, NetworkDef) else parse_network(cfg, width=width, height=height)
+    return DarknetModel(netdef)

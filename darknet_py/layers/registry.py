@@ -1,0 +1,99 @@
+"""The registry of layer kinds: ``[section]`` name -> the class that parses, shapes and builds it.
+
+Unknown names fail loudly with the cfg line, a did-you-mean and the supported list; Darknet
+kinds we know of but do not run get their own "recognised but not supported" message.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple, Type
+
+from ..config.reader import Section
+from ..errors import CfgError
+
+Shape = Tuple[int, int, int]  # (channels, height, width), batch excluded
+
+# Section kinds that exist in Darknet's parsers but that this version does not run.
+DARKNET_KINDS_NOT_SUPPORTED = (
+    "local", "deconvolutional", "deconv", "connected", "conn", "rnn", "gru", "lstm", "crnn", "conv_lstm",
+    "history", "softmax", "soft", "region", "detection", "reorg", "reorg3d", "avgpool", "avg", "local_avgpool",
+    "dropout", "crop", "cost", "normalization", "lrn", "batchnorm", "sam", "scale_channels", "Gaussian_yolo",
+    "iseg", "l2norm", "logistic", "activation", "contrastive", "implicit_add", "implicit_mul", "empty", "silence",
+)
+
+
+@dataclass
+class LayerSpec:
+    """What every layer spec carries: where it came from. Subclasses add their typed keys."""
+
+    index: int
+    line: int
+
+    def input_layers(self) -> List[int]:
+        """Absolute indices of the layers this one reads (-1 = the network input)."""
+        return [self.index - 1]
+
+
+class LayerKind:
+    """One section kind. Subclasses implement parse / out_shape / build (see convolutional.py)."""
+
+    name: str = ""
+    aliases: Tuple[str, ...] = ()
+    # Keys Darknet reads that only matter to training or data loading: accepted and kept.
+    training_keys: Tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, section: Section, net) -> LayerSpec:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def out_shape(cls, spec, in_shapes: Sequence[Shape], section: Section, specs=None) -> Shape:  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, spec, in_shapes: Sequence[Shape]):  # pragma: no cover
+        raise NotImplementedError
+
+
+class Registry:
+    def __init__(self, what: str):
+        self.what = what
+        self._kinds: Dict[str, Type[LayerKind]] = {}
+
+    def register(self, cls: Type[LayerKind]) -> Type[LayerKind]:
+        for name in (cls.name, *cls.aliases):
+            if name in self._kinds:
+                raise ValueError(f"{self.what} '{name}' registered twice ({self._kinds[name].__name__}, {cls.__name__})")
+            self._kinds[name] = cls
+        return cls
+
+    def names(self) -> List[str]:
+        return sorted(self._kinds)
+
+    def get(self, section: Section) -> Type[LayerKind]:
+        kind = self._kinds.get(section.kind)
+        if kind is not None:
+            return kind
+        supported = ", ".join(f"[{n}]" for n in self.names() if n not in ("net", "network"))
+        if section.kind in DARKNET_KINDS_NOT_SUPPORTED:
+            raise section.error(f"[{section.kind}] is a Darknet layer kind that darknet-py does not support yet; "
+                                f"supported: {supported}")
+        close = difflib.get_close_matches(section.kind, self.names() + list(DARKNET_KINDS_NOT_SUPPORTED), n=1)
+        hint = f"did you mean [{close[0]}]? " if close else ""
+        raise section.error(f"unknown section [{section.kind}]; {hint}supported: {supported}")
+
+
+LAYERS = Registry("darknet layer kind")
+register = LAYERS.register
+
+
+def resolve_index(section: Section, key: str, value: int) -> int:
+    """Darknet's rule: negative = relative to this layer, otherwise absolute."""
+    index = section.index + value if value < 0 else value
+    if not 0 <= index < section.index:
+        raise CfgError(f"{key}={value} refers to layer {index}; valid layers are 0..{section.index - 1} "
+                       f"(negative values count back from this layer)",
+                       path=section.path, line=section.options[key].line if key in section.options else section.line,
+                       section=section.kind, index=section.index)
+    return index

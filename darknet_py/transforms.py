@@ -1,0 +1,284 @@
+"""Darknet's image preprocessing and its inverse: ``resize_image``, ``letterbox_image`` and
+``correct_yolo_boxes`` (pjreddie/darknet ``src/image.c``, ``src/yolo_layer.c``).
+
+The forward transform (:func:`letterbox`) and its inverse (:func:`unletterbox`) sit side by
+side and share one record, :class:`LetterboxInfo`, which remembers the photo size, the network
+size and where the resized photo was pasted.  Callers never recompute the geometry.
+
+Fidelity goal: the network input is bit-identical to what a CPU build of Darknet (stb image
+loader, no FMA contraction) feeds its first layer.  Therefore:
+
+* ``(float)u8/255.`` is reproduced with a 256-entry table made in float64 and rounded to
+  float32, exactly as C rounds the double quotient.  A float32 ``u8.float()/255`` gives the
+  same bits on CPU, but on CUDA (torch 2.11, H200) 126 of the 256 values differ by one ulp:
+  division by a Python scalar is done there as a multiplication by its reciprocal.
+* :func:`darknet_resize` is Darknet's own two-pass bilinear, not ``cv2.resize`` or
+  ``F.interpolate``: align-corners scale, float32 arithmetic in Darknet's order, every
+  product and sum rounded separately (torch eager elementwise ops do exactly that), and
+  Darknet's last-row quirk.
+* Box correction keeps Darknet's mixed double / float32 arithmetic and its half-pixel offset.
+
+Deliberate deviations, only where Darknet's own output is undefined or meaningless:
+
+* ``out_h == 1``: Darknet computes ``h_scale = (in_h-1)/0`` (inf, or NaN when ``in_h == 1``),
+  then ``0*inf = NaN`` and ``(int)NaN``, i.e. it reads a row at index INT_MIN (undefined
+  behaviour, usually garbage or a crash).  We take input row 0, which is what the formula
+  gives for every finite scale.  (``out_w == 1`` *is* defined in Darknet: the "last column"
+  branch copies column ``in_w-1``; we do the same.)
+* A letterboxed side that integer division makes 0 (e.g. a 1x1000 photo into 416x416):
+  Darknet pastes nothing and ``correct_yolo_boxes`` then divides by zero (inf boxes).  We
+  clamp that side to 1 pixel so tiny and extreme-aspect photos still work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LetterboxInfo",
+    "letterbox_size",
+    "letterbox_info",
+    "darknet_resize",
+    "u8_to_float",
+    "letterbox",
+    "unletterbox",
+    "letterbox_batch",
+    "correct_boxes",
+    "to_photo_xyxy",
+]
+
+ImageLike = Union[np.ndarray, torch.Tensor]
+DeviceLike = Union[str, torch.device, None]
+
+# Fill value of the letterbox canvas (letterbox_image: fill_image(boxed, .5)).
+LETTERBOX_FILL = 0.5
+
+# (float)u8/255. for every u8: the double quotient rounded once to float32, as C does.
+_U8_TO_F32 = torch.from_numpy((np.arange(256, dtype=np.float64) / 255.0).astype(np.float32))
+_U8_TABLES: dict = {}
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """Everything needed to invert a letterbox: the record that travels with each image."""
+
+    img_w: int  # photo size
+    img_h: int
+    net_w: int  # network input size
+    net_h: int
+    new_w: int  # size of the resized photo inside the canvas (Darknet's integer-division rule)
+    new_h: int
+    dx: int  # paste offset ((net_w-new_w)//2, (net_h-new_h)//2): the odd pixel goes right/bottom
+    dy: int
+
+
+def letterbox_size(img_w: int, img_h: int, net_w: int, net_h: int) -> Tuple[int, int]:
+    """Darknet's ``new_w, new_h`` for a photo of ``img_w x img_h`` in a ``net_w x net_h`` input.
+
+    Same rule in ``letterbox_image`` (src/image.c) and ``correct_yolo_boxes``
+    (src/yolo_layer.c): ``if ((float)w/im.w < (float)h/im.h)`` fit the width, else fit the
+    height; the other side is ``im.h*w/im.w`` in C integer division (floor, all positive).
+    """
+    for name, v in (("img_w", img_w), ("img_h", img_h), ("net_w", net_w), ("net_h", net_h)):
+        if int(v) != v or v <= 0:
+            raise ValueError(f"letterbox_size: {name} must be a positive integer, got {v!r}")
+    img_w, img_h, net_w, net_h = int(img_w), int(img_h), int(net_w), int(net_h)
+    # The comparison is in float32 in Darknet; in float64 a tie could fall the other way.
+    if np.float32(net_w) / np.float32(img_w) < np.float32(net_h) / np.float32(img_h):
+        new_w, new_h = net_w, (img_h * net_w) // img_w
+    else:
+        new_w, new_h = (img_w * net_h) // img_h, net_h
+    # Deviation (see module docstring): Darknet lets a side become 0 and later divides by it.
+    return max(new_w, 1), max(new_h, 1)
+
+
+def letterbox_info(img_w: int, img_h: int, net_w: int, net_h: int) -> LetterboxInfo:
+    """The :class:`LetterboxInfo` that :func:`letterbox` records for a photo of this size."""
+    new_w, new_h = letterbox_size(img_w, img_h, net_w, net_h)
+    return LetterboxInfo(int(img_w), int(img_h), int(net_w), int(net_h), new_w, new_h,
+                         (int(net_w) - new_w) // 2, (int(net_h) - new_h) // 2)
+
+
+# --------------------------------------------------------------------------- resize
+
+
+def _axis_taps(in_n: int, out_n: int, dtype: torch.dtype):
+    """Per output index along one axis: (i0, i1, 1-d, d, special) as Darknet computes them.
+
+    ``scale = (float)(in_n-1)/(out_n-1)``, ``s = o*scale``, ``i0 = (int)s``, ``d = s - i0``;
+    all in ``dtype`` (float32 for Darknet), computed on the CPU (IEEE arithmetic, so the
+    device does not matter) and moved to the image's device by the caller.
+    """
+    o = torch.arange(out_n, dtype=dtype)
+    if out_n > 1:
+        scale = torch.tensor(in_n - 1, dtype=dtype) / torch.tensor(out_n - 1, dtype=dtype)
+    else:
+        # out_n == 1: Darknet divides by zero here.  Horizontally the value is never used (the
+        # last-column branch fires); vertically it is UB and we choose row 0 (docstring).
+        scale = torch.zeros((), dtype=dtype)
+    s = o * scale
+    i0 = s.to(torch.int64)  # (int) cast truncates; s >= 0 so this is floor
+    d = s - i0.to(dtype)  # exact: s and i0 are within a factor 2 (Sterbenz)
+    one_minus_d = 1 - d
+    # Mathematically i0+1 <= in_n-1 whenever it is used; the clamp only keeps the gather in
+    # bounds for taps that are masked away (last column/row, in_n == 1).
+    i1 = torch.clamp(i0 + 1, max=in_n - 1)
+    i0 = torch.clamp(i0, max=in_n - 1)
+    # Where the C takes its special path: the last output index, or a 1-pixel input.  The
+    # horizontal pass then copies p[in_w-1] (`if(c == w-1 || im.w == 1)`); the vertical pass
+    # keeps only its first tap (`if(r == h-1 || im.h == 1) continue;`).
+    special = (o == out_n - 1) | torch.tensor(in_n == 1)
+    return i0, i1, one_minus_d, d, special
+
+
+def darknet_resize(img: torch.Tensor, out_w: int, out_h: int) -> torch.Tensor:
+    """Darknet's ``resize_image``: separable bilinear, align-corners, no antialiasing.
+
+    ``img`` is ``(C, H, W)`` or ``(N, C, H, W)`` (any leading dims), float32 for Darknet
+    fidelity (other float dtypes run the same algorithm in that dtype), on any device.
+
+    Pass 1 (horizontal) fills a ``(..., in_h, out_w)`` buffer with
+    ``(1-dx)*p[ix] + dx*p[ix+1]``; the last output column copies ``p[in_w-1]``.
+    Pass 2 (vertical) writes ``(1-dy)*row[iy]`` and then adds ``dy*row[iy+1]`` except on the
+    last output row.  Each product and the sum are rounded separately, as in the C.
+    """
+    if not torch.is_tensor(img) or not img.is_floating_point():
+        raise TypeError("darknet_resize: img must be a floating-point torch.Tensor")
+    if img.dim() < 3:
+        raise ValueError(f"darknet_resize: img must be (C,H,W) or (N,C,H,W), got shape {tuple(img.shape)}")
+    out_w, out_h = int(out_w), int(out_h)
+    in_h, in_w = int(img.shape[-2]), int(img.shape[-1])
+    if out_w <= 0 or out_h <= 0 or in_w <= 0 or in_h <= 0:
+        raise ValueError(f"darknet_resize: sizes must be positive, got {in_w}x{in_h} -> {out_w}x{out_h}")
+    dev, dt = img.device, img.dtype
+
+    # Horizontal pass -> part (..., in_h, out_w).
+    i0, i1, w0, w1, copy_last = (t.to(dev) for t in _axis_taps(in_w, out_w, dt))
+    interp = w0 * img.index_select(-1, i0) + w1 * img.index_select(-1, i1)
+    last_col = img[..., in_w - 1:in_w]  # broadcast over the output columns
+    part = torch.where(copy_last, last_col, interp)
+
+    # Vertical pass -> (..., out_h, out_w).
+    j0, j1, v0, v1, no_second = (t.to(dev) for t in _axis_taps(in_h, out_h, dt))
+    first = v0[:, None] * part.index_select(-2, j0)
+    second = v1[:, None] * part.index_select(-2, j1)
+    # Last-row quirk (resize_image): the last output row never gets its dy*row[iy+1] term.  When
+    # (out_h-1)*h_scale rounds below in_h-1 in float32 (e.g. in_h 16 -> 416), iy = in_h-2 and
+    # dy ~ 1, so that row is (1-dy)*row[in_h-2] ~ 1e-6: nearly black.  Kept on purpose.
+    return torch.where(no_second[:, None], first, first + second)
+
+
+# --------------------------------------------------------------------------- letterbox / unletterbox
+
+
+def _as_u8_hwc(img: ImageLike, device: DeviceLike) -> torch.Tensor:
+    """HxWx3 uint8 (numpy or torch) -> uint8 torch tensor on the target device (upload as u8)."""
+    if isinstance(img, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(img))
+    elif torch.is_tensor(img):
+        t = img
+    else:
+        raise TypeError(f"letterbox: expected a numpy array or torch tensor, got {type(img).__name__}")
+    if t.dtype != torch.uint8:
+        raise TypeError(f"letterbox: expected uint8 RGB pixels, got dtype {t.dtype}")
+    if t.dim() != 3 or t.shape[2] != 3 or t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"letterbox: expected an HxWx3 RGB image, got shape {tuple(t.shape)}")
+    return t.to(device) if device is not None else t
+
+
+def u8_to_float(img_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 as Darknet's loader: ``(float)u8/255.`` bit for bit (table lookup)."""
+    key = img_u8.device
+    table = _U8_TABLES.get(key)
+    if table is None:
+        table = _U8_TABLES[key] = _U8_TO_F32.to(key)
+    return table[img_u8.long()]
+
+
+def letterbox(img: ImageLike, net_w: int, net_h: int, *,
+              device: DeviceLike = None) -> Tuple[torch.Tensor, LetterboxInfo]:
+    """Darknet's ``letterbox_image``: fit the photo inside ``net_w x net_h`` keeping its aspect.
+
+    ``img`` is an HxWx3 uint8 RGB array (numpy or torch).  The result is a ``(3, net_h, net_w)``
+    float32 tensor on ``device`` (or the image's own device): the photo converted by
+    ``(float)u8/255.``, resized with :func:`darknet_resize` to ``(new_w, new_h)`` and pasted at
+    ``(dx, dy)`` on a canvas of 0.5.  Invert boxes with :func:`unletterbox` and the returned info.
+    """
+    t = _as_u8_hwc(img, device)
+    info = letterbox_info(int(t.shape[1]), int(t.shape[0]), net_w, net_h)
+    chw = u8_to_float(t.permute(2, 0, 1))  # load_image_stb stores planar CHW
+    resized = darknet_resize(chw, info.new_w, info.new_h)
+    canvas = torch.full((3, info.net_h, info.net_w), LETTERBOX_FILL, dtype=torch.float32, device=t.device)
+    # embed_image at ((w-new_w)/2, (h-new_h)/2) in C integer division.
+    canvas[:, info.dy:info.dy + info.new_h, info.dx:info.dx + info.new_w] = resized
+    return canvas, info
+
+
+def unletterbox(boxes_cxcywh_rel_net: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
+    """Inverse of :func:`letterbox` for boxes: network-relative cx,cy,w,h -> clipped photo
+    pixel corners x1,y1,x2,y2 (``correct_yolo_boxes`` with relative=1, then the drawing clip)."""
+    return to_photo_xyxy(correct_boxes(boxes_cxcywh_rel_net, info), info)
+
+
+def letterbox_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *,
+                    device: DeviceLike = None) -> Tuple[torch.Tensor, list]:
+    """:func:`letterbox` each image and stack: ``(N, 3, net_h, net_w)`` and one info per image.
+
+    Each photo keeps its own geometry, so rows are identical to the single-image call.
+    """
+    outs, infos = [], []
+    for im in images:
+        x, info = letterbox(im, net_w, net_h, device=device)
+        outs.append(x)
+        infos.append(info)
+    if not outs:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        return torch.empty((0, 3, int(net_h), int(net_w)), dtype=torch.float32, device=dev), infos
+    return torch.stack(outs), infos
+
+
+def correct_boxes(boxes_cxcywh_rel: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
+    """Darknet's ``correct_yolo_boxes`` with relative=1: boxes ``(..., 4)`` as cx,cy,w,h
+    relative to the network input -> cx,cy,w,h relative to the photo.
+
+    Arithmetic as in the C: the centre uses double (``(b.x - off/2./netw) / (float)ratio``, the
+    result rounded back to the box dtype), the size float32 (``b.w *= (float)netw/new_w``).
+    """
+    if boxes_cxcywh_rel.shape[-1] != 4:
+        raise ValueError(f"correct_boxes: expected (..., 4) boxes, got shape {tuple(boxes_cxcywh_rel.shape)}")
+    b = boxes_cxcywh_rel
+    dt = b.dtype
+    # Half-pixel quirk: the offset is (netw-new_w)/2. (true division) while the paste used
+    # integer division, so an odd padding shifts boxes by half a network pixel (70.5 vs 70).
+    off_x = (info.net_w - info.new_w) / 2.0 / info.net_w
+    off_y = (info.net_h - info.new_h) / 2.0 / info.net_h
+    ratio_x = float(np.float32(info.new_w) / np.float32(info.net_w))  # (float)new_w/netw
+    ratio_y = float(np.float32(info.new_h) / np.float32(info.net_h))
+    grow_x = torch.tensor(np.float32(info.net_w) / np.float32(info.new_w), dtype=dt, device=b.device)
+    grow_y = torch.tensor(np.float32(info.net_h) / np.float32(info.new_h), dtype=dt, device=b.device)
+    x = ((b[..., 0].double() - off_x) / ratio_x).to(dt)
+    y = ((b[..., 1].double() - off_y) / ratio_y).to(dt)
+    return torch.stack((x, y, b[..., 2] * grow_x, b[..., 3] * grow_y), dim=-1)
+
+
+def to_photo_xyxy(boxes_cxcywh_rel_photo: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
+    """Photo-relative cx,cy,w,h -> photo pixel corners x1,y1,x2,y2, clipped like Darknet draws.
+
+    ``draw_detections`` computes ``left = (b.x-b.w/2.)*im.w`` etc. and ``draw_box`` clamps every
+    corner to ``[0, w-1]`` / ``[0, h-1]``; we keep the float values (Darknet truncates to int).
+    """
+    if boxes_cxcywh_rel_photo.shape[-1] != 4:
+        raise ValueError(f"to_photo_xyxy: expected (..., 4) boxes, got shape {tuple(boxes_cxcywh_rel_photo.shape)}")
+    b = boxes_cxcywh_rel_photo.double()  # Darknet's `/2.` makes this arithmetic double
+    cx, cy, w, h = b.unbind(-1)
+    x1 = ((cx - w / 2.0) * info.img_w).clamp(0, info.img_w - 1)
+    x2 = ((cx + w / 2.0) * info.img_w).clamp(0, info.img_w - 1)
+    y1 = ((cy - h / 2.0) * info.img_h).clamp(0, info.img_h - 1)
+    y2 = ((cy + h / 2.0) * info.img_h).clamp(0, info.img_h - 1)
+    return torch.stack((x1, y1, x2, y2), dim=-1).to(boxes_cxcywh_rel_photo.dtype)

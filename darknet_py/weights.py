@@ -1,0 +1,237 @@
+"""Darknet ``.weights`` files: read and write, every byte accounted for.
+
+Layout (pjreddie/darknet src/parser.c ``load_weights_upto`` / ``save_weights_upto``):
+int32 major, int32 minor, int32 revision, then ``seen`` (images trained on) as 8 bytes when
+``major*10 + minor >= 2`` (and both < 1000) else 4 bytes; then, layer by layer in cfg order,
+the float32 little-endian tensors each layer kind lists in ``darknet_tensors()``.
+
+Darknet checks no read: a short file silently leaves layers random and a long one is accepted.
+Here both are errors that name the layer, its cfg line and the byte counts; loading a prefix
+(a backbone made by ``darknet partial``) is the explicit ``upto=`` argument, never a guess.
+The header read is kept on the model so that load -> save is byte-identical.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .errors import WeightsError
+
+FLOAT = np.dtype("<f4")  # W10: always little-endian float32, whatever the host
+# More images than any training run has seen (yolov3.weights: 32,013,312): a garbled header.
+ABSURD_SEEN = 10**12
+
+
+@dataclass
+class Header:
+    major: int = 0
+    minor: int = 2
+    revision: int = 0
+    seen: int = 0
+    seen_bytes: int = 8
+
+    @property
+    def size(self) -> int:
+        return 12 + self.seen_bytes
+
+    def pack(self) -> bytes:
+        fmt = "<iiiQ" if self.seen_bytes == 8 else "<iiiI"
+        return struct.pack(fmt, self.major, self.minor, self.revision, self.seen)
+
+
+def seen_width(major: int, minor: int) -> int:
+    """Darknet's rule for the width of ``seen``: 8 bytes from version 0.2 on."""
+    return 8 if (major * 10 + minor >= 2 and major < 1000 and minor < 1000) else 4
+
+
+def _sniff(data: bytes, path: str) -> None:
+    head = data[:64]
+    lower = head.lstrip().lower()
+    if lower.startswith(b"version https://git-lfs"):
+        raise WeightsError("this is a Git LFS pointer, not the weights (run 'git lfs pull' or download the file "
+                           "itself)", path)
+    if lower.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
+        raise WeightsError("this is an HTML page, not a weights file (the download was redirected? download the "
+                           "file itself)", path)
+    if head[:4] == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        raise WeightsError("this is a PyTorch checkpoint (zip/pickle), not a Darknet .weights file; load it with "
+                           "darknet_py.load_checkpoint", path)
+    if len(head) >= 16 and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        raise WeightsError(f"this is a text file ({head[:40].decode('ascii', 'replace')!r}...), not a Darknet "
+                           ".weights file", path)
+
+
+def read_header(data: bytes, path: str, *, seen_bytes: Optional[int] = None, force_header: bool = False) -> Header:
+    if len(data) < 16:
+        raise WeightsError(f"not a darknet weights file ({len(data)} bytes; the header alone takes 16 or 20)", path)
+    major, minor, revision = struct.unpack_from("<iii", data, 0)
+    if major >= 1000 or minor >= 1000:
+        raise WeightsError(f"header {major}.{minor}.{revision} marks transposed [connected] weights, which "
+                           "darknet-py does not support", path)
+    width = seen_bytes if seen_bytes is not None else seen_width(major, minor)
+    if width not in (4, 8):
+        raise ValueError(f"seen_bytes must be 4 or 8, not {width}")
+    if len(data) < 12 + width:
+        raise WeightsError(f"not a darknet weights file ({len(data)} bytes; the header alone takes {12 + width})",
+                           path)
+    seen = struct.unpack_from("<Q" if width == 8 else "<I", data, 12)[0]
+    header = Header(major, minor, revision, seen, width)
+    if not force_header and (min(major, minor, revision) < 0 or seen > ABSURD_SEEN):
+        raise WeightsError(f"implausible header: major={major} minor={minor} revision={revision} seen={seen}; "
+                           "not a darknet weights file? (force_header=True reads it anyway)", path)
+    return header
+
+
+def layer_tensors(model, upto: Optional[int] = None) -> List[Tuple[int, List[Tuple[str, torch.Tensor]]]]:
+    """(layer index, [(name, tensor)]) in file order for layers [0, upto), skipping those without bytes."""
+    n = len(model.layers) if upto is None else upto
+    out = []
+    for i, layer in enumerate(model.layers[:n]):
+        tensors = layer.darknet_tensors() if hasattr(layer, "darknet_tensors") else []
+        if tensors:
+            out.append((i, tensors))
+    return out
+
+
+def count_floats(model, upto: Optional[int] = None) -> int:
+    return sum(t.numel() for _, ts in layer_tensors(model, upto) for _, t in ts)
+
+
+def _layer_name(model, i: int) -> str:
+    spec = model.netdef.specs[i]
+    return f"layer {i} [{model.netdef.sections[i + 1].kind}] (cfg line {spec.line})"
+
+
+def _check_upto(model, upto: Optional[int]) -> None:
+    if upto is not None and not 0 <= upto <= len(model.layers):
+        raise ValueError(f"upto={upto}: expected 0..{len(model.layers)} (the number of layers to load)")
+
+
+def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optional[int] = None,
+                 allow_trailing_bytes: bool = False, strict: bool = False, force_header: bool = False) -> Header:
+    """Load a Darknet .weights file into ``model`` (layers [0, upto) when ``upto`` is given).
+
+    Raises WeightsError when the file does not hold exactly what the cfg needs; with ``upto``
+    the file may be longer (the rest is not read), as for Darknet's own partial loads.
+    """
+    spath = os.fspath(path)
+    _check_upto(model, upto)
+    try:
+        with open(spath, "rb") as fh:
+            data = bytearray(fh.read())
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights: {exc.strerror or exc}", spath) from None
+    if not data:
+        raise WeightsError("not a darknet weights file (empty file)", spath)
+    _sniff(bytes(data[:64]), spath)
+    header = read_header(bytes(data[:20]), spath, seen_bytes=seen_bytes, force_header=force_header)
+    plan = layer_tensors(model, upto)
+    need = sum(t.numel() for _, ts in plan for _, t in ts)
+    file_bytes = len(data)
+    need_bytes = header.size + 4 * need
+    payload = file_bytes - header.size
+    avail = payload // 4
+    total_layers = len(model.layers)
+
+    if file_bytes != need_bytes and (upto is None or file_bytes < need_bytes):
+        diff = file_bytes - need_bytes
+        alt = 4 if header.seen_bytes == 8 else 8
+        hint = ""
+        if seen_bytes is None and diff == alt - header.seen_bytes:
+            # W7: off by exactly 4 bytes is the signature of a writer that disagreed with Darknet's
+            # version rule for the width of 'seen' (PyTorch-YOLOv3#842, AlexeyAB#1601).
+            hint = (f"; off by exactly 4 bytes: if the header's 'seen' field is {alt} bytes wide (not {header.seen_bytes} "
+                    f"as version {header.major}.{header.minor}.{header.revision} implies), pass seen_bytes={alt}")
+        if diff < 0:
+            # Find where the file runs out: a clean layer boundary (a backbone file) or mid-tensor.
+            offset = 0
+            for i, tensors in plan:
+                if offset == avail and payload % 4 == 0:
+                    raise WeightsError(
+                        f"file ends cleanly after the first {i} of {total_layers} layers ({file_bytes} bytes, the cfg "
+                        f"needs {need_bytes}); pass upto={i} to load a backbone{hint}", spath)
+                for name, t in tensors:
+                    if offset + t.numel() > avail:
+                        raise WeightsError(
+                            f"{_layer_name(model, i)}: {name} needs {t.numel()} floats, {avail - offset} remain; "
+                            f"file {file_bytes} bytes, cfg needs {need_bytes}{hint}", spath)
+                    offset += t.numel()
+        if diff > 0 and (hint or not allow_trailing_bytes):
+            raise WeightsError(
+                f"file is {file_bytes} bytes, the cfg needs {need_bytes}: {diff} bytes ({diff / 4:g} floats) left "
+                f"after the last layer; cfg and weights do not match (classes/filters changed?){hint}", spath)
+        if diff > 0:
+            warnings.warn(f"{spath}: {diff} trailing bytes after the last layer ignored", stacklevel=2)
+
+    floats = np.frombuffer(data, dtype=FLOAT, count=need, offset=header.size)
+    offset = 0
+    problems = []
+    with torch.no_grad():
+        for i, tensors in plan:
+            for name, t in tensors:
+                chunk = floats[offset:offset + t.numel()]
+                offset += t.numel()
+                bad = int(np.count_nonzero(~np.isfinite(chunk)))
+                if bad:
+                    problems.append(f"{_layer_name(model, i)}: {name} has {bad} NaN/Inf values")
+                if name.endswith("running_var"):
+                    neg = int(np.count_nonzero(chunk < 0))
+                    if neg:
+                        problems.append(f"{_layer_name(model, i)}: {name} has {neg} negative variances")
+                t.copy_(torch.from_numpy(chunk).view_as(t))
+    for problem in problems:
+        if strict:
+            raise WeightsError(problem, spath)
+        warnings.warn(f"{spath}: {problem}", stacklevel=2)
+    model.header = header
+    return header
+
+
+def weights_bytes(model, upto: Optional[int] = None, header: Optional[Header] = None) -> bytes:
+    """The .weights file content for ``model`` (layers [0, upto))."""
+    _check_upto(model, upto)
+    header = header or getattr(model, "header", None) or Header()
+    parts = [header.pack()]
+    for _, tensors in layer_tensors(model, upto):
+        for _, t in tensors:
+            parts.append(t.detach().to("cpu", torch.float32).contiguous().numpy().astype(FLOAT, copy=False).tobytes())
+    return b"".join(parts)
+
+
+def save_weights(model, path, upto: Optional[int] = None, header: Optional[Header] = None) -> None:
+    """Write Darknet's format atomically (temporary file, then rename): a kill never leaves half a file."""
+    spath = os.fspath(path)
+    data = weights_bytes(model, upto, header)
+    tmp = f"{spath}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, spath)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise WeightsError(f"cannot write weights: {exc.strerror or exc}", spath) from None
+
+
+def weights_report(model) -> List[dict]:
+    """Per-layer statistics (W12): a cfg that fits the file by size but not by meaning shows up here."""
+    rows = []
+    for i, tensors in layer_tensors(model):
+        row = {"layer": i, "kind": model.netdef.sections[i + 1].kind, "line": model.netdef.specs[i].line,
+               "floats": sum(t.numel() for _, t in tensors)}
+        for name, t in tensors:
+            v = t.detach().double()
+            row[name] = {"mean": float(v.mean()), "std": float(v.std()) if v.numel() > 1 else 0.0,
+                         "min": float(v.min()), "max": float(v.max())}
+        rows.append(row)
+    return rows

@@ -1,0 +1,18 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="darknet-py",
+    version="0.1.0",
+    description="Darknet-compatible YOLOv3 in PyTorch: original cfg and weights files, Darknet's exact results",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["darknet_py", "darknet_py.*"]),
+    python_requires=">=3.9",
+    # torch is deliberately unpinned above 2.1: `make install` puts a CPU build in place first
+    # where none is installed, and never replaces a user's existing (CUDA) torch.
+    install_requires=["numpy>=1.22", "torch>=2.1", "opencv-python-headless>=4.8,<5", "tqdm>=4.60"],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["darknet-py=darknet_py.cli:main"]},
+)
