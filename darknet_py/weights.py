@@ -52,6 +52,10 @@ def seen_width(major: int, minor: int) -> int:
 
 def _sniff(data: bytes, path: str) -> None:
     head = data[:64]
+    # A UTF-8 BOM hid "<!DOCTYPE"/LFS/text from the checks below, and its bytes then read as header
+    # major 1019198447, reported as "transposed [connected] weights": look past it.
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
     lower = head.lstrip().lower()
     if lower.startswith(b"version https://git-lfs"):
         raise WeightsError("this is a Git LFS pointer, not the weights (run 'git lfs pull' or download the file "
@@ -60,11 +64,17 @@ def _sniff(data: bytes, path: str) -> None:
         raise WeightsError("this is an HTML page, not a weights file (the download was redirected? download the "
                            "file itself)", path)
     if head[:4] == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        # (The hint named darknet_py.load_checkpoint, which does not exist; bad-inputs W11 names these.)
         raise WeightsError("this is a PyTorch checkpoint (zip/pickle), not a Darknet .weights file; load it with "
-                           "darknet_py.load_checkpoint", path)
-    if len(head) >= 16 and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
-        raise WeightsError(f"this is a text file ({head[:40].decode('ascii', 'replace')!r}...), not a Darknet "
-                           ".weights file", path)
+                           "torch.load(path, weights_only=True) and model.load_state_dict(state, strict=True)", path)
+    # Text, UTF-8 included (non-ASCII text read as a header gave "transposed weights"); the 64-byte
+    # window may cut a multi-byte character at its end.
+    try:
+        chars = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        chars = head[:exc.start].decode("utf-8") if exc.reason == "unexpected end of data" else ""
+    if len(head) >= 16 and len(chars) >= 12 and all(c.isprintable() or c in "\t\r\n" for c in chars):
+        raise WeightsError(f"this is a text file ({chars[:40]!r}...), not a Darknet .weights file", path)
 
 
 def read_header(data: bytes, path: str, *, seen_bytes: Optional[int] = None, force_header: bool = False) -> Header:
@@ -72,8 +82,9 @@ def read_header(data: bytes, path: str, *, seen_bytes: Optional[int] = None, for
         raise WeightsError(f"not a darknet weights file ({len(data)} bytes; the header alone takes 16 or 20)", path)
     major, minor, revision = struct.unpack_from("<iii", data, 0)
     if major >= 1000 or minor >= 1000:
-        raise WeightsError(f"header {major}.{minor}.{revision} marks transposed [connected] weights, which "
-                           "darknet-py does not support", path)
+        # Wording "not supported" is the W4 contract of docs/bad-inputs.md (users grep for it).
+        raise WeightsError(f"header {major}.{minor}.{revision} marks transposed [connected] weights: not "
+                           "supported by darknet-py", path)
     width = seen_bytes if seen_bytes is not None else seen_width(major, minor)
     if width not in (4, 8):
         raise ValueError(f"seen_bytes must be 4 or 8, not {width}")
@@ -82,10 +93,17 @@ def read_header(data: bytes, path: str, *, seen_bytes: Optional[int] = None, for
                            path)
     seen = struct.unpack_from("<Q" if width == 8 else "<I", data, 12)[0]
     header = Header(major, minor, revision, seen, width)
-    if not force_header and (min(major, minor, revision) < 0 or seen > ABSURD_SEEN):
-        raise WeightsError(f"implausible header: major={major} minor={minor} revision={revision} seen={seen}; "
-                           "not a darknet weights file? (force_header=True reads it anyway)", path)
+    problem = _implausible(header)
+    if not force_header and problem:
+        raise WeightsError(problem, path)
     return header
+
+
+def _implausible(h: Header) -> Optional[str]:
+    if min(h.major, h.minor, h.revision) < 0 or h.seen > ABSURD_SEEN:
+        return (f"implausible header: major={h.major} minor={h.minor} revision={h.revision} seen={h.seen}; "
+                "not a darknet weights file? (force_header=True reads it anyway)")
+    return None
 
 
 def layer_tensors(model, upto: Optional[int] = None) -> List[Tuple[int, List[Tuple[str, torch.Tensor]]]]:
@@ -130,7 +148,9 @@ def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optiona
     if not data:
         raise WeightsError("not a darknet weights file (empty file)", spath)
     _sniff(bytes(data[:64]), spath)
-    header = read_header(bytes(data[:20]), spath, seen_bytes=seen_bytes, force_header=force_header)
+    # Plausibility is judged below, once the size is known: a 0.2 header followed by a 4-byte 'seen'
+    # reads the first float into the high half of 'seen', which looks absurd; the W7 hint names the cause.
+    header = read_header(bytes(data[:20]), spath, seen_bytes=seen_bytes, force_header=True)
     plan = layer_tensors(model, upto)
     need = sum(t.numel() for _, ts in plan for _, t in ts)
     file_bytes = len(data)
@@ -139,15 +159,20 @@ def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optiona
     avail = payload // 4
     total_layers = len(model.layers)
 
-    if file_bytes != need_bytes and (upto is None or file_bytes < need_bytes):
-        diff = file_bytes - need_bytes
-        alt = 4 if header.seen_bytes == 8 else 8
-        hint = ""
-        if seen_bytes is None and diff == alt - header.seen_bytes:
-            # W7: off by exactly 4 bytes is the signature of a writer that disagreed with Darknet's
-            # version rule for the width of 'seen' (PyTorch-YOLOv3#842, AlexeyAB#1601).
-            hint = (f"; off by exactly 4 bytes: if the header's 'seen' field is {alt} bytes wide (not {header.seen_bytes} "
-                    f"as version {header.major}.{header.minor}.{header.revision} implies), pass seen_bytes={alt}")
+    mismatch = file_bytes != need_bytes and (upto is None or file_bytes < need_bytes)
+    diff = file_bytes - need_bytes
+    alt = 4 if header.seen_bytes == 8 else 8
+    hint = ""
+    if mismatch and seen_bytes is None and diff == alt - header.seen_bytes:
+        # W7: off by exactly 4 bytes is the signature of a writer that disagreed with Darknet's
+        # version rule for the width of 'seen' (PyTorch-YOLOv3#842, AlexeyAB#1601).
+        hint = (f"; off by exactly 4 bytes: if the header's 'seen' field is {alt} bytes wide (not {header.seen_bytes} "
+                f"as version {header.major}.{header.minor}.{header.revision} implies), pass seen_bytes={alt}")
+    problem = _implausible(header)
+    if problem and not force_header:
+        raise WeightsError(problem + hint, spath)
+
+    if mismatch:
         if diff < 0:
             # Find where the file runs out: a clean layer boundary (a backbone file) or mid-tensor.
             offset = 0
@@ -172,22 +197,27 @@ def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optiona
     floats = np.frombuffer(data, dtype=FLOAT, count=need, offset=header.size)
     offset = 0
     problems = []
+    chunks = []
+    for i, tensors in plan:
+        for name, t in tensors:
+            chunk = floats[offset:offset + t.numel()]
+            offset += t.numel()
+            chunks.append((t, chunk))
+            bad = int(np.count_nonzero(~np.isfinite(chunk)))
+            if bad:
+                problems.append(f"{_layer_name(model, i)}: {name} has {bad} NaN/Inf values")
+            if name.endswith("running_var"):
+                neg = int(np.count_nonzero(chunk < 0))
+                if neg:
+                    problems.append(f"{_layer_name(model, i)}: {name} has {neg} negative variances")
+    # W9 strict: refuse before copying anything, so a refused file leaves the model as it was
+    # (checking while copying left it half-overwritten with the NaN values it refused).
+    if strict and problems:
+        raise WeightsError(problems[0], spath)
     with torch.no_grad():
-        for i, tensors in plan:
-            for name, t in tensors:
-                chunk = floats[offset:offset + t.numel()]
-                offset += t.numel()
-                bad = int(np.count_nonzero(~np.isfinite(chunk)))
-                if bad:
-                    problems.append(f"{_layer_name(model, i)}: {name} has {bad} NaN/Inf values")
-                if name.endswith("running_var"):
-                    neg = int(np.count_nonzero(chunk < 0))
-                    if neg:
-                        problems.append(f"{_layer_name(model, i)}: {name} has {neg} negative variances")
-                t.copy_(torch.from_numpy(chunk).view_as(t))
+        for t, chunk in chunks:
+            t.copy_(torch.from_numpy(chunk).view_as(t))
     for problem in problems:
-        if strict:
-            raise WeightsError(problem, spath)
         warnings.warn(f"{spath}: {problem}", stacklevel=2)
     model.header = header
     return header
