@@ -1,0 +1,123 @@
+"""The command line: Darknet's output lines, JSON, drawn image, Darknet spellings, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import darknet_py
+from darknet_py.cli import main
+from darknet_py.detector import detect
+from darknet_py.imageio import load_image, save_image
+from darknet_py.random_weights import randomize
+from darknet_py.transforms import letterbox
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, photo_rgb):
+    """yolov3-tiny with calibrated random weights, and a PNG photo (lossless, so the CLI's decode
+    gives exactly the pixels the expected detections were computed from)."""
+    d = tmp_path_factory.mktemp("tiny")
+    cfg = ROOT / "cfg" / "yolov3-tiny.cfg"
+    x = letterbox(photo_rgb, 416, 416)[0][None]
+    weights = d / "tiny.weights"
+    randomize(darknet_py.build_model(cfg), x, seed=3, objectness_rate=0.01).save_weights(weights)
+    photo = d / "dog photo.png"  # a space in the name on purpose (I14)
+    save_image(photo, photo_rgb)
+    return cfg, weights, photo
+
+
+def test_detect_prints_darknet_lines_and_writes_image(tiny, tmp_path, capsys):
+    cfg, weights, photo = tiny
+    out = tmp_path / "pred.jpg"
+    assert main(["detect", str(cfg), str(weights), str(photo), "-thresh", "0.25", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{photo}: Predicted in ") and lines[0].endswith(" seconds.")
+    expected = detect(darknet_py.load(cfg, weights), str(photo), thresh=0.25)
+    assert len(expected) > 0
+    names = darknet_py.names.read_names(ROOT / "cfg" / "coco.names")
+    want = sorted(f"{names[c]}: {s * 100:.0f}%" for c, s in zip(expected.classes.tolist(), expected.scores.tolist()))
+    assert sorted(lines[1:]) == want
+    drawn, _ = load_image(out)
+    assert drawn.shape == load_image(photo)[0].shape
+    assert np.abs(drawn.astype(int) - load_image(photo)[0].astype(int)).max() > 50  # boxes were drawn
+
+
+def test_detect_json(tiny, tmp_path, capsys):
+    cfg, weights, photo = tiny
+    assert main(["detect", str(cfg), str(weights), str(photo), str(photo), "--json", "--thresh", "0.25",
+                 "--out", str(tmp_path / "p.jpg")]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 2 and records[0] == records[1] | {"seconds": records[0]["seconds"]}
+    expected = detect(darknet_py.load(cfg, weights), str(photo), thresh=0.25)
+    dets = records[0]["detections"]
+    assert [d["class_id"] for d in dets] == expected.classes.tolist()
+    assert np.allclose([d["box"] for d in dets], expected.boxes.numpy(), atol=0.01)
+    for d in dets:
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= records[0]["width"] - 1 and 0 <= y1 <= y2 <= records[0]["height"] - 1
+    assert (tmp_path / "p-dog photo.jpg").exists()  # several inputs: one drawn image each
+
+
+def test_detector_test_form_reads_names_from_data_file(tiny, tmp_path, capsys):
+    cfg, weights, photo = tiny
+    names = tmp_path / "my.names"
+    names.write_text("\r\n".join(f"thing{i}" for i in range(80)) + "\r\n")
+    data = tmp_path / "my.data"
+    data.write_text(f"classes = 80\nnames = {names}\n")
+    assert main(["detector", "test", str(data), str(cfg), str(weights), str(photo), "-thresh", "0.25",
+                 "-out", str(tmp_path / "x")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) > 1 and all(line.startswith("thing") for line in out[1:])
+    assert (tmp_path / "x.jpg").exists()  # Darknet's -out appends .jpg
+
+
+@pytest.mark.parametrize("case", ["missing weights", "bad cfg", "missing image"])
+def test_bad_input_is_one_line_and_nonzero(tiny, tmp_path, capsys, case):
+    cfg, weights, photo = tiny
+    args = [str(cfg), str(weights), str(photo)]
+    if case == "missing weights":
+        args[1] = str(tmp_path / "nope.weights")
+    elif case == "bad cfg":
+        bad = tmp_path / "bad.cfg"
+        bad.write_text(cfg.read_text().replace("filters=255", "filter=255", 1))
+        args[0] = str(bad)
+    else:
+        args[2] = str(tmp_path / "missing.jpg")
+    assert main(["detect", *args, "--out", str(tmp_path / "o.jpg")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err)
+    assert args[0 if case == "bad cfg" else 1 if case == "missing weights" else 2] in err[0]
+    if case == "bad cfg":
+        assert "did you mean 'filters'" in err[0]
+
+
+def test_one_unreadable_image_does_not_stop_the_rest(tiny, tmp_path, capsys):
+    cfg, weights, photo = tiny
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"<html>not an image</html>")
+    code = main(["detect", str(cfg), str(weights), str(broken), str(photo), "--out", str(tmp_path / "o.jpg")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"{photo}: Predicted in" in captured.out
+    assert str(broken) in captured.err and "1 ok, 1 failed" in captured.err
+
+
+def test_console_script_runs():
+    res = subprocess.run([sys.executable, "-m", "darknet_py", "validate-cfg", str(ROOT / "cfg" / "yolov3.cfg")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "107 layers, 3 [yolo] heads, 62001757 weight floats (248007048 bytes" in res.stdout
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(tiny, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: nothing to refuse")
+    cfg, weights, photo = tiny
+    assert main(["detect", str(cfg), str(weights), str(photo), "--device", "cuda"]) == 1
+    assert "cuda" in capsys.readouterr().err.lower()
