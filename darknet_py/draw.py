@@ -30,11 +30,14 @@ def class_color(cls: int, classes: int) -> Tuple[int, int, int]:
 
 
 def group_by_box(dets: Detections) -> List[Tuple[int, List[int]]]:
-    """(box index, detection rows) per box, boxes in order of their best score."""
+    """(box index, detection rows) per box, boxes in order of their best score. Within a box the
+    rows go in class-index order, as Darknet prints them and builds the label (its colour is the
+    first class's)."""
     groups: dict = {}
+    classes = dets.classes.tolist()
     for row, box in enumerate(dets.box_index.tolist()):
         groups.setdefault(box, []).append(row)
-    return list(groups.items())
+    return [(box, sorted(rows, key=lambda r: classes[r])) for box, rows in groups.items()]
 
 
 def draw_detections(rgb: np.ndarray, dets: Detections, names: Sequence[str], classes: int) -> np.ndarray:
