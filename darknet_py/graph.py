@@ -7,6 +7,7 @@ outputs that later routes/shortcuts read.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Type, Union
@@ -17,7 +18,7 @@ import torch.nn as nn
 from .config.reader import CfgDocument, Section, parse_cfg_text, read_cfg
 from .errors import CfgError
 from .layers import LAYERS, LayerKind, LayerSpec, Shape
-from .layers.net import NetSpec, parse_net
+from .layers.net import NET_TRAINING_KEYS, NetSpec, parse_net
 from .layers.yolo import YoloSpec
 
 
@@ -66,6 +67,7 @@ def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Op
     else:
         doc = read_cfg(cfg)
     net_section = doc.sections[0]
+    net_section.check_duplicates(NET_TRAINING_KEYS)
     net = parse_net(net_section)
     if width is not None:
         net.width = int(width)
@@ -79,7 +81,12 @@ def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Op
     input_shape: Shape = (net.channels, net.height, net.width)
     for section in doc.layers:
         kind = LAYERS.get(section)
-        spec = kind.parse(section, net)
+        section.check_duplicates(kind.training_keys)
+        try:
+            spec = kind.parse(section, net)
+        except CfgError:
+            _raise_typo_of_missing_key(section, kind)
+            raise
         section.check_all_used(_known_keys(kind))
         in_shapes = [input_shape if j < 0 else shapes[j] for j in spec.input_layers()]
         shapes.append(kind.out_shape(spec, in_shapes, section, specs))
@@ -87,6 +94,18 @@ def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Op
         kinds.append(kind)
     _check_heads(specs, doc.sections)
     return NetworkDef(doc.path, net, doc.sections, specs, kinds, shapes, input_shape)
+
+
+def _raise_typo_of_missing_key(section: Section, kind: Type[LayerKind]) -> None:
+    # A misspelt required key (filter=255) makes parse fail with "missing required key 'filters'"
+    # before check_all_used can name the typo; an unread unknown key close to a known key that the
+    # section lacks is that typo, so report it with its did-you-mean instead.
+    known = _known_keys(kind)
+    for opt in section.unused():
+        close = difflib.get_close_matches(opt.key, known, n=1) if opt.key not in known else []
+        if close and close[0] not in section.options:
+            raise CfgError(f"unknown key '{opt.key}' (value '{opt.value}'); did you mean '{close[0]}'?",
+                           path=section.path, line=opt.line, section=section.kind, index=section.index) from None
 
 
 def _known_keys(kind: Type[LayerKind]) -> Tuple[str, ...]:

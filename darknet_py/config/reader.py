@@ -22,8 +22,10 @@ from ..errors import CfgError
 
 PathLike = Union[str, os.PathLike]
 
-_INT_RE = re.compile(r"[+-]?\d+\Z")
-_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
+# re.ASCII: a bare \d also matches Arabic-Indic or full-width digits, which int()/float() convert
+# but Darknet's atoi/atof read as 0, so "filters=٣٢" would silently mean another net.
+_INT_RE = re.compile(r"[+-]?\d+\Z", re.ASCII)
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z", re.ASCII)
 # Darknet's strip() removes these everywhere in a line, so "anchors = 10,13,  16,30" is one token.
 _WS_RE = re.compile(r"[ \t\f\v]+")
 _SECTION_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -46,6 +48,7 @@ class Section:
     index: int
     path: Optional[str] = None
     options: Dict[str, Option] = field(default_factory=dict)
+    duplicates: List[Option] = field(default_factory=list)  # later repeats of a key, in file order
 
     # -- error helpers -------------------------------------------------------------------
     def error(self, message: str, key: Optional[str] = None) -> CfgError:
@@ -83,9 +86,16 @@ class Section:
         if not _INT_RE.match(value):
             # Darknet's atoi would read "3.5" as 3 and "abc"/"true" as 0, silently.
             raise self.error(f"{key}={value}: expected an integer", key)
-        number = int(value)
+        number = self._to_int(key, value)
         self._check_range(key, value, number, min, max, choices)
         return number
+
+    def _to_int(self, key: str, text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            # Python refuses to convert more than 4300 digits (sys.int_info.str_digits_check_threshold)
+            raise self.error(f"{key}={text[:20]}...: integer of {len(text)} characters is too large", key) from None
 
     def get_float(self, key: str, default: Optional[float] = None, *, required: bool = False,
                   min: Optional[float] = None, max: Optional[float] = None) -> float:
@@ -111,7 +121,7 @@ class Section:
             items = items[:-1]
         if not items or any(not _INT_RE.match(v) for v in items):
             raise self.error(f"{key}={value}: expected a comma-separated list of integers", key)
-        return [int(v) for v in items]
+        return [self._to_int(key, v) for v in items]
 
     def get_float_list(self, key: str, default: Optional[List[float]] = None, *, required: bool = False) -> List[float]:
         value = self._required(key) if required else self.raw(key)
@@ -140,6 +150,20 @@ class Section:
                 self.options[key].used = True
                 present.append(key)
         return present
+
+    def check_duplicates(self, harmless: Iterable[str] = ()) -> None:
+        """C11: a repeated key means different nets in Darknet (first wins) and OpenCV (last wins):
+        an error, unless the key only matters to training (pjreddie's yolov3-openimages.cfg sets
+        batch twice), where Darknet's reading, the first, is kept with a warning."""
+        harmless = set(harmless)
+        for dup in self.duplicates:
+            first = self.options[dup.key]
+            if dup.key in harmless:
+                warnings.warn(f"{self.path}:{dup.line}: [{self.kind}] repeats '{dup.key}' (first at line {first.line}); "
+                              f"using the first, {dup.key}={first.value}, as Darknet does", stacklevel=3)
+                continue
+            raise CfgError(f"duplicate key '{dup.key}' (also at line {first.line}): Darknet reads the first, "
+                           "OpenCV the last", path=self.path, line=dup.line, section=self.kind, index=self.index)
 
     def unused(self) -> List[Option]:
         return [opt for opt in self.options.values() if not opt.used]
@@ -178,7 +202,10 @@ class CfgDocument:
 def _sniff_non_cfg(data: bytes, path: Optional[str]) -> None:
     """C3: HTML pages, Git LFS pointers and binaries are common mistakes; say so at line 1."""
     head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) or b"<html" in head[:200]:
+    # "<html" further in only counts when the text starts with markup ("<!-- x --><html>"): a cfg whose
+    # first comment mentions "<html>" is still a cfg.
+    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")) or \
+            (head.startswith(b"<") and b"<html" in head[:200]):
         raise CfgError("this looks like an HTML page, not a Darknet cfg (saved a web page? use the raw file)",
                        path=path, line=1)
     if head.startswith(b"version https://git-lfs"):
@@ -253,9 +280,10 @@ def parse_cfg_text(data: Union[bytes, str], path: Optional[PathLike] = None) -> 
         if not value:
             raise CfgError(f"empty value for '{key}'", path=spath, line=lineno, section=sec.kind, index=sec.index)
         if key in sec.options:
-            # darknet reads the first, OpenCV the last: the file means different nets in each
-            raise CfgError(f"duplicate key '{key}' (also at line {sec.options[key].line})",
-                           path=spath, line=lineno, section=sec.kind, index=sec.index)
+            # Darknet reads the first, OpenCV the last; whether that matters depends on the key,
+            # which the layer kind decides (Section.check_duplicates).
+            sec.duplicates.append(Option(key, value, lineno))
+            continue
         sec.options[key] = Option(key, value, lineno)
     if not sections:
         raise CfgError("no sections found (empty file or only comments)", path=spath)

@@ -63,7 +63,10 @@ class ConvBlock(nn.Module):
 
     # -- inference: BN folded into the conv ------------------------------------------------
     def _source_key(self):
-        return tuple((t.data_ptr(), t._version, t.dtype) for _, t in self.darknet_tensors())
+        # (storage, in-place version) of each source tensor: a load, an optimiser step or .to()
+        # changes it, and the folded kernel is recomputed. Inference tensors carry no version.
+        return tuple((t.data_ptr(), t.dtype, -1 if t.is_inference() else t._version)
+                     for _, t in self.darknet_tensors())
 
     def fuse(self) -> None:
         """Fold BN into (fused_weight, fused_bias), computed in float64 and cast back."""
@@ -76,7 +79,10 @@ class ConvBlock(nn.Module):
             else:
                 b = self.conv.bias.double()
             dtype = self.conv.weight.dtype
-            self.fused_weight = w.to(dtype).contiguous(memory_format=torch.preserve_format)
+            # keep the kernel's memory format (channels_last when the model was converted to it)
+            fmt = torch.channels_last if self.conv.weight.is_contiguous(memory_format=torch.channels_last) \
+                and not self.conv.weight.is_contiguous() else torch.contiguous_format
+            self.fused_weight = w.to(dtype).contiguous(memory_format=fmt)
             self.fused_bias = b.to(dtype)
         self._fuse_key = self._source_key()
 

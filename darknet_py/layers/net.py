@@ -43,6 +43,9 @@ def parse_net(section: Section) -> NetSpec:
     width = width if width is not None else short["w"]
     channels = channels if channels is not None else (short["c"] if short["c"] is not None else 3)
     if height is None or width is None:
+        # a misspelt "widht=416" is the likely cause: report it with its did-you-mean first
+        section.mark_used(NET_TRAINING_KEYS)
+        section.check_all_used(("width", "height", "channels") + NET_TRAINING_KEYS)
         raise section.error("missing required key 'width' or 'height' (the network input size)")
     if channels not in (1, 3):
         raise section.error(f"channels={channels}: expected 1 or 3")
