@@ -26,12 +26,21 @@ ImageInput = Union[str, os.PathLike, np.ndarray]
 
 
 def load(cfg, weights=None, device: Union[str, torch.device] = "cpu", *, width: Optional[int] = None,
-         height: Optional[int] = None, upto: Optional[int] = None, **weights_kwargs) -> DarknetModel:
-    """Build the network a cfg defines, load Darknet weights (optional), move it, set eval mode."""
+         height: Optional[int] = None, upto: Optional[int] = None, channels_last: Optional[bool] = None,
+         **weights_kwargs) -> DarknetModel:
+    """Build the network a cfg defines, load Darknet weights (optional), move it, set eval mode.
+
+    ``channels_last`` defaults to True on the CPU, where NHWC convolutions are faster (see
+    tools/bench_cpu.py); outputs are the same NCHW tensors either way.
+    """
     model = build_model(cfg, width=width, height=height)
     if weights is not None:
         model.load_weights(weights, upto=upto, **weights_kwargs)
-    return model.to(resolve_device(device)).eval()
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    if channels_last if channels_last is not None else dev.type == "cpu":
+        model.to_channels_last()
+    return model
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
@@ -72,7 +81,7 @@ def postprocess(model: DarknetModel, outputs: Sequence[torch.Tensor], infos: Seq
     return results
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def detect_batch(model: DarknetModel, images: Sequence[ImageInput], thresh: float = DEFAULT_THRESH,
                  nms: float = DEFAULT_NMS) -> List[Detections]:
     """Several photos in one forward pass. Paths are decoded strictly (darknet_py.imageio)."""

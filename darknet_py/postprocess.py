@@ -68,6 +68,12 @@ def darknet_nms(boxes: Tensor, probs: Tensor, nms_thresh: float) -> Tensor:
     k, c = probs.shape
     if k == 0 or nms_thresh <= 0:
         return probs
+    # A candidate whose every class score is 0 neither suppresses nor is reported: leave it out.
+    live_rows = torch.nonzero((probs > 0).any(1)).flatten()
+    if live_rows.numel() < k:
+        out = torch.zeros_like(probs)
+        out[live_rows] = darknet_nms(boxes[live_rows], probs[live_rows], nms_thresh)
+        return out
     first, second = overlapping_pairs(boxes, nms_thresh)
     out = probs.clone()
     if first.numel() == 0:

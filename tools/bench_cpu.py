@@ -41,14 +41,18 @@ def _photo() -> np.ndarray:
     return (np.random.default_rng(0).random((576, 768, 3)) * 255).astype(np.uint8)
 
 
-def _median_time(fn, repeat: int) -> float:
-    fn()  # warm-up (allocations, oneDNN primitive creation)
-    times = []
+def _median_times(fns, repeat: int) -> list:
+    """Median time of each function, interleaved round by round so that machine noise and
+    thread pools left spinning by one implementation hit all of them alike."""
+    for fn in fns:
+        fn()  # warm-up (allocations, oneDNN primitive creation)
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def bench(name: str, size: int, threads: int, repeat: int, workdir: Path) -> list:
@@ -83,11 +87,9 @@ def bench(name: str, size: int, threads: int, repeat: int, workdir: Path) -> lis
         net.setInput(blob)
         return net.forward(names)
 
-    rows = []
-    base = _median_time(opencv_net, repeat)
-    rows.append((name, "OpenCV DNN forward (baseline)", base))
-    rows.append((name, "darknet-py forward", _median_time(ours_net, repeat)))
-    rows.append((name, "darknet-py forward + decode + NMS", _median_time(ours_full, repeat)))
+    base, net_t, full_t = _median_times([opencv_net, ours_net, ours_full], repeat)
+    rows = [(name, "OpenCV DNN forward (baseline)", base), (name, "darknet-py forward", net_t),
+            (name, "darknet-py forward + decode + NMS", full_t)]
     return [(n, what, t, t / base) for n, what, t in rows]
 
 

@@ -49,6 +49,16 @@ ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+# In-place forms, used when no gradient is needed: the input is always a fresh conv/add result,
+# and skipping one full-size write per layer is measurable on the CPU.
+_INPLACE: Dict[str, Callable[[Tensor], Tensor]] = {
+    "linear": lambda x: x,
+    "leaky": lambda x: F.leaky_relu_(x, 0.1),
+    "relu": F.relu_,
+    "logistic": torch.sigmoid_,
+}
+
+
 class Activation(torch.nn.Module):
     def __init__(self, name: str):
         super().__init__()
@@ -56,8 +66,11 @@ class Activation(torch.nn.Module):
             raise KeyError(name)
         self.name = name
         self.fn = ACTIVATIONS[name]
+        self.fn_ = _INPLACE.get(name)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fn_ is not None and not torch.is_grad_enabled():
+            return self.fn_(x)
         return self.fn(x)
 
     def extra_repr(self) -> str:

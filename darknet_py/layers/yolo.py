@@ -45,7 +45,8 @@ class YoloHead(nn.Module):
         self.register_buffer("logistic_mask", mask.view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.logistic_mask, torch.sigmoid(x), x)
+        # contiguous NCHW whatever the trunk's memory format: this is Darknet's l.output layout
+        return torch.where(self.logistic_mask, torch.sigmoid(x), x).contiguous()
 
 
 @register
