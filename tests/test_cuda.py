@@ -1,0 +1,45 @@
+"""CUDA gives what the CPU gives (run where a GPU is present; skipped elsewhere)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import darknet_py
+from darknet_py.detector import detect_batch
+from darknet_py.random_weights import randomize
+from darknet_py.transforms import letterbox
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    # TF32 convolutions (PyTorch's cuDNN default on Ampere and later) round inputs to 10 bits:
+    # Darknet computes in full fp32, so the comparison does too.
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov3"])
+def test_cuda_matches_cpu(name, photo_rgb, tmp_path):
+    cfg = ROOT / "cfg" / f"{name}.cfg"
+    x = letterbox(photo_rgb, 416, 416)[0][None]
+    weights = tmp_path / "w.weights"
+    randomize(darknet_py.build_model(cfg), x, seed=4).save_weights(weights)
+    cpu = darknet_py.load(cfg, weights, device="cpu")
+    gpu = darknet_py.load(cfg, weights, device="cuda")
+    with torch.no_grad():
+        for a, b in zip(cpu(x), gpu(x.cuda())):
+            # cuDNN and oneDNN sum in different orders: float32 rounding only.
+            assert float((a - b.cpu()).abs().max() / a.abs().max()) < 1e-4
+    d_cpu = detect_batch(cpu, [photo_rgb, photo_rgb[:, ::-1].copy()], thresh=0.25)
+    d_gpu = detect_batch(gpu, [photo_rgb, photo_rgb[:, ::-1].copy()], thresh=0.25)
+    for a, b in zip(d_cpu, d_gpu):
+        assert b.boxes.device.type == "cuda"  # decode and NMS ran on the GPU
+        assert len(a) == len(b) and len(a) > 0
+        assert torch.equal(a.classes, b.classes.cpu())
+        assert torch.allclose(a.boxes, b.boxes.cpu(), atol=0.05)
+        assert torch.allclose(a.scores, b.scores.cpu(), atol=1e-4)
