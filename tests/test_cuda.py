@@ -40,6 +40,8 @@ def test_cuda_matches_cpu(name, photo_rgb, tmp_path):
     for a, b in zip(d_cpu, d_gpu):
         assert b.boxes.device.type == "cuda"  # decode and NMS ran on the GPU
         assert len(a) == len(b) and len(a) > 0
-        assert torch.equal(a.classes, b.classes.cpu())
-        assert torch.allclose(a.boxes, b.boxes.cpu(), atol=0.05)
-        assert torch.allclose(a.scores, b.scores.cpu(), atol=1e-4)
+        # Same (class, box, score) rows; near-equal scores may come in another order.
+        gpu_rows = list(zip(b.classes.tolist(), b.scores.tolist(), b.boxes.cpu().tolist()))
+        for cls, score, box in zip(a.classes.tolist(), a.scores.tolist(), a.boxes.tolist()):
+            assert any(c == cls and abs(s - score) < 1e-4 and max(abs(p - q) for p, q in zip(bx, box)) < 0.05
+                       for c, s, bx in gpu_rows), (cls, score, box)
