@@ -156,9 +156,8 @@ def _run_detect(args, names_path: Optional[str]) -> int:
 
 
 def _run_validate(args) -> int:
-    from .graph import parse_network
+    from .graph import build_model, parse_network
     from .weights import count_floats
-    from .graph import build_model
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -176,12 +175,13 @@ def _run_validate(args) -> int:
     print(f"{len(netdef.specs)} layers, {len(netdef.yolo_indices)} [yolo] heads, {floats} weight floats "
           f"({floats * 4 + 20} bytes in a .weights file)")
     if args.verbose:
-        for section in netdef.sections:
-            kept = {k: o.value for k, o in section.options.items()} if section.kind in ("net", "network") else {}
-            training = [k for k in kept if k not in ("width", "height", "channels")]
-            if training:
-                print(f"[{section.kind}] line {section.line}: training keys kept: "
-                      + ", ".join(f"{k}={kept[k]}" for k in training))
+        print(f"[net] line {netdef.net.line}: training keys kept: "
+              + (", ".join(f"{k}={v}" for k, v in netdef.net.training.items()) or "none"))
+        for section, kind in zip(netdef.sections[1:], netdef.kinds):
+            kept = [f"{k}={section.options[k].value}" for k in kind.training_keys if k in section.options]
+            if kept:
+                print(f"[{section.kind}] line {section.line} (layer {section.index}): training keys kept: "
+                      + ", ".join(kept))
         seen = {}
         for spec in netdef.yolo_specs:
             for m in spec.mask:

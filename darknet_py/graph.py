@@ -109,12 +109,7 @@ def _raise_typo_of_missing_key(section: Section, kind: Type[LayerKind]) -> None:
 
 
 def _known_keys(kind: Type[LayerKind]) -> Tuple[str, ...]:
-    # For did-you-mean hints: every key this kind reads.
-    common = {"convolutional": ("filters", "size", "stride", "pad", "padding", "groups", "batch_normalize", "activation"),
-              "shortcut": ("from", "activation"), "route": ("layers",), "upsample": ("stride", "scale"),
-              "maxpool": ("size", "stride", "padding"),
-              "yolo": ("mask", "anchors", "classes", "num", "jitter", "ignore_thresh", "truth_thresh", "random")}
-    return common.get(kind.name, ()) + tuple(kind.training_keys)
+    return tuple(kind.keys) + tuple(kind.training_keys)
 
 
 class DarknetModel(nn.Module):

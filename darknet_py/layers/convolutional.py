@@ -10,6 +10,7 @@ training see exactly what was loaded.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -102,6 +103,7 @@ class ConvBlock(nn.Module):
 class Convolutional(LayerKind):
     name = "convolutional"
     aliases = ("conv",)
+    keys = ("filters", "size", "stride", "pad", "padding", "groups", "batch_normalize", "activation")
     # Keys Darknet accepts on a conv that do not change inference.
     training_keys = ("stopbackward", "train_only_bn", "learning_rate", "burnin_update", "sway", "rotate",
                      "stretch", "stretch_sway")
@@ -126,7 +128,6 @@ class Convolutional(LayerKind):
         groups = section.get_int("groups", 1, min=1)
         bn = section.get_bool("batch_normalize", False)
         if not section.has("activation"):
-            import warnings
             warnings.warn(f"{section.path}:{section.line}: [convolutional] (layer {section.index}) has no activation=; "
                           "using Darknet's default 'logistic' (OpenCV reads it as 'linear')", stacklevel=2)
         # Darknet's default activation for a conv is logistic (OpenCV's importer uses linear).

@@ -46,6 +46,7 @@ class Maxpool(nn.Module):
 class MaxpoolKind(LayerKind):
     name = "maxpool"
     aliases = ("max",)
+    keys = ("size", "stride", "padding")
 
     @classmethod
     def parse(cls, section, net) -> MaxpoolSpec:

@@ -40,6 +40,8 @@ class LayerKind:
 
     name: str = ""
     aliases: Tuple[str, ...] = ()
+    # Keys this kind reads for inference (for did-you-mean hints on typos).
+    keys: Tuple[str, ...] = ()
     # Keys Darknet reads that only matter to training or data loading: accepted and kept.
     training_keys: Tuple[str, ...] = ()
 

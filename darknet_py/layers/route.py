@@ -31,6 +31,7 @@ class Route(nn.Module):
 @register
 class RouteKind(LayerKind):
     name = "route"
+    keys = ("layers",)
 
     @classmethod
     def parse(cls, section, net) -> RouteSpec:

@@ -37,6 +37,7 @@ class Shortcut(nn.Module):
 @register
 class ShortcutKind(LayerKind):
     name = "shortcut"
+    keys = ("from", "activation")
 
     @classmethod
     def parse(cls, section, net) -> ShortcutSpec:

@@ -34,6 +34,7 @@ class Upsample(nn.Module):
 @register
 class UpsampleKind(LayerKind):
     name = "upsample"
+    keys = ("stride", "scale")
 
     @classmethod
     def parse(cls, section, net) -> UpsampleSpec:

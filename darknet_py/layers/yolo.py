@@ -52,7 +52,9 @@ class YoloHead(nn.Module):
 @register
 class YoloKind(LayerKind):
     name = "yolo"
-    training_keys = ("max", "counters_per_class", "label_smooth_eps", "iou_normalizer", "cls_normalizer",
+    keys = ("mask", "anchors", "classes", "num")
+    # (jitter, ignore_thresh, truth_thresh and random are also kept on the spec for the trainer)
+    training_keys = ("jitter", "ignore_thresh", "truth_thresh", "random", "max", "counters_per_class", "label_smooth_eps", "iou_normalizer", "cls_normalizer",
                      "obj_normalizer", "delta_normalizer", "iou_loss", "iou_thresh_kind", "iou_thresh", "beta_nms",
                      "nms_kind", "max_delta", "resize", "focal_loss", "objectness_smooth", "map",
                      "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm",

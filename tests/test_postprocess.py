@@ -1,0 +1,89 @@
+"""Darknet's thresholds and per-class NMS against a plain-Python port of do_nms_sort."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import darknet_py
+from darknet_py.detector import detect, detect_batch
+from darknet_py.postprocess import darknet_nms, threshold
+from darknet_py.random_weights import randomize
+from darknet_py.transforms import letterbox
+from conftest import ROOT
+
+
+def _reference_nms(boxes, probs, thresh):
+    """src/box.c do_nms_sort in plain Python (ties: candidate order, as our stable sort)."""
+    boxes = [tuple(map(float, b)) for b in boxes]
+    probs = [list(map(float, p)) for p in probs]
+
+    def iou(a, b):
+        def overlap(x1, w1, x2, w2):
+            return min(x1 + w1 / 2, x2 + w2 / 2) - max(x1 - w1 / 2, x2 - w2 / 2)
+        w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
+        inter = 0.0 if w < 0 or h < 0 else w * h
+        return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+    for k in range(len(probs[0]) if probs else 0):
+        order = sorted(range(len(boxes)), key=lambda i: -probs[i][k])
+        for pos, i in enumerate(order):
+            if probs[i][k] == 0:
+                continue
+            for j in order[pos + 1:]:
+                if iou(boxes[i], boxes[j]) > thresh:
+                    probs[j][k] = 0.0
+    return np.array(probs).reshape(len(boxes), -1)
+
+
+@st.composite
+def candidates(draw):
+    n = draw(st.integers(0, 40))
+    c = draw(st.integers(1, 5))
+    # few distinct values so that identical boxes and tied scores occur often
+    coords = st.sampled_from([0.1, 0.2, 0.25, 0.3, 0.5, 0.55, 0.7])
+    sizes = st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.6])
+    boxes = [[draw(coords), draw(coords), draw(sizes), draw(sizes)] for _ in range(n)]
+    probs = [[draw(st.sampled_from([0.0, 0.0, 0.3, 0.6, 0.61, 0.9])) for _ in range(c)] for _ in range(n)]
+    return (torch.tensor(boxes, dtype=torch.float64).reshape(n, 4),
+            torch.tensor(probs, dtype=torch.float64).reshape(n, c))
+
+
+@settings(max_examples=300, deadline=None)
+@given(candidates(), st.sampled_from([0.3, 0.45, 0.7]))
+def test_nms_equals_darknet_greedy(cand, nms):
+    boxes, probs = cand
+    got = darknet_nms(boxes, probs, nms).numpy()
+    want = _reference_nms(boxes.numpy(), probs.numpy(), nms) if len(boxes) else probs.numpy()
+    assert np.array_equal(got, want)
+
+
+def test_nms_keeps_one_box_under_several_classes():
+    # Two overlapping boxes; box 0 wins class 0, box 1 wins class 1: both survive (Darknet's
+    # per-class suppression zeroes scores, it does not delete boxes).
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2]], dtype=torch.float64)
+    probs = torch.tensor([[0.9, 0.6], [0.7, 0.8]], dtype=torch.float64)
+    assert darknet_nms(boxes, probs, 0.45).tolist() == [[0.9, 0.0], [0.0, 0.8]]
+
+
+def test_threshold_is_strict_and_multiplies_objectness():
+    boxes = torch.zeros(3, 4, dtype=torch.float64)
+    obj = torch.tensor([0.5, 0.6, 1.0], dtype=torch.float64)
+    cls = torch.tensor([[1.0, 1.0], [0.9, 0.5], [0.5, 0.49]], dtype=torch.float64)
+    c = threshold(boxes, obj, cls, 0.5)
+    assert c.objectness.tolist() == [0.6, 1.0]  # obj == thresh is not > thresh
+    assert torch.allclose(c.probs, torch.tensor([[0.54, 0.0], [0.0, 0.0]], dtype=torch.float64))  # 0.5 is not > 0.5
+
+
+def test_batch_equals_single_images(photo_rgb):
+    cfg = ROOT / "cfg" / "yolov3-tiny.cfg"
+    x = letterbox(photo_rgb, 416, 416)[0][None]
+    model = randomize(darknet_py.build_model(cfg), x, seed=5, objectness_rate=0.02).eval()
+    images = [photo_rgb, np.ascontiguousarray(photo_rgb[:300, :200]), np.ascontiguousarray(photo_rgb.transpose(1, 0, 2))]
+    batch = detect_batch(model, images, thresh=0.25)
+    for image, dets in zip(images, batch):
+        one = detect(model, image, thresh=0.25)
+        assert torch.equal(one.classes, dets.classes)
+        assert torch.allclose(one.boxes, dets.boxes, atol=1e-3) and torch.allclose(one.scores, dets.scores, atol=1e-6)
+    assert len(batch[0]) > 0
