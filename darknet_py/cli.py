@@ -99,13 +99,14 @@ def _out_path(out: str, image: str, several: bool) -> str:
 def _run_detect(args, names_path: Optional[str]) -> int:
     import torch
 
-    from .detector import load, postprocess
+    from .detector import _check_rgb_model, load, postprocess
     from .draw import draw_detections, group_by_box
     from .imageio import load_image, save_image
     from .names import default_names, read_names
     from .transforms import letterbox
 
     model = load(args.cfg, args.weights, device=args.device, seen_bytes=args.seen_bytes)
+    _check_rgb_model(model)
     classes = model.netdef.classes
     names = read_names(names_path, classes) if names_path else default_names(classes)
     device = next(model.parameters()).device

@@ -121,3 +121,14 @@ def test_device_cuda_without_cuda_is_a_clear_error(tiny, tmp_path, capsys):
     cfg, weights, photo = tiny
     assert main(["detect", str(cfg), str(weights), str(photo), "--device", "cuda"]) == 1
     assert "cuda" in capsys.readouterr().err.lower()
+
+
+def test_single_channel_network_is_refused_clearly(tmp_path, capsys, tiny):
+    cfg = tmp_path / "gray.cfg"
+    cfg.write_text("[net]\nwidth=32\nheight=32\nchannels=1\n[convolutional]\nfilters=18\nsize=1\nactivation=linear\n"
+                   "[yolo]\nmask=0,1,2\nanchors=1,1,2,2,3,3\nclasses=1\n")
+    weights = tmp_path / "gray.weights"
+    darknet_py.build_model(cfg).save_weights(weights)
+    assert main(["detect", str(cfg), str(weights), str(tiny[2]), "--out", str(tmp_path / "o.jpg")]) == 1
+    err = capsys.readouterr().err
+    assert f"{cfg}:1" in err and "channels=1" in err
