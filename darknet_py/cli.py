@@ -77,6 +77,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--partial", type=int, help="load only the first N layers")
     p.add_argument("--seen-bytes", type=int, choices=(4, 8))
 
+    p = sub.add_parser("export", help="write the model as ONNX, TorchScript or a PyTorch checkpoint, verified")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("--format", choices=("onnx", "torchscript", "pt"), default="onnx")
+    p.add_argument("--size", type=int, nargs="+", metavar="N", help="input size: --size 416 or --size W H")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
+    group.add_argument("--dynamic", action="store_true", help="dynamic batch dimension (ONNX)")
+    p.add_argument("--decode", action="store_true",
+                   help="one output: x1, y1, x2, y2 (network pixels), objectness, class scores per prediction")
+    p.add_argument("--half", action="store_true", help="float16 model and input")
+    p.add_argument("--opset", type=int, help="ONNX opset")
+    p.add_argument("--image", help="photo to measure the export's difference against PyTorch on")
+    p.add_argument("-o", "--output", help="output file (default: the weights' name with .onnx/.torchscript.pt/.pt)")
+
+    p = sub.add_parser("convert", help="a darknet-py checkpoint (.pt) back to Darknet .weights")
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.add_argument("--cfg", help="cfg to use instead of the one stored in the checkpoint")
+
     p = sub.add_parser("partial", help="Darknet's partial: save the first N layers' weights (a backbone)")
     p.add_argument("cfg")
     p.add_argument("weights")
@@ -206,6 +226,57 @@ def _run_inspect(args) -> int:
     return 0
 
 
+def _run_export(args) -> int:
+    from .detector import load
+    from .imageio import load_image
+
+    width = height = None
+    if args.size:
+        if len(args.size) > 2:
+            raise ValueError(f"--size takes one or two numbers, got {len(args.size)}")
+        width, height = args.size[0], args.size[-1]
+    model = load(args.cfg, args.weights, width=width, height=height, channels_last=False)
+    sample = load_image(args.image)[0] if args.image else None
+    suffix = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt"}[args.format]
+    out = args.output or os.path.splitext(args.weights)[0] + suffix
+    if args.format == "pt":
+        from .checkpoint import checkpoint_names, load_checkpoint, save_checkpoint
+        import torch
+
+        save_checkpoint(model, out)
+        back = load_checkpoint(out).eval()
+        x = torch.rand(1, 3, model.input_size[1], model.input_size[0], generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            diff = max(float((a - b).abs().max()) for a, b in zip(model(x), back(x)))
+        n = len(checkpoint_names(back))
+        print(f"wrote {out}: PyTorch checkpoint, {n} tensors, cfg text included, "
+              f"{os.path.getsize(out) / 1e6:.1f} MB; reloaded outputs differ by {diff:g}")
+        return 0
+    from . import export as ex
+
+    opset = {} if args.opset is None else {"opset": args.opset}
+    if args.format == "onnx":
+        report = ex.export_onnx(model, out, batch=args.batch, dynamic=args.dynamic, decode=args.decode,
+                                half=args.half, sample=sample, **opset)
+    else:
+        if args.dynamic:
+            raise ValueError("--dynamic applies to ONNX; a traced TorchScript module takes any batch already")
+        report = ex.export_torchscript(model, out, batch=args.batch, decode=args.decode, half=args.half,
+                                       sample=sample)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
+def _run_convert(args) -> int:
+    from .checkpoint import load_checkpoint
+
+    model = load_checkpoint(args.checkpoint, cfg=args.cfg)
+    model.save_weights(args.out)
+    print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes)")
+    return 0
+
+
 def _run_partial(args) -> int:
     from .detector import load
 
@@ -234,6 +305,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _run_inspect(args)
         if args.command == "partial":
             return _run_partial(args)
+        if args.command == "export":
+            return _run_export(args)
+        if args.command == "convert":
+            return _run_convert(args)
     except (DarknetPyError, RuntimeError, ValueError) as exc:
         if args.debug:
             traceback.print_exc()

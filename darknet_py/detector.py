@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .checkpoint import is_checkpoint, load_state, read_checkpoint
 from .decode import decode
 from .errors import CfgError
 from .graph import DarknetModel, build_model
@@ -37,7 +38,13 @@ def load(cfg, weights=None, device: Union[str, torch.device] = "cpu", *, width: 
     """
     model = build_model(cfg, width=width, height=height)
     if weights is not None:
-        model.load_weights(weights, upto=upto, **weights_kwargs)
+        if is_checkpoint(weights):  # W11: a .pt given as weights is read as what it is
+            if upto is not None:
+                raise ValueError("upto= applies to Darknet .weights files, not to checkpoints")
+            payload = read_checkpoint(weights)
+            load_state(model, payload["state_dict"], os.fspath(weights))
+        else:
+            model.load_weights(weights, upto=upto, **weights_kwargs)
     dev = resolve_device(device)
     model = model.to(dev).eval()
     if channels_last:

@@ -33,6 +33,7 @@ class NetworkDef:
     kinds: List[Type[LayerKind]]
     shapes: List[Shape]  # output (C, H, W) of each layer
     input_shape: Shape
+    cfg_text: str = ""  # the cfg as read, so a checkpoint can carry its own network definition
 
     @property
     def yolo_indices(self) -> List[int]:
@@ -93,7 +94,7 @@ def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Op
         specs.append(spec)
         kinds.append(kind)
     _check_heads(specs, doc.sections)
-    return NetworkDef(doc.path, net, doc.sections, specs, kinds, shapes, input_shape)
+    return NetworkDef(doc.path, net, doc.sections, specs, kinds, shapes, input_shape, doc.text)
 
 
 def _raise_typo_of_missing_key(section: Section, kind: Type[LayerKind]) -> None:

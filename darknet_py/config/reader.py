@@ -189,6 +189,7 @@ class Section:
 class CfgDocument:
     path: Optional[str]
     sections: List[Section]
+    text: str = ""  # the file as read (undecodable bytes in comments replaced): kept with checkpoints
 
     @property
     def net(self) -> Section:
@@ -287,7 +288,7 @@ def parse_cfg_text(data: Union[bytes, str], path: Optional[PathLike] = None) -> 
         sec.options[key] = Option(key, value, lineno)
     if not sections:
         raise CfgError("no sections found (empty file or only comments)", path=spath)
-    return CfgDocument(spath, sections)
+    return CfgDocument(spath, sections, data.decode("utf-8", errors="replace"))
 
 
 def read_cfg(path: PathLike) -> CfgDocument:

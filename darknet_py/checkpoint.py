@@ -1,0 +1,112 @@
+"""PyTorch checkpoints (``.pt``) of a Darknet model, and the way back to ``.weights``.
+
+A checkpoint is a plain ``torch.save`` dict that loads with ``torch.load(weights_only=True)``:
+
+- ``state_dict``: the tensors of the ``.weights`` file, float32, in file order, named
+  ``"<layer>_<kind>.<tensor>"`` (``"000_convolutional.bn.weight"``, ``"105_convolutional.conv.bias"``);
+- ``cfg``: the cfg text the model was built from, so the file alone defines the network;
+- ``input_size``: (width, height) of the network input (a cfg's size may have been overridden);
+- ``header``: the Darknet header (major, minor, revision, seen, seen width), so that
+  ``.weights -> .pt -> .weights`` is byte-identical.
+
+Loading is strict, like ``load_state_dict(strict=True)``: every missing, unexpected or
+mis-shaped tensor is listed in one error.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+import torch
+
+from .errors import WeightsError
+from .graph import DarknetModel, build_model
+from .weights import Header, layer_tensors
+
+FORMAT = "darknet-py checkpoint"
+VERSION = 1
+
+
+def checkpoint_names(model: DarknetModel) -> List[tuple]:
+    """(readable name, tensor) for every tensor of the weights file, in file order."""
+    out = []
+    for i, tensors in layer_tensors(model):
+        kind = model.netdef.sections[i + 1].kind
+        out += [(f"{i:03d}_{kind}.{name}", t) for name, t in tensors]
+    return out
+
+
+def save_checkpoint(model: DarknetModel, path) -> None:
+    """Write ``model`` as a checkpoint (temporary file, then rename)."""
+    if not model.netdef.cfg_text:
+        raise ValueError("the model carries no cfg text (build it from a cfg file or bytes)")
+    h = model.header or Header()
+    state = {name: t.detach().to("cpu", torch.float32).contiguous().clone() for name, t in checkpoint_names(model)}
+    payload = {"format": FORMAT, "version": VERSION, "cfg": model.netdef.cfg_text,
+               "input_size": list(model.input_size), "state_dict": state,
+               "header": [h.major, h.minor, h.revision, h.seen, h.seen_bytes]}
+    spath = os.fspath(path)
+    tmp = f"{spath}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, spath)
+
+
+def is_checkpoint(path) -> bool:
+    """A zip (torch.save's format) or pickle file, by its magic bytes (W11)."""
+    try:
+        with open(os.fspath(path), "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
+def read_checkpoint(path) -> Dict:
+    spath = os.fspath(path)
+    try:
+        payload = torch.load(spath, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise WeightsError(f"cannot read checkpoint: {exc.strerror or exc}", spath) from None
+    except Exception as exc:  # the unpickler's errors have no common base class
+        raise WeightsError(f"not a loadable PyTorch checkpoint: {exc}", spath) from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise WeightsError("not a darknet-py checkpoint (expected a dict with 'state_dict' and 'cfg')", spath)
+    return payload
+
+
+def load_state(model: DarknetModel, state: Dict[str, torch.Tensor], path: Optional[str] = None) -> None:
+    """Copy a checkpoint's tensors into ``model``; all problems are reported together."""
+    expected = dict(checkpoint_names(model))
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"missing: {', '.join(missing[:5])}" + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(f"unexpected: {', '.join(unexpected[:5])}"
+                        + (f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""))
+    for k, t in expected.items():
+        if k in state and tuple(state[k].shape) != tuple(t.shape):
+            problems.append(f"size mismatch for {k}: checkpoint {tuple(state[k].shape)}, cfg {tuple(t.shape)}")
+    if problems:
+        raise WeightsError("checkpoint does not fit the cfg: " + "; ".join(problems), path)
+    with torch.no_grad():
+        for k, t in expected.items():
+            t.copy_(state[k])
+
+
+def load_checkpoint(path, cfg=None) -> DarknetModel:
+    """Build the model a checkpoint defines (or ``cfg`` when given) and load its tensors."""
+    payload = read_checkpoint(path)
+    width, height = payload.get("input_size", (None, None))
+    if cfg is None:
+        if "cfg" not in payload:
+            raise WeightsError("checkpoint holds no cfg text: pass the cfg", os.fspath(path))
+        model = build_model(payload["cfg"].encode("utf-8"), width=width, height=height)
+    else:
+        model = build_model(cfg, width=width, height=height)
+    load_state(model, payload["state_dict"], os.fspath(path))
+    header = payload.get("header")
+    if header is not None:
+        model.header = Header(*[int(v) for v in header])
+    return model
