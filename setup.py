@@ -13,6 +13,10 @@ setup(
     # torch is deliberately unpinned above 2.1: `make install` puts a CPU build in place first
     # where none is installed, and never replaces a user's existing (CUDA) torch.
     install_requires=["numpy>=1.22", "torch>=2.1", "opencv-python-headless>=4.8,<5", "tqdm>=4.60"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={
+        # ONNX export and its onnxruntime check (darknet-py export --format onnx)
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16"],
+    },
     entry_points={"console_scripts": ["darknet-py=darknet_py.cli:main"]},
 )

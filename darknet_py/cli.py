@@ -245,12 +245,18 @@ def _run_export(args) -> int:
 
         save_checkpoint(model, out)
         back = load_checkpoint(out).eval()
-        x = torch.rand(1, 3, model.input_size[1], model.input_size[0], generator=torch.Generator().manual_seed(0))
+        from .export import sample_input
+
+        x = sample_input(model, sample)
         with torch.no_grad():
             diff = max(float((a - b).abs().max()) for a, b in zip(model(x), back(x)))
-        n = len(checkpoint_names(back))
-        print(f"wrote {out}: PyTorch checkpoint, {n} tensors, cfg text included, "
-              f"{os.path.getsize(out) / 1e6:.1f} MB; reloaded outputs differ by {diff:g}")
+        print(f"wrote {out}: PyTorch checkpoint (torch.load(weights_only=True)), "
+              f"{len(checkpoint_names(back))} tensors in .weights order, cfg text and header included, "
+              f"{os.path.getsize(out) / 1e6:.1f} MB")
+        print(f"  input: images {list(x.shape)}; outputs: "
+              + ", ".join(f"yolo_{i} {list(o.shape)}" for i, o in zip(back.heads, back(x))))
+        print(f"  reloaded checkpoint against the model on the {'given' if sample is not None else 'synthetic'} "
+              f"image: largest difference {diff:g}")
         return 0
     from . import export as ex
 
