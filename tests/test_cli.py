@@ -132,3 +132,20 @@ def test_single_channel_network_is_refused_clearly(tmp_path, capsys, tiny):
     assert main(["detect", str(cfg), str(weights), str(tiny[2]), "--out", str(tmp_path / "o.jpg")]) == 1
     err = capsys.readouterr().err
     assert f"{cfg}:1" in err and "channels=1" in err
+
+
+@pytest.mark.parametrize("fmt, extra, outputs", [
+    # 96x96 input: 3x3 and 6x6 grids with 3 anchors each -> (9 + 36) * 3 = 135 predictions
+    ("onnx", ["--dynamic", "--decode"], ["output detections: batch x 135 x 85"]),
+    ("torchscript", [], ["output yolo_16: batch x 255 x 3 x 3", "output yolo_23: batch x 255 x 6 x 6"]),
+])
+def test_export_prints_what_it_wrote(tiny, tmp_path, capsys, fmt, extra, outputs):
+    cfg, weights, photo = tiny
+    out = tmp_path / f"m.{fmt}"
+    assert main(["export", str(cfg), str(weights), "--format", fmt, "--size", "96", "--image", str(photo),
+                 "-o", str(out), *extra]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and out.exists()
+    for line in outputs:
+        assert line in text
+    assert "largest difference from PyTorch" in text
