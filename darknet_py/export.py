@@ -481,14 +481,17 @@ def export_onnx(model: DarknetModel, path, *, batch: int = 1, dynamic: bool = Fa
         return _export_onnx(onnx, ort, model, os.fspath(path), batch, dynamic, decode, half, int(opset), sample)
 
 
-def _export_onnx(onnx, ort, model, path, batch, dynamic, decode, half, opset, sample) -> ExportReport:
+def _plan(model, decode: bool, half: bool, sample):
+    """What both exporters need: the prepared model, the reference module (darknet_py's own
+    inference path), the module traced (the same arithmetic with folded tensors as parameters),
+    output names, the letterboxed sample, device and dtype."""
     m, lean = _prepared(model, half)
-    device = _model_device(m)
-    target = _target(m, decode)       # the reference: darknet_py's own inference path
-    exported = _target(lean, decode)  # what is traced: the same arithmetic, folded tensors as parameters
-    names = _output_names(m, decode)
-    dtype = torch.float16 if half else torch.float32
-    x1 = sample_input(model, sample)
+    return (m, _target(m, decode), _target(lean, decode), _output_names(m, decode), sample_input(model, sample),
+            _model_device(m), torch.float16 if half else torch.float32)
+
+
+def _export_onnx(onnx, ort, model, path, batch, dynamic, decode, half, opset, sample) -> ExportReport:
+    m, target, exported, names, x1, device, dtype = _plan(model, decode, half, sample)
     x = _batch_of(x1, batch).to(device=device, dtype=dtype)
     dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None
     if dynamic:
@@ -572,13 +575,7 @@ def export_torchscript(model: DarknetModel, path, *, batch: int = 1, decode: boo
 
 
 def _export_torchscript(model, path, batch, decode, half, sample) -> ExportReport:
-    m, lean = _prepared(model, half)
-    device = _model_device(m)
-    target = _target(m, decode)       # the reference: darknet_py's own inference path
-    exported = _target(lean, decode)  # what is traced: the same arithmetic, folded tensors as parameters
-    names = _output_names(m, decode)
-    dtype = torch.float16 if half else torch.float32
-    x1 = sample_input(model, sample)
+    m, target, exported, names, x1, device, dtype = _plan(model, decode, half, sample)
     x = _batch_of(x1, batch).to(device=device, dtype=dtype)
     other = 3 if batch != 3 else 1
     x_other = _batch_of(x1, other).to(device=device, dtype=dtype)
