@@ -21,7 +21,7 @@ import torch
 
 from .errors import WeightsError
 from .graph import DarknetModel, build_model
-from .weights import Header, layer_tensors
+from .weights import Header, is_torch_file_head, layer_tensors
 
 FORMAT = "darknet-py checkpoint"
 VERSION = 1
@@ -58,7 +58,7 @@ def is_checkpoint(path) -> bool:
             head = fh.read(4)
     except OSError:
         return False
-    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+    return is_torch_file_head(head)
 
 
 def read_checkpoint(path) -> Dict:

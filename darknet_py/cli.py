@@ -119,14 +119,15 @@ def _out_path(out: str, image: str, several: bool) -> str:
 def _run_detect(args, names_path: Optional[str]) -> int:
     import torch
 
-    from .detector import _check_rgb_model, load, postprocess
+    from .detector import check_rgb_model, load, postprocess
+    from .errors import DarknetPyError
     from .draw import draw_detections, group_by_box
     from .imageio import load_image, save_image
     from .names import default_names, read_names
     from .transforms import letterbox
 
     model = load(args.cfg, args.weights, device=args.device, seen_bytes=args.seen_bytes)
-    _check_rgb_model(model)
+    check_rgb_model(model)
     classes = model.netdef.classes
     names = read_names(names_path, classes) if names_path else default_names(classes)
     device = next(model.parameters()).device
@@ -138,10 +139,7 @@ def _run_detect(args, names_path: Optional[str]) -> int:
     for image in images:
         try:
             rgb, meta = load_image(image, exif_orientation=not args.no_exif_orientation)
-        except Exception as exc:  # one bad image is reported; the others still run
-            from .errors import DarknetPyError
-            if not isinstance(exc, DarknetPyError):
-                raise
+        except DarknetPyError as exc:  # one bad image is reported; the others still run
             print(f"darknet-py: {exc}", file=sys.stderr)
             failed += 1
             continue

@@ -74,7 +74,7 @@ def _as_rgb(image: ImageInput):
     return load_image(image)
 
 
-def _check_rgb_model(model: DarknetModel) -> None:
+def check_rgb_model(model: DarknetModel) -> None:
     if model.netdef.net.channels != 3:
         raise CfgError(f"[net] channels={model.netdef.net.channels}: detection takes RGB photos and supports "
                        "channels=3 networks only", path=model.netdef.path, line=model.netdef.net.line, section="net")
@@ -100,7 +100,7 @@ def postprocess(model: DarknetModel, outputs: Sequence[torch.Tensor], infos: Seq
 def detect_batch(model: DarknetModel, images: Sequence[ImageInput], thresh: float = DEFAULT_THRESH,
                  nms: float = DEFAULT_NMS) -> List[Detections]:
     """Several photos in one forward pass. Paths are decoded strictly (darknet_py.imageio)."""
-    _check_rgb_model(model)
+    check_rgb_model(model)
     rgbs = [_as_rgb(im)[0] for im in images]
     net_w, net_h = model.input_size
     x, infos = letterbox_batch(rgbs, net_w, net_h, device=_model_device(model))

@@ -35,24 +35,17 @@ def randomize(model: DarknetModel, calibration: Optional[torch.Tensor] = None, s
         c, h, w = model.netdef.input_shape
         coarse = torch.rand(1, c, max(1, h // 16), max(1, w // 16), generator=gen)
         calibration = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-    x = calibration.to(torch.float32)
-    head_inputs = {j for i, layer in enumerate(model.layers) if isinstance(layer, YoloHead) for j in model.inputs[i]}
+    calibration = calibration.to(torch.float32)
+    # the [yolo] head each conv feeds, if any: its output gets the head's logit spread
+    head_of = {j: layer for i, layer in enumerate(model.layers) if isinstance(layer, YoloHead) for j in model.inputs[i]}
     cache = [None] * len(model.layers)
     for i, layer in enumerate(model.layers):
         args = [calibration if j < 0 else cache[j] for j in model.inputs[i]]
         if isinstance(layer, ConvBlock):
-            _init_conv(layer, args[0], gen, head_spec=_head_for(model, i) if i in head_inputs else None,
-                       objectness_rate=objectness_rate)
-        cache[i] = x = layer(*args)
+            _init_conv(layer, args[0], gen, head_spec=head_of.get(i), objectness_rate=objectness_rate)
+        cache[i] = layer(*args)
     model.header = None
     return model
-
-
-def _head_for(model: DarknetModel, conv_index: int):
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, YoloHead) and conv_index in model.inputs[i]:
-            return layer
-    return None
 
 
 def _init_conv(block: ConvBlock, x: torch.Tensor, gen: torch.Generator, head_spec: Optional[YoloHead],

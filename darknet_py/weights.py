@@ -50,6 +50,11 @@ def seen_width(major: int, minor: int) -> int:
     return 8 if (major * 10 + minor >= 2 and major < 1000 and minor < 1000) else 4
 
 
+def is_torch_file_head(head: bytes) -> bool:
+    """W11: torch.save's zip archive, or a bare pickle (protocols 2-5), by its first bytes."""
+    return head[:4] == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
 def _sniff(data: bytes, path: str) -> None:
     head = data[:64]
     # A UTF-8 BOM hid "<!DOCTYPE"/LFS/text from the checks below, and its bytes then read as header
@@ -63,10 +68,10 @@ def _sniff(data: bytes, path: str) -> None:
     if lower.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
         raise WeightsError("this is an HTML page, not a weights file (the download was redirected? download the "
                            "file itself)", path)
-    if head[:4] == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
-        # (The hint named darknet_py.load_checkpoint, which does not exist; bad-inputs W11 names these.)
-        raise WeightsError("this is a PyTorch checkpoint (zip/pickle), not a Darknet .weights file; load it with "
-                           "torch.load(path, weights_only=True) and model.load_state_dict(state, strict=True)", path)
+    if is_torch_file_head(head):
+        raise WeightsError("this is a PyTorch checkpoint (zip/pickle), not a Darknet .weights file; pass it to "
+                           "darknet_py.load or darknet_py.checkpoint.load_checkpoint, which read it with "
+                           "torch.load(path, weights_only=True) and load_state_dict(strict=True) semantics", path)
     # Text, UTF-8 included (non-ASCII text read as a header gave "transposed weights"); the 64-byte
     # window may cut a multi-byte character at its end.
     try:

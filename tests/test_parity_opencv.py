@@ -7,7 +7,6 @@ plain-Python port of Darknet's thresholds and do_nms_sort written here, not our 
 """
 from __future__ import annotations
 
-import math
 
 import cv2
 import numpy as np

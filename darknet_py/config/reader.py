@@ -16,7 +16,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 from ..errors import CfgError
 
@@ -113,26 +113,23 @@ class Section:
         return bool(self.get_int(key, int(default), choices=(0, 1)))
 
     def get_int_list(self, key: str, default: Optional[List[int]] = None, *, required: bool = False) -> List[int]:
+        items = self._list(key, required, _INT_RE, "integers")
+        return default if items is None else [self._to_int(key, v) for v in items]  # type: ignore[return-value]
+
+    def get_float_list(self, key: str, default: Optional[List[float]] = None, *, required: bool = False) -> List[float]:
+        items = self._list(key, required, _FLOAT_RE, "numbers")
+        return default if items is None else [float(v) for v in items]  # type: ignore[return-value]
+
+    def _list(self, key: str, required: bool, pattern, what: str) -> Optional[List[str]]:
         value = self._required(key) if required else self.raw(key)
         if value is None:
-            return default  # type: ignore[return-value]
+            return None
         items = value.split(",")
         if items and items[-1] == "":  # "layers=-1," is common and Darknet tolerates it
             items = items[:-1]
-        if not items or any(not _INT_RE.match(v) for v in items):
-            raise self.error(f"{key}={value}: expected a comma-separated list of integers", key)
-        return [self._to_int(key, v) for v in items]
-
-    def get_float_list(self, key: str, default: Optional[List[float]] = None, *, required: bool = False) -> List[float]:
-        value = self._required(key) if required else self.raw(key)
-        if value is None:
-            return default  # type: ignore[return-value]
-        items = value.split(",")
-        if items and items[-1] == "":
-            items = items[:-1]
-        if not items or any(not _FLOAT_RE.match(v) for v in items):
-            raise self.error(f"{key}={value}: expected a comma-separated list of numbers", key)
-        return [float(v) for v in items]
+        if not items or any(not pattern.match(v) for v in items):
+            raise self.error(f"{key}={value}: expected a comma-separated list of {what}", key)
+        return items
 
     def _check_range(self, key, text, number, lo, hi, choices) -> None:
         if choices is not None and number not in choices:

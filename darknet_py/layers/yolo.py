@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 
 from .registry import LayerKind, LayerSpec, Shape, register
-from .shortcut import _fmt
 
 
 @dataclass
