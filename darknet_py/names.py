@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .errors import DataError
 
@@ -38,9 +38,12 @@ def read_names(path, classes: Optional[int] = None) -> List[str]:
     return names
 
 
-def read_data_file(path) -> Dict[str, str]:
-    """A Darknet ``.data`` file: ``key = value`` lines, ``#`` comments."""
-    out: Dict[str, str] = {}
+def read_data_entries(path) -> Dict[str, Tuple[str, int]]:
+    """A Darknet ``.data`` file: ``key = value`` lines, ``#`` comments -> {key: (value, line)}.
+
+    A repeated key is an error: Darknet's ``option_find`` would take the first one silently.
+    """
+    out: Dict[str, Tuple[str, int]] = {}
     text = _read_text(path, "data file")
     for lineno, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
         line = raw.strip()
@@ -51,8 +54,15 @@ def read_data_file(path) -> Dict[str, str]:
         key, value = (part.strip() for part in line.split("=", 1))
         if not key or not value:
             raise DataError(f"empty key or value in '{line}'", os.fspath(path), lineno)
-        out[key] = value
+        if key in out:
+            raise DataError(f"'{key}' given twice (first on line {out[key][1]})", os.fspath(path), lineno)
+        out[key] = (value, lineno)
     return out
+
+
+def read_data_file(path) -> Dict[str, str]:
+    """A Darknet ``.data`` file as {key: value}."""
+    return {k: v for k, (v, _) in read_data_entries(path).items()}
 
 
 def resolve_data_path(value: str, data_path) -> Path:
