@@ -12,11 +12,14 @@ setup(
     python_requires=">=3.9",
     # torch is deliberately unpinned above 2.1: `make install` puts a CPU build in place first
     # where none is installed, and never replaces a user's existing (CUDA) torch.
-    install_requires=["numpy>=1.22", "torch>=2.1", "opencv-python-headless>=4.8,<5", "tqdm>=4.60"],
+    install_requires=["numpy>=1.22", "torch>=2.1", "opencv-python-headless>=4.8,<5", "tqdm>=4.60",
+                      "pycocotools>=2.0.6"],
     extras_require={
         # ONNX export and its onnxruntime check (darknet-py export --format onnx)
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16"],
+        # precision-recall curves (darknet-py detector map --plot)
+        "plot": ["matplotlib>=3.5"],
+        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16", "matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["darknet-py=darknet_py.cli:main"]},
 )

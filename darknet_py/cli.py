@@ -17,7 +17,8 @@ from typing import List, Optional, Sequence
 
 # Darknet's single-dash long options, accepted as their double-dash forms.
 _LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hier", "ext_output", "dont_show",
-                 "seen-bytes", "allow-trailing-bytes", "partial", "verbose", "no-exif-orientation")
+                 "seen-bytes", "allow-trailing-bytes", "partial", "verbose", "no-exif-orientation", "iou_thresh",
+                 "batch", "results", "points", "plot", "workers", "size", "on-bad-label", "report")
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -33,10 +34,13 @@ def _normalise_argv(argv: Sequence[str]) -> List[str]:
 
 
 def _add_detect_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--thresh", type=float, default=0.5, help="score threshold (Darknet's default .5)")
-    p.add_argument("--nms", type=float, default=0.45, help="per-class NMS IoU threshold (Darknet: .45)")
-    p.add_argument("--out", default="predictions.jpg",
-                   help="drawn image (several inputs: NAME-<stem>.jpg); no extension adds .jpg as Darknet's -out")
+    p.add_argument("--thresh", type=float, default=None,
+                   help="score threshold (Darknet's defaults: .5 for test, .005 for valid/map, .001 for recall)")
+    p.add_argument("--nms", type=float, default=None,
+                   help="NMS IoU threshold (Darknet: .45 per class; recall: .4 on objectness)")
+    p.add_argument("--out", default=None,
+                   help="test: drawn image (several inputs: NAME-<stem>.jpg; no extension adds .jpg as Darknet's "
+                        "-out, default predictions.jpg); valid: result file name (coco_results, comp4_det_test_)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of Darknet's lines")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--no-exif-orientation", action="store_true",
@@ -59,13 +63,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--names", help="class names file (default: COCO names for 80-class models)")
     _add_detect_options(p)
 
-    p = sub.add_parser("detector", help="Darknet's 'detector' forms: detector test DATA CFG WEIGHTS [IMG...]")
-    p.add_argument("action", choices=("test",))
+    p = sub.add_parser("detector", help="Darknet's 'detector' forms: test, valid, map, recall DATA CFG WEIGHTS")
+    p.add_argument("action", choices=("test", "valid", "map", "recall"),
+                   help="test: detect in images; valid: write Darknet's result files for the .data file's valid "
+                        "list; map: COCO and VOC metrics against the labels; recall: Darknet's proposal recall")
     p.add_argument("data")
     p.add_argument("cfg")
     p.add_argument("weights")
-    p.add_argument("images", nargs="*", help="images (none: read paths from standard input, as Darknet asks)")
+    p.add_argument("images", nargs="*", help="test: images (none: read paths from standard input, as Darknet asks)")
     _add_detect_options(p)
+    p.add_argument("--batch", type=int, default=8, help="valid/map/recall: images per forward pass")
+    p.add_argument("--workers", type=int, help="valid/map/recall: image decoding threads (default: CPU count, max 8)")
+    p.add_argument("--size", type=int, nargs="+", metavar="N", help="network input size: --size 416 or --size W H")
+    p.add_argument("--results", help="valid: output folder (default: the .data file's results, else results/)")
+    p.add_argument("--iou_thresh", type=float, default=None,
+                   help="map: IoU a detection needs to count (default .5); recall: default .5")
+    p.add_argument("--conf-thresh", type=float, default=0.25,
+                   help="map: score for the precision/recall/F1 line (AlexeyAB's conf_thresh .25)")
+    p.add_argument("--on-bad-label", choices=("error", "skip"), default="error",
+                   help="map/recall: a bad label row stops the run (default) or is skipped and reported")
+    p.add_argument("--plot", help="map: write the precision-recall curves to this PNG (needs matplotlib)")
+    p.add_argument("--report", help="map: also write every number as JSON to this file")
+
+    p = sub.add_parser("synth", help="write a synthetic shapes dataset in Darknet's layout (images, labels, "
+                                      ".data, .names, lists, COCO json)")
+    p.add_argument("out", help="dataset folder")
+    p.add_argument("--train", type=int, default=200, help="training images")
+    p.add_argument("--valid", type=int, default=50, help="validation images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-side", type=int, default=160, help="smallest image side")
+    p.add_argument("--max-side", type=int, default=512, help="largest image side")
+    p.add_argument("--max-objects", type=int, default=6, help="objects per image, at most")
 
     p = sub.add_parser("validate-cfg", help="parse and shape-check a cfg; print the layer table")
     p.add_argument("cfg")
@@ -126,6 +154,9 @@ def _run_detect(args, names_path: Optional[str]) -> int:
     from .names import default_names, read_names
     from .transforms import letterbox
 
+    thresh = 0.5 if args.thresh is None else args.thresh
+    nms = 0.45 if args.nms is None else args.nms
+    out = "predictions.jpg" if args.out is None else args.out
     model = load(args.cfg, args.weights, device=args.device, seen_bytes=args.seen_bytes)
     check_rgb_model(model)
     classes = model.netdef.classes
@@ -146,7 +177,7 @@ def _run_detect(args, names_path: Optional[str]) -> int:
         start = time.perf_counter()
         with torch.no_grad():
             x, info = letterbox(rgb, net_w, net_h, device=device)
-            dets = postprocess(model, model(x[None]), [info], args.thresh, args.nms)[0]
+            dets = postprocess(model, model(x[None]), [info], thresh, nms)[0]
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
@@ -168,10 +199,78 @@ def _run_detect(args, names_path: Optional[str]) -> int:
                         line += f"\t(left_x: {x1:4.0f}   top_y: {y1:4.0f}   width: {x2 - x1:4.0f}   height: {y2 - y1:4.0f})"
                     print(line)
         drawn = draw_detections(rgb, dets, names, classes)
-        save_image(_out_path(args.out, image, len(images) > 1), drawn)
+        save_image(_out_path(out, image, len(images) > 1), drawn)
     if failed:
         print(f"darknet-py: {len(images) - failed} ok, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _size(args):
+    if not args.size:
+        return None, None
+    if len(args.size) > 2:
+        raise ValueError(f"--size takes one or two numbers, got {len(args.size)}")
+    return args.size[0], args.size[-1]
+
+
+def _run_detector_eval(args) -> int:
+    """detector valid / map / recall: the .data file's valid list through the detector."""
+    from . import validate as va
+
+    if args.images:
+        raise ValueError(f"detector {args.action} reads its images from the .data file's valid list; "
+                         f"got extra arguments {' '.join(args.images)}")
+    width, height = _size(args)
+    common = dict(device=args.device, batch=args.batch, width=width, height=height, progress=True,
+                  workers=args.workers)
+    if args.action == "valid":
+        run, written = va.detector_valid(args.data, args.cfg, args.weights, out=args.out, results=args.results,
+                                         thresh=va.VALID_THRESH if args.thresh is None else args.thresh,
+                                         nms=va.VALID_NMS if args.nms is None else args.nms, **common)
+        print(f"{len(run.images)} images, {run.count()} detections in {run.seconds:.1f} s "
+              f"({len(run.images) / max(run.seconds, 1e-9):.1f} img/s)")
+        where = written[0] if len(written) == 1 else f"{len(written)} files in {written[0].parent}"
+        print(f"wrote {where}")
+        return 0
+    if args.action == "map":
+        res = va.detector_map(args.data, args.cfg, args.weights,
+                              thresh=va.VALID_THRESH if args.thresh is None else args.thresh,
+                              nms=va.VALID_NMS if args.nms is None else args.nms,
+                              iou=0.5 if args.iou_thresh is None else args.iou_thresh,
+                              conf_thresh=args.conf_thresh, on_bad_label=args.on_bad_label, **common)
+        for line in (res.labels.lines() if res.labels else []):
+            print(line, file=sys.stderr)
+        print(f"{len(res.run.images)} images, {res.run.count()} detections in {res.run.seconds:.1f} s; "
+              f"truth: {res.truth_source}")
+        for line in res.report.lines():
+            print(line)
+        if args.plot:
+            from .evaluation import plot_pr_curves
+
+            plot_pr_curves(res.report, args.plot)
+            print(f"wrote {args.plot}")
+        if args.report:
+            Path(args.report).write_text(json.dumps(res.report.as_dict(), indent=1) + "\n")
+            print(f"wrote {args.report}")
+        return 0
+    res = va.detector_recall(args.data, args.cfg, args.weights,
+                             thresh=va.RECALL_THRESH if args.thresh is None else args.thresh,
+                             nms=va.RECALL_NMS if args.nms is None else args.nms,
+                             iou=va.RECALL_IOU if args.iou_thresh is None else args.iou_thresh,
+                             on_bad_label=args.on_bad_label, **common)
+    print(res.line())
+    return 0
+
+
+def _run_synth(args) -> int:
+    from .synth import make_dataset
+
+    start = time.perf_counter()
+    ds = make_dataset(args.out, train=args.train, valid=args.valid, seed=args.seed, min_side=args.min_side,
+                      max_side=args.max_side, max_objects=args.max_objects)
+    print(f"wrote {ds.train_images} training and {ds.valid_images} validation images of {len(ds.classes)} classes "
+          f"to {ds.root} in {time.perf_counter() - start:.1f} s; data file: {ds.data}")
+    return 0
 
 
 def _run_validate(args) -> int:
@@ -228,11 +327,7 @@ def _run_export(args) -> int:
     from .detector import load
     from .imageio import load_image
 
-    width = height = None
-    if args.size:
-        if len(args.size) > 2:
-            raise ValueError(f"--size takes one or two numbers, got {len(args.size)}")
-        width, height = args.size[0], args.size[-1]
+    width, height = _size(args)
     model = load(args.cfg, args.weights, width=width, height=height, channels_last=False)
     sample = load_image(args.image)[0] if args.image else None
     suffix = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt"}[args.format]
@@ -298,6 +393,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "detect":
             return _run_detect(args, args.names)
+        if args.command == "detector" and args.action != "test":
+            return _run_detector_eval(args)
+        if args.command == "synth":
+            return _run_synth(args)
         if args.command == "detector":
             from .names import read_data_file, resolve_data_path
             data = read_data_file(args.data)

@@ -7,7 +7,7 @@ Everything after the photo decode runs as tensor code on the model's device.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -82,8 +82,14 @@ def check_rgb_model(model: DarknetModel) -> None:
 
 @torch.no_grad()
 def postprocess(model: DarknetModel, outputs: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo],
-                thresh: float = DEFAULT_THRESH, nms: float = DEFAULT_NMS) -> List[Detections]:
-    """Head outputs of a batch -> one Detections per image (boxes in that photo's pixels)."""
+                thresh: float = DEFAULT_THRESH, nms: float = DEFAULT_NMS,
+                photo_boxes: Callable[[torch.Tensor, LetterboxInfo], torch.Tensor] = to_photo_xyxy
+                ) -> List[Detections]:
+    """Head outputs of a batch -> one Detections per image (boxes in that photo's pixels).
+
+    ``photo_boxes`` turns photo-relative CXCYWH into the reported corners: by default clipped as
+    Darknet draws them; ``detector valid`` passes its own (Darknet's result files clip differently).
+    """
     net_w, net_h = model.input_size
     boxes, obj, cls = decode(outputs, model.yolo_specs, net_w, net_h)
     results = []
@@ -92,7 +98,7 @@ def postprocess(model: DarknetModel, outputs: Sequence[torch.Tensor], infos: Seq
         # Darknet corrects boxes to the photo before its NMS, so the IoUs are the photo's.
         rel = correct_boxes(cand.boxes, info)
         probs = darknet_nms(rel, cand.probs, nms)
-        results.append(detections_from(cand, probs, to_photo_xyxy(rel, info)))
+        results.append(detections_from(cand, probs, photo_boxes(rel, info)))
     return results
 
 

@@ -1,0 +1,410 @@
+"""``detector valid``, ``detector map`` and ``detector recall``: the detector over a ``.data``
+file's ``valid`` list, Darknet's result files, and the numbers to put beside a paper's.
+
+Darknet's ``validate_detector`` (examples/detector.c) letterboxes each photo, keeps boxes with
+objectness > .005, runs ``do_nms_sort`` at .45 and writes, into the ``results`` folder:
+``coco_results.json`` for ``eval=coco``, ``comp4_det_test_<class>.txt`` per class otherwise
+(``imagenet-detection.txt`` for ``eval=imagenet``). ``map`` evaluates exactly those detections
+(darknet_py.evaluation); ``recall`` is ``validate_detector_recall``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .boxes import iou_matrix_cxcywh
+from .dataset import (CocoAnnotations, DataConfig, LabelReport, ListedImage, category_ids, check_classes,
+                      coco_image_id, read_coco_annotations, read_data_config, read_image_list, scan_labels,
+                      truth_from_coco, truth_from_labels)
+from .decode import decode
+from .detector import check_rgb_model, load, postprocess
+from .errors import DataError, ImageError
+from .evaluation import (EvaluationReport, GroundTruth, ImageDetections, coco_detections, coco_evaluate,
+                         evaluate)
+from .imageio import load_image
+from .names import default_names, read_names
+from .postprocess import darknet_nms
+from .transforms import LetterboxInfo, darknet_resize, letterbox, u8_to_float
+
+# validate_detector's constants: objectness/score threshold .005, NMS .45.
+VALID_THRESH = 0.005
+VALID_NMS = 0.45
+# validate_detector_recall's: threshold .001, objectness NMS .4, a truth is found at IoU > .5.
+RECALL_THRESH = 0.001
+RECALL_NMS = 0.4
+RECALL_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class ValidImage:
+    path: Path
+    listed: str     # as written in the list (result files name images by it)
+    line: int
+    width: int
+    height: int
+    image_id: int
+
+
+@dataclass
+class ValidationRun:
+    """Detections of every listed image, as Darknet's ``dets`` after NMS: one row per (box, class)."""
+
+    images: List[ValidImage]
+    boxes: List[np.ndarray]    # (D, 4) float64 photo pixel corners, not clipped (Darknet's bbox in pixels)
+    scores: List[np.ndarray]   # (D,) objectness * class probability
+    classes: List[np.ndarray]  # (D,) int64
+    seconds: float
+
+    def detections(self) -> List[ImageDetections]:
+        """Boxes clipped to [0, w] x [0, h] as ``print_cocos`` writes them: what ``map`` evaluates."""
+        out = []
+        for im, b, s, c in zip(self.images, self.boxes, self.scores, self.classes):
+            clipped = np.stack([np.maximum(b[:, 0], 0), np.maximum(b[:, 1], 0), np.minimum(b[:, 2], im.width),
+                                np.minimum(b[:, 3], im.height)], 1) if len(b) else b
+            out.append(ImageDetections(im.image_id, clipped, s, c))
+        return out
+
+    def count(self) -> int:
+        return int(sum(len(s) for s in self.scores))
+
+
+# --------------------------------------------------------------------------- running the detector
+
+
+def _pixel_corners(rel: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
+    """``get_network_boxes(relative=0)``: the box times the photo size in float32, then the corners
+    ``x -/+ w/2.`` in double as ``print_cocos`` computes them; no clipping here."""
+    x, y, w, h = (rel.float() * torch.tensor([info.img_w, info.img_h, info.img_w, info.img_h],
+                                             dtype=torch.float32, device=rel.device)).double().unbind(-1)
+    return torch.stack((x - w / 2.0, y - h / 2.0, x + w / 2.0, y + h / 2.0), -1)
+
+
+def _prefetch(items: Sequence, load: Callable, workers: int, depth: int) -> Iterator:
+    """``load(item)`` for every item, in order, ``depth`` ahead on a thread pool (cv2 decoding and
+    torch resizing release the GIL, so threads overlap them with the network)."""
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        it = iter(items)
+        pending = deque(pool.submit(load, item) for _, item in zip(range(depth), it))
+        while pending:
+            fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            yield fut.result()
+
+
+def _progress(total: int, enabled: Optional[bool], desc: str):
+    from tqdm import tqdm
+
+    # disable=None: a bar on a terminal, silence in pipes and logs
+    return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, file=sys.stderr)
+
+
+def _loader(net_w: int, net_h: int, list_path: str, exif: bool, stretch: bool):
+    def load_one(image: ListedImage):
+        try:
+            rgb, _ = load_image(image.path, exif_orientation=exif)
+        except ImageError as exc:  # an unreadable photo would silently change the score: stop, name it
+            raise DataError(str(exc), list_path, image.line) from None
+        h, w = rgb.shape[:2]
+        if stretch:  # validate_detector_recall resizes without letterbox
+            x = darknet_resize(u8_to_float(torch.from_numpy(rgb).permute(2, 0, 1)), net_w, net_h)
+            info = LetterboxInfo(w, h, net_w, net_h, net_w, net_h, 0, 0)
+        else:
+            x, info = letterbox(rgb, net_w, net_h)
+        return image, x, info
+    return load_one
+
+
+def _batches(model, images: Sequence[ListedImage], list_path: str, batch: int, workers: Optional[int],
+             progress: Optional[bool], exif: bool, stretch: bool, desc: str):
+    net_w, net_h = model.input_size
+    device = next(model.parameters()).device
+    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+    load_one = _loader(net_w, net_h, list_path, exif, stretch)
+    chunk = []
+    with _progress(len(images), progress, desc) as bar:
+        for item in _prefetch(images, load_one, workers, depth=2 * batch):
+            chunk.append(item)
+            if len(chunk) == batch:
+                yield chunk, torch.stack([c[1] for c in chunk]).to(device, non_blocking=True)
+                bar.update(len(chunk))
+                chunk = []
+        if chunk:
+            yield chunk, torch.stack([c[1] for c in chunk]).to(device, non_blocking=True)
+            bar.update(len(chunk))
+
+
+@torch.inference_mode()
+def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int], *, list_path: str = "<list>",
+                   thresh: float = VALID_THRESH, nms: float = VALID_NMS, batch: int = 8,
+                   workers: Optional[int] = None, progress: Optional[bool] = False,
+                   exif_orientation: bool = True) -> ValidationRun:
+    """Darknet's validation pass over listed images, ``batch`` at a time on the model's device."""
+    check_rgb_model(model)
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    start = time.perf_counter()
+    run = ValidationRun([], [], [], [], 0.0)
+    ids = iter(image_ids)
+    for chunk, x in _batches(model, images, list_path, batch, workers, progress, exif_orientation, False,
+                             "detector valid"):
+        dets = postprocess(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=_pixel_corners)
+        for (image, _, info), d in zip(chunk, dets):
+            run.images.append(ValidImage(image.path, image.listed, image.line, info.img_w, info.img_h, next(ids)))
+            run.boxes.append(d.boxes.double().cpu().numpy())
+            run.scores.append(d.scores.float().cpu().numpy())
+            run.classes.append(d.classes.cpu().numpy())
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+# --------------------------------------------------------------------------- Darknet's result files
+
+
+def _basecfg(path: str) -> str:
+    """Darknet's ``basecfg``: the file name up to its first '.' (the VOC result files' image id)."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return name.split(".", 1)[0]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_coco_results(path, run: ValidationRun, cat_ids: Sequence[int]) -> Path:
+    """``print_cocos``: one record per (box, class), Darknet's exact text layout, valid JSON."""
+    records = coco_detections(run.detections(), cat_ids)
+    lines = [f'{{"image_id":{r["image_id"]}, "category_id":{r["category_id"]}, "bbox":[{r["bbox"][0]:f}, '
+             f'{r["bbox"][1]:f}, {r["bbox"][2]:f}, {r["bbox"][3]:f}], "score":{r["score"]:f}}}' for r in records]
+    # Darknet writes ",\n" after every record and seeks back over the last one; with no record at
+    # all that seek eats the "[" and leaves invalid JSON, so an empty run writes "[\n]\n".
+    path = Path(path)
+    _atomic_write(path, "[\n" + ",\n".join(lines) + ("\n" if lines else "") + "]\n")
+    return path
+
+
+def write_voc_results(folder, prefix: str, run: ValidationRun, names: Sequence[str]) -> List[Path]:
+    """``print_detector_detections``: per class ``<prefix><name>.txt`` lines ``id score x1 y1 x2 y2``
+    with 1-based corners clipped to [1, w] x [1, h] (the VOC devkit's pixel convention)."""
+    rows: List[List[str]] = [[] for _ in names]
+    for im, b, s, c in zip(run.images, run.boxes, run.scores, run.classes):
+        ident = _basecfg(im.listed)
+        for (x1, y1, x2, y2), score, cls in zip(b.tolist(), s.tolist(), c.tolist()):
+            x1, y1 = max(x1 + 1, 1.0), max(y1 + 1, 1.0)
+            x2, y2 = min(x2 + 1, float(im.width)), min(y2 + 1, float(im.height))
+            rows[cls].append(f"{ident} {score:f} {x1:f} {y1:f} {x2:f} {y2:f}\n")
+    paths = []
+    for name, lines in zip(names, rows):
+        p = Path(folder) / f"{prefix}{name}.txt"
+        _atomic_write(p, "".join(lines))
+        paths.append(p)
+    return paths
+
+
+def write_imagenet_results(path, run: ValidationRun) -> Path:
+    """``print_imagenet_detections``: ``index class score x1 y1 x2 y2``, 1-based index and class."""
+    out = []
+    for i, (im, b, s, c) in enumerate(zip(run.images, run.boxes, run.scores, run.classes), start=1):
+        for (x1, y1, x2, y2), score, cls in zip(b.tolist(), s.tolist(), c.tolist()):
+            out.append(f"{i} {cls + 1} {score:f} {max(x1, 0.0):f} {max(y1, 0.0):f} "
+                       f"{min(x2, float(im.width)):f} {min(y2, float(im.height)):f}\n")
+    path = Path(path)
+    _atomic_write(path, "".join(out))
+    return path
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+@dataclass
+class ValidSetup:
+    data: DataConfig
+    model: torch.nn.Module
+    names: List[str]
+    images: List[ListedImage]
+    list_path: Path
+    coco: Optional[CocoAnnotations]
+
+
+def _setup(data_path, cfg, weights, device, width, height, model=None) -> ValidSetup:
+    data = read_data_config(data_path)
+    list_path = data.require("valid", "the list of images to validate on")
+    images = read_image_list(list_path, "valid list")  # every path checked before the model loads
+    if model is None:
+        model = load(cfg, weights, device=device, width=width, height=height)
+    check_rgb_model(model)
+    classes = model.netdef.classes
+    check_classes(data, classes)
+    names_path = data.file("names")
+    names = read_names(names_path, classes) if names_path else default_names(classes)
+    ann = data.file("annotations")
+    return ValidSetup(data, model, names, images, list_path, read_coco_annotations(ann) if ann else None)
+
+
+def image_ids_for(setup: ValidSetup, from_names: bool) -> List[int]:
+    """COCO ids from the annotations json, or Darknet's file-name rule, or list positions."""
+    if setup.coco is not None:
+        ids = [setup.coco.image(im.listed)["id"] for im in setup.images]
+    elif from_names:
+        ids = [coco_image_id(im.listed) for im in setup.images]
+    else:
+        return list(range(1, len(setup.images) + 1))
+    first = {}
+    for im, i in zip(setup.images, ids):
+        if i in first:
+            raise DataError(f"image id {i} of '{im.listed}' was already given to line {first[i].line} "
+                            f"('{first[i].listed}')", os.fspath(setup.list_path), im.line)
+        first[i] = im
+    return ids
+
+
+def detector_valid(data_path, cfg, weights, *, out: Optional[str] = None, results: Optional[str] = None,
+                   device="cpu", batch: int = 8, thresh: float = VALID_THRESH, nms: float = VALID_NMS,
+                   width: Optional[int] = None, height: Optional[int] = None, progress: Optional[bool] = False,
+                   workers: Optional[int] = None, model=None) -> Tuple[ValidationRun, List[Path]]:
+    """``darknet detector valid``: detections over ``valid``, written where ``results`` says."""
+    setup = _setup(data_path, cfg, weights, device, width, height, model)
+    kind = setup.data.eval
+    classes = setup.model.netdef.classes
+    if kind == "imagenet" and classes != 200:
+        raise DataError(f"eval = imagenet writes Darknet's 200 ImageNet detection classes; the network has "
+                        f"classes={classes}", os.fspath(setup.data.path), setup.data.line("eval"))
+    cat_ids = category_ids(classes, coco=True) if kind == "coco" else None
+    ids = image_ids_for(setup, from_names=kind == "coco")
+    folder = Path(results) if results is not None else setup.data.results
+    folder.mkdir(parents=True, exist_ok=True)  # Darknet would crash on fopen(NULL) instead
+    run = run_detections(setup.model, setup.images, ids, list_path=os.fspath(setup.list_path), thresh=thresh,
+                         nms=nms, batch=batch, workers=workers, progress=progress)
+    if kind == "coco":
+        written = [write_coco_results(folder / f"{out or 'coco_results'}.json", run, cat_ids)]
+    elif kind == "imagenet":
+        written = [write_imagenet_results(folder / f"{out or 'imagenet-detection'}.txt", run)]
+    else:
+        written = write_voc_results(folder, out or "comp4_det_test_", run, setup.names)
+    return run, written
+
+
+@dataclass
+class MapResult:
+    report: EvaluationReport
+    labels: Optional[LabelReport]  # None when the truth came from a COCO json
+    run: ValidationRun
+    truth_source: str
+
+
+def detector_map(data_path, cfg, weights, *, device="cpu", batch: int = 8, thresh: float = VALID_THRESH,
+                 nms: float = VALID_NMS, iou: float = 0.5, conf_thresh: float = 0.25, on_bad_label: str = "error",
+                 width: Optional[int] = None, height: Optional[int] = None, progress: Optional[bool] = False,
+                 workers: Optional[int] = None, model=None) -> MapResult:
+    """Detections over ``valid`` (as ``detector valid`` makes them) against the truth: the YOLO
+    label files found the Darknet way, or the COCO json that ``annotations =`` names."""
+    setup = _setup(data_path, cfg, weights, device, width, height, model)
+    classes = setup.model.netdef.classes
+    coco_kind = setup.data.eval == "coco"
+    cat_ids = category_ids(classes, coco=coco_kind)
+    labels = report = None
+    if setup.coco is None:  # read every label before the long part, so a bad row fails fast
+        labels, report = scan_labels(setup.images, classes, on_bad_label)
+    ids = image_ids_for(setup, from_names=False)
+    run = run_detections(setup.model, setup.images, ids, list_path=os.fspath(setup.list_path), thresh=thresh,
+                         nms=nms, batch=batch, workers=workers, progress=progress)
+    truths: List[GroundTruth] = []
+    if setup.coco is not None:
+        class_of = {c: i for i, c in enumerate(cat_ids)}
+        for im in run.images:
+            gt = truth_from_coco(setup.coco, im.listed, class_of)
+            if (gt.width, gt.height) != (im.width, im.height):
+                raise DataError(f"'{im.listed}' is {im.width}x{im.height} but the annotations say "
+                                f"{gt.width}x{gt.height}", os.fspath(setup.coco.path))
+            truths.append(gt)
+        source = f"COCO annotations {setup.coco.path}"
+    else:
+        truths = [truth_from_labels(lab, im.image_id, Path(im.listed).name, im.width, im.height)
+                  for lab, im in zip(labels, run.images)]
+        source = "YOLO label files"
+    dets = run.detections()
+    result = evaluate(truths, dets, setup.names, category_ids=cat_ids, iou=iou, conf_thresh=conf_thresh,
+                      coco=setup.coco is None)
+    if setup.coco is not None:
+        # pycocotools on the user's own json (segmentation areas, crowd regions, every float as
+        # written), restricted to the listed images: the number the COCO tools would give.
+        result.coco = coco_evaluate(setup.coco.path, coco_detections(dets, cat_ids), [t.image_id for t in truths])
+    return MapResult(result, report, run, source)
+
+
+@dataclass
+class RecallResult:
+    images: int
+    truths: int
+    correct: int
+    proposals: int
+    avg_iou: float
+
+    @property
+    def recall(self) -> float:
+        return self.correct / self.truths if self.truths else float("nan")
+
+    def line(self, index: Optional[int] = None) -> str:
+        """Darknet's progress line: ``i correct total RPs/Img IOU Recall``."""
+        i = self.images - 1 if index is None else index
+        iou = 100 * self.avg_iou if self.truths else float("nan")
+        return (f"{i:5d} {self.correct:5d} {self.truths:5d}\tRPs/Img: {self.proposals / max(1, self.images):.2f}"
+                f"\tIOU: {iou:.2f}%\tRecall:{100 * self.recall:.2f}%")
+
+
+@torch.inference_mode()
+def detector_recall(data_path, cfg, weights, *, device="cpu", batch: int = 8, thresh: float = RECALL_THRESH,
+                    nms: float = RECALL_NMS, iou: float = RECALL_IOU, on_bad_label: str = "error",
+                    width: Optional[int] = None, height: Optional[int] = None, progress: Optional[bool] = False,
+                    workers: Optional[int] = None, model=None, each: Optional[Callable[[RecallResult], None]] = None
+                    ) -> RecallResult:
+    """``validate_detector_recall``: how many truths some proposal covers at IoU > ``iou``.
+
+    As Darknet: photos resized without letterbox, proposals are boxes with objectness > ``thresh``
+    after objectness NMS (``do_nms_obj``), classes ignored. Darknet reads its list from the fixed
+    path data/coco_val_5k.list and scans past the end of its box array; we take the ``valid``
+    list and every proposal.
+    """
+    setup = _setup(data_path, cfg, weights, device, width, height, model)
+    model = setup.model
+    labels, _ = scan_labels(setup.images, model.netdef.classes, on_bad_label)
+    net_w, net_h = model.input_size
+    total = correct = proposals = n = 0
+    iou_sum = 0.0
+    for chunk, x in _batches(model, setup.images, os.fspath(setup.list_path), batch, workers, progress, True, True,
+                             "detector recall"):
+        boxes, obj, _ = decode(model(x), model.yolo_specs, net_w, net_h)
+        for i in range(len(chunk)):
+            keep = obj[i] > thresh
+            b, o = boxes[i][keep].double(), obj[i][keep]
+            o = darknet_nms(b, o[:, None], nms)[:, 0]  # do_nms_obj: one "class", the objectness
+            b = b[o > thresh]
+            proposals += int(b.shape[0])
+            truth = torch.from_numpy(labels[n].boxes).to(b.device)
+            if truth.shape[0]:
+                best = (iou_matrix_cxcywh(truth, b).amax(1) if b.shape[0]
+                        else torch.zeros(truth.shape[0], dtype=torch.float64, device=b.device)).clamp(min=0)
+                total += int(truth.shape[0])
+                correct += int((best > iou).sum())
+                iou_sum += float(best.sum())
+            n += 1
+            if each is not None:
+                each(RecallResult(n, total, correct, proposals, iou_sum / total if total else 0.0))
+    return RecallResult(n, total, correct, proposals, iou_sum / total if total else 0.0)
+
+
+__all__ = ["MapResult", "RecallResult", "RECALL_IOU", "RECALL_NMS", "RECALL_THRESH", "VALID_NMS", "VALID_THRESH",
+           "ValidImage", "ValidationRun", "detector_map", "detector_recall", "detector_valid", "image_ids_for",
+           "run_detections", "write_coco_results", "write_imagenet_results", "write_voc_results"]
