@@ -148,15 +148,18 @@ class DarknetModel(nn.Module):
         """(width, height) of the network input."""
         return self.netdef.net.width, self.netdef.net.height
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor, raw: bool = False) -> List[torch.Tensor]:
+        """``raw=True`` returns what enters each ``[yolo]`` layer (logits, no logistic): the training
+        loss works on those for numerically safe log-sigmoids."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         cache: List[Optional[torch.Tensor]] = [None] * len(self.layers)
         keep = set(self.keep)
+        heads = set(self.heads) if raw else ()
         inp = x
         for i, layer in enumerate(self.layers):
             args = [x if j == i - 1 else (inp if j < 0 else cache[j]) for j in self.inputs[i]]
-            x = layer(*args)
+            x = args[0].contiguous() if i in heads else layer(*args)
             if i in keep:
                 cache[i] = x
         return [cache[i] for i in self.heads]

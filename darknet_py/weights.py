@@ -228,6 +228,30 @@ def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optiona
     return header
 
 
+def layers_in_file(model, path, *, seen_bytes: Optional[int] = None) -> Optional[int]:
+    """How many leading layers a weights file holds when it ends exactly at a layer boundary (a
+    backbone such as darknet53.conv.74, which Darknet's ``train`` loads as far as it goes);
+    None when it does not end on a boundary (then ``load_weights`` explains the mismatch)."""
+    spath = os.fspath(path)
+    try:
+        with open(spath, "rb") as fh:
+            head = fh.read(20)
+        size = os.path.getsize(spath)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights: {exc.strerror or exc}", spath) from None
+    _sniff(head[:64], spath)
+    header = read_header(head, spath, seen_bytes=seen_bytes, force_header=True)
+    avail = size - header.size
+    if avail < 0 or avail % 4:
+        return None
+    floats = 0
+    for i, tensors in layer_tensors(model):
+        if 4 * floats == avail:
+            return i
+        floats += sum(t.numel() for _, t in tensors)
+    return len(model.layers) if 4 * floats == avail else None
+
+
 def weights_bytes(model, upto: Optional[int] = None, header: Optional[Header] = None) -> bytes:
     """The .weights file content for ``model`` (layers [0, upto))."""
     _check_upto(model, upto)
