@@ -18,9 +18,12 @@ from typing import List, Optional, Sequence
 # Darknet's single-dash long options, accepted as their double-dash forms.
 _LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hier", "ext_output", "dont_show",
                  "seen-bytes", "allow-trailing-bytes", "partial", "verbose", "no-exif-orientation", "iou_thresh",
-                 "batch", "results", "points", "plot", "workers", "size", "on-bad-label", "report")
+                 "batch", "results", "points", "plot", "workers", "size", "on-bad-label", "report", "clear",
+                 "gpus", "num_of_clusters", "width", "height", "max-batches", "backup", "save-every", "seed",
+                 "quiet", "time-limit")
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+_DETECTOR_ACTIONS = ("test", "valid", "map", "recall", "train", "calc_anchors")
 
 
 def _normalise_argv(argv: Sequence[str]) -> List[str]:
@@ -42,7 +45,7 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
                    help="test: drawn image (several inputs: NAME-<stem>.jpg; no extension adds .jpg as Darknet's "
                         "-out, default predictions.jpg); valid: result file name (coco_results, comp4_det_test_)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of Darknet's lines")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu; train: auto)")
     p.add_argument("--no-exif-orientation", action="store_true",
                    help="use pixels as stored, ignoring the EXIF orientation tag (as stb-built Darknet)")
     p.add_argument("--seen-bytes", type=int, choices=(4, 8), help="override the header's 'seen' width")
@@ -63,13 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--names", help="class names file (default: COCO names for 80-class models)")
     _add_detect_options(p)
 
-    p = sub.add_parser("detector", help="Darknet's 'detector' forms: test, valid, map, recall DATA CFG WEIGHTS")
-    p.add_argument("action", choices=("test", "valid", "map", "recall"),
+    p = sub.add_parser("detector", help="Darknet's 'detector' forms: test, valid, map, recall, train DATA CFG "
+                                         "[WEIGHTS]; calc_anchors DATA")
+    p.add_argument("action", choices=_DETECTOR_ACTIONS,
                    help="test: detect in images; valid: write Darknet's result files for the .data file's valid "
-                        "list; map: COCO and VOC metrics against the labels; recall: Darknet's proposal recall")
+                        "list; map: COCO and VOC metrics against the labels; recall: Darknet's proposal recall; "
+                        "train: train on the train list; calc_anchors: k-means anchors of the training boxes")
     p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights")
+    p.add_argument("cfg", nargs="?")
+    p.add_argument("weights", nargs="?", help="(train: optional, a full file, a backbone or a checkpoint)")
     p.add_argument("images", nargs="*", help="test: images (none: read paths from standard input, as Darknet asks)")
     _add_detect_options(p)
     p.add_argument("--batch", type=int, default=8, help="valid/map/recall: images per forward pass")
@@ -84,6 +89,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="map/recall: a bad label row stops the run (default) or is skipped and reported")
     p.add_argument("--plot", help="map: write the precision-recall curves to this PNG (needs matplotlib)")
     p.add_argument("--report", help="map: also write every number as JSON to this file")
+    p.add_argument("--max-batches", type=int, help="train: stop after this many iterations ([net] max_batches)")
+    p.add_argument("--clear", action="store_true", help="train: start at iteration 0 whatever the weights' seen says")
+    p.add_argument("--backup", help="train: checkpoint folder (default: the .data file's backup, else backup/)")
+    p.add_argument("--save-every", type=int, default=100, help="train: write <cfg>_last.weights every N iterations")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="train: mixed precision (default: on for CUDA; the loss stays fp32)")
+    p.add_argument("--seed", type=int, default=0, help="train: seed of the data order and augmentation")
+    p.add_argument("--quiet", action="store_true", help="train: no per-head Region lines")
+    p.add_argument("--time-limit", type=float, help="train: stop (saved, resumable) after this many seconds")
+    p.add_argument("--gpus", help="train: Darknet's -gpus; one index only (use torchrun for several)")
+    p.add_argument("--num_of_clusters", type=int, default=9, help="calc_anchors: number of anchors")
+    p.add_argument("--width", type=int, default=416, help="calc_anchors: network width")
+    p.add_argument("--height", type=int, default=416, help="calc_anchors: network height")
 
     p = sub.add_parser("synth", help="write a synthetic shapes dataset in Darknet's layout (images, labels, "
                                       ".data, .names, lists, COCO json)")
@@ -157,7 +175,7 @@ def _run_detect(args, names_path: Optional[str]) -> int:
     thresh = 0.5 if args.thresh is None else args.thresh
     nms = 0.45 if args.nms is None else args.nms
     out = "predictions.jpg" if args.out is None else args.out
-    model = load(args.cfg, args.weights, device=args.device, seen_bytes=args.seen_bytes)
+    model = load(args.cfg, args.weights, device=args.device or "cpu", seen_bytes=args.seen_bytes)
     check_rgb_model(model)
     classes = model.netdef.classes
     names = read_names(names_path, classes) if names_path else default_names(classes)
@@ -221,7 +239,7 @@ def _run_detector_eval(args) -> int:
         raise ValueError(f"detector {args.action} reads its images from the .data file's valid list; "
                          f"got extra arguments {' '.join(args.images)}")
     width, height = _size(args)
-    common = dict(device=args.device, batch=args.batch, width=width, height=height, progress=True,
+    common = dict(device=args.device or "cpu", batch=args.batch, width=width, height=height, progress=True,
                   workers=args.workers)
     if args.action == "valid":
         run, written = va.detector_valid(args.data, args.cfg, args.weights, out=args.out, results=args.results,
@@ -259,6 +277,49 @@ def _run_detector_eval(args) -> int:
                              iou=va.RECALL_IOU if args.iou_thresh is None else args.iou_thresh,
                              on_bad_label=args.on_bad_label, **common)
     print(res.line())
+    return 0
+
+
+def _check_detector_args(args) -> None:
+    if args.action == "calc_anchors":
+        if args.cfg is not None:
+            raise ValueError("detector calc_anchors takes only the .data file")
+        return
+    if args.cfg is None or (args.weights is None and args.action != "train"):
+        raise ValueError(f"detector {args.action} needs DATA CFG WEIGHTS" if args.action != "train"
+                         else "detector train needs DATA CFG [WEIGHTS]")
+    if args.action == "train" and args.images:
+        raise ValueError(f"detector train takes DATA CFG [WEIGHTS]; got extra arguments {' '.join(args.images)}")
+
+
+def _run_train(args) -> int:
+    from .train.trainer import TrainOptions, train
+
+    device = args.device
+    if args.gpus is not None:
+        gpus = [g for g in args.gpus.split(",") if g.strip()]
+        if len(gpus) != 1:
+            raise ValueError(f"-gpus {args.gpus}: for several GPUs run the same command under torchrun "
+                             "(torchrun --nproc_per_node N -m darknet_py detector train ...)")
+        device = f"cuda:{int(gpus[0])}"
+    elif device is None:
+        device = "auto"  # training uses the GPU when there is one unless told otherwise
+    res = train(args.data, args.cfg, args.weights, TrainOptions(
+        device=device, workers=4 if args.workers is None else args.workers, clear=args.clear,
+        max_batches=args.max_batches, backup=args.backup, save_every=args.save_every, amp=args.amp, seed=args.seed,
+        on_bad_label=args.on_bad_label, regions=not args.quiet, time_limit=args.time_limit,
+        log=lambda s: print(s, flush=True)))
+    if res.final.exists():
+        print(f"{res.iterations} iterations in {res.seconds:.1f} s, {res.seen} images seen; final weights {res.final}")
+    return 0
+
+
+def _run_calc_anchors(args) -> int:
+    from .anchors import calc_anchors
+
+    res = calc_anchors(args.data, args.num_of_clusters, args.width, args.height, on_bad=args.on_bad_label)
+    for line in res.lines():
+        print(line)
     return 0
 
 
@@ -379,9 +440,13 @@ def _run_convert(args) -> int:
 def _run_partial(args) -> int:
     from .detector import load
 
+    import dataclasses
+
     model = load(args.cfg, args.weights)
+    # Darknet's partial loads with clear=1: the backbone starts a new training at seen = 0
+    model.header = dataclasses.replace(model.header, seen=0)
     model.save_weights(args.out, upto=args.n)
-    print(f"saved layers 0..{args.n - 1} of {args.cfg} to {args.out}")
+    print(f"saved layers 0..{args.n - 1} of {args.cfg} to {args.out} (seen reset to 0, as Darknet's partial)")
     return 0
 
 
@@ -393,6 +458,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "detect":
             return _run_detect(args, args.names)
+        if args.command == "detector":
+            _check_detector_args(args)
+        if args.command == "detector" and args.action == "train":
+            return _run_train(args)
+        if args.command == "detector" and args.action == "calc_anchors":
+            return _run_calc_anchors(args)
         if args.command == "detector" and args.action != "test":
             return _run_detector_eval(args)
         if args.command == "synth":

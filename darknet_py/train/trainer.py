@@ -1,0 +1,297 @@
+"""``darknet-py detector train DATA CFG [WEIGHTS]``: Darknet's ``train_detector`` loop.
+
+One iteration is one weight update of ``batch`` images, seen in ``subdivisions`` forward passes
+(gradient accumulation). The update is Darknet's SGD: with the loss summed over images and
+divided by ``batch``, ``w += lr/batch * v`` with ``v = momentum*v - grad - decay*batch*w`` is
+exactly ``torch.optim.SGD(lr, momentum, weight_decay=decay)``, decay on convolution weights only
+(``update_convolutional_layer``). The rate of update ``i`` is ``get_current_rate`` after ``seen``
+has grown by that update's images, as in Darknet, so the first update of a burn-in is
+``lr * (1/burn_in)**power``.
+
+Checkpoints are Darknet ``.weights`` files in the ``backup`` folder, written atomically (a
+temporary file, fsync, rename): ``<cfg>_last.weights`` every ``save_every`` (Darknet: 100)
+iterations, ``<cfg>_<N>.weights`` at Darknet's schedule (every 100 below 1000, then every
+10000), ``<cfg>_final.weights`` at the end. ``seen`` in the header says where training is, so a
+run resumed from any of them continues the schedule and the multi-scale sequence.
+
+Under ``torchrun`` the same command trains data-parallel (DDP: NCCL on GPUs, gloo on CPUs). The
+cfg's ``batch`` stays the global batch, split over the processes, so one process or eight train
+the same schedule. (Darknet's ``-gpus`` gives every GPU a whole ``batch`` instead.)
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+import torch.distributed as dist
+
+from ..checkpoint import is_checkpoint, load_state, read_checkpoint
+from ..dataset import check_classes, read_data_config
+from ..errors import DataError
+from ..graph import DarknetModel, build_model
+from ..layers.convolutional import ConvBlock
+from ..weights import Header, layers_in_file
+from .data import AugmentConfig, DetectionDataset, MultiScaleBatchSampler, make_loader
+from .loss import yolo_loss
+from .schedule import TrainConfig, train_config
+
+
+@dataclass
+class TrainOptions:
+    device: str = "auto"
+    workers: int = 4
+    clear: bool = False                  # Darknet's -clear: start at seen = 0 whatever the weights say
+    max_batches: Optional[int] = None    # override [net] max_batches
+    backup: Optional[str] = None         # override the .data file's backup folder
+    save_every: int = 100                # <cfg>_last.weights interval
+    amp: Optional[bool] = None           # mixed precision; None: on for CUDA
+    seed: int = 0
+    on_bad_label: str = "error"
+    regions: bool = True                 # print Darknet's per-head "Region" lines
+    time_limit: Optional[float] = None   # seconds: stop after the iteration that passes it (saved, resumable)
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class TrainResult:
+    final: Path
+    iterations: int       # updates done by this run
+    seen: int             # images seen in total (the header's value)
+    seconds: float
+    loss: float           # Darknet's running "avg" loss at the end
+
+
+def basecfg(path) -> str:
+    """Darknet's ``basecfg``: the cfg file name up to its first '.' (checkpoint names start with it)."""
+    return Path(os.fspath(path)).name.split(".", 1)[0]
+
+
+def darknet_init(model: DarknetModel, seed: int) -> None:
+    """Darknet's initial weights (``make_convolutional_layer``): N(0, 1) * sqrt(2/fan_in) kernels,
+    zero biases, BN scales 1 and statistics 0/1."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.layers:
+            if isinstance(layer, ConvBlock):
+                w = layer.conv.weight
+                fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+                w.copy_(torch.randn(w.shape, generator=gen) * math.sqrt(2.0 / fan_in))
+                if layer.conv.bias is not None:
+                    layer.conv.bias.zero_()
+                if layer.bn is not None:
+                    layer.bn.weight.fill_(1.0)
+                    layer.bn.bias.zero_()
+                    layer.bn.running_mean.zero_()
+                    layer.bn.running_var.fill_(1.0)
+
+
+def load_start_weights(model: DarknetModel, path, log: Callable[[str], None]) -> Header:
+    """A full weights file, a backbone that ends on a layer boundary (darknet53.conv.74: loaded as
+    far as it goes, like Darknet), or a darknet-py checkpoint."""
+    if is_checkpoint(path):
+        payload = read_checkpoint(path)
+        load_state(model, payload["state_dict"], os.fspath(path))
+        log(f"Loading checkpoint {path}")
+        return Header(*[int(v) for v in payload["header"]]) if payload.get("header") else Header()
+    n = layers_in_file(model, path)
+    upto = n if n is not None and n < len(model.layers) else None
+    header = model.load_weights(path, upto=upto).header
+    log(f"Loading weights from {path}: " + (f"{n} of {len(model.layers)} layers (a backbone)" if upto is not None
+                                            else f"all {len(model.layers)} layers") + f", seen {header.seen}")
+    return header
+
+
+class _Dist:
+    """torchrun's environment, or a single process."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError("device 'cuda' requested but torch reports no CUDA device")
+            if dev.index is None:
+                dev = torch.device("cuda", local if self.world > 1 else torch.cuda.current_device())
+            torch.cuda.set_device(dev)
+        self.device = dev
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: List[float]) -> List[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def check_in_sync(self, model: torch.nn.Module) -> None:
+        """Every process must end with the same weights; DDP guarantees it, this proves it."""
+        if self.world == 1:
+            return
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for p in model.parameters():
+            total[0] += p.detach().double().sum()
+            total[1] += (p.detach().double() ** 2).sum()
+        gathered = [torch.zeros_like(total) for _ in range(self.world)]
+        dist.all_gather(gathered, total)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise RuntimeError(f"processes ended with different weights: {[g.tolist() for g in gathered]}")
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _optimizer(model: DarknetModel, tc: TrainConfig) -> torch.optim.SGD:
+    decayed, plain = [], []
+    for layer in model.layers:
+        for name, p in layer.named_parameters():
+            (decayed if isinstance(layer, ConvBlock) and name == "conv.weight" else plain).append(p)
+    return torch.optim.SGD([{"params": decayed, "weight_decay": tc.decay}, {"params": plain, "weight_decay": 0.0}],
+                           lr=tc.learning_rate, momentum=tc.momentum)
+
+
+def _save(model: DarknetModel, path: Path, seen: int) -> None:
+    model.header = replace(model.header or Header(), seen=int(seen))
+    model.save_weights(path)
+
+
+def train(data_path, cfg, weights=None, options: Optional[TrainOptions] = None) -> TrainResult:
+    """Train the network ``cfg`` defines on the ``train`` list of ``data_path`` (see module docstring)."""
+    opt = options or TrainOptions()
+    ctx = _Dist(opt.device)
+    log = opt.log if ctx.main else (lambda s: None)
+    try:
+        return _train(data_path, cfg, weights, opt, ctx, log)
+    finally:
+        ctx.close()
+
+
+def _train(data_path, cfg, weights, opt: TrainOptions, ctx: _Dist, log) -> TrainResult:
+    data = read_data_config(data_path)
+    model = build_model(cfg)
+    tc = train_config(model.netdef.net, model.netdef.path)
+    specs = model.yolo_specs
+    if not specs:
+        raise DataError("the cfg has no [yolo] layer to train", os.fspath(cfg))
+    check_classes(data, model.netdef.classes)
+    darknet_init(model, opt.seed)
+    header = load_start_weights(model, weights, log) if weights is not None else Header()
+    seen = 0 if opt.clear else int(header.seen)
+    model.header = replace(header, seen=seen)
+    max_batches = opt.max_batches if opt.max_batches is not None else tc.max_batches
+    if max_batches <= 0:
+        raise DataError("max_batches is 0: set max_batches in [net] or pass --max-batches", os.fspath(cfg))
+    if tc.batch % (tc.subdivisions * ctx.world):
+        raise DataError(f"batch={tc.batch} cannot be split into subdivisions={tc.subdivisions} x {ctx.world} "
+                        "processes", os.fspath(cfg))
+    minibatch = tc.batch // (tc.subdivisions * ctx.world)
+    start = seen // tc.batch
+
+    backup = Path(opt.backup if opt.backup is not None else data.get("backup", "backup"))
+    base = basecfg(cfg)
+    if ctx.main:
+        backup.mkdir(parents=True, exist_ok=True)
+    last = specs[-1]  # Darknet reads jitter and random from the last layer
+    dataset = DetectionDataset(data.require("train", "the list of training images"), model.netdef.classes,
+                               AugmentConfig.of(tc, jitter=last.jitter), on_bad=opt.on_bad_label)
+    for line in dataset.report.lines():
+        log(line)
+    net_w, net_h = model.input_size
+    sampler = MultiScaleBatchSampler(len(dataset), minibatch, iterations=max_batches, subdivisions=tc.subdivisions,
+                                     width=net_w, height=net_h, random=last.random, seed=opt.seed,
+                                     start_iteration=start, rank=ctx.rank, world_size=ctx.world)
+    loader = make_loader(dataset, sampler, opt.workers)
+
+    dev = ctx.device
+    model.to(dev).train()
+    if dev.type == "cuda":
+        model.to_channels_last()
+    net = model
+    if ctx.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    optimizer = _optimizer(model, tc)
+    amp = opt.amp if opt.amp is not None else dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if dev.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp and amp_dtype == torch.float16)
+
+    log(f"{base}: batch {tc.batch} = {tc.subdivisions} x {minibatch} images"
+        + (f" x {ctx.world} processes" if ctx.world > 1 else "") + f", learning rate {tc.learning_rate:g}, "
+        f"momentum {tc.momentum:g}, decay {tc.decay:g}; iterations {start}..{max_batches} on {dev}"
+        + (f" ({str(amp_dtype).replace('torch.', '')} autocast)" if amp else ""))
+    begin = time.perf_counter()
+    avg_loss = -1.0
+    batches = iter(loader)
+    final = backup / f"{base}_final.weights"
+    for iteration in range(start, max_batches):
+        tick = time.perf_counter()
+        rate = tc.rate(iteration + 1)  # Darknet counts this update's images in before asking
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        cost = 0.0
+        stats = []
+        for sub in range(tc.subdivisions):
+            images, truths, counts = next(batches)
+            images = images.to(dev, non_blocking=True)
+            truths, counts = truths.to(dev, non_blocking=True), counts.to(dev, non_blocking=True)
+            h, w = images.shape[-2:]
+            sync = nullcontext() if ctx.world == 1 or sub == tc.subdivisions - 1 else net.no_sync()
+            with sync:
+                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+                    raw = net(images, raw=True)
+                res = yolo_loss([r.float() for r in raw], truths, counts, specs, int(w), int(h))
+                # Summed over images / the process's share of the batch; DDP's mean over processes
+                # then gives the sum over the whole batch / batch, Darknet's lr/batch scaling.
+                scaler.scale(res.loss * ctx.world / tc.batch).backward()
+            cost += res.cost
+            stats.append(res.heads)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        seen += tc.batch
+        done = iteration + 1
+        loss = ctx.sum([cost])[0] / tc.batch  # train_network's sum of costs / images
+        if not math.isfinite(loss):
+            raise RuntimeError(f"iteration {done}: the loss is {loss} (learning rate {rate:g} too high?)")
+        avg_loss = loss if avg_loss < 0 else avg_loss * 0.9 + loss * 0.1
+        if opt.regions:
+            for heads in stats:
+                for s in heads:
+                    log(f"Region {s.layer} Avg IOU: {s.avg_iou:f}, Class: {s.cls:f}, Obj: {s.obj:f}, "
+                        f"No Obj: {s.no_obj:f}, .5R: {s.recall50:f}, .75R: {s.recall75:f},  count: {s.count}")
+        log(f"{done}: {loss:f}, {avg_loss:f} avg, {rate:f} rate, {time.perf_counter() - tick:f} seconds, "
+            f"{seen} images ({w}x{h})")
+        if ctx.main:
+            if done % opt.save_every == 0:
+                _save(model, backup / f"{base}_last.weights", seen)
+            if done % 10000 == 0 or (done < 1000 and done % 100 == 0):
+                _save(model, backup / f"{base}_{done}.weights", seen)
+        if opt.time_limit is not None and ctx.sum([time.perf_counter() - begin > opt.time_limit])[0]:
+            log(f"time limit of {opt.time_limit:g} s reached after iteration {done}; resume from "
+                f"{backup / (base + '_last.weights')} to go on")
+            if ctx.main:
+                _save(model, backup / f"{base}_last.weights", seen)
+            max_batches = done
+            break
+    ctx.check_in_sync(model)
+    if ctx.main:
+        _save(model, final, seen)
+        log(f"Saved {final}")
+    return TrainResult(final, max(0, max_batches - start), seen, time.perf_counter() - begin, avg_loss)
+
+
+__all__ = ["TrainOptions", "TrainResult", "basecfg", "darknet_init", "load_start_weights", "train"]
