@@ -3,7 +3,7 @@ PYTHON ?= python3
 # The CPU build that pip takes from this machine's disk; a CUDA torch already present is kept.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install test bench lint clean
+.PHONY: install test demo bench lint clean
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null \
@@ -14,8 +14,13 @@ install:
 test:
 	$(PYTHON) -m pytest -q tests
 
+# The shipped model on the sample photo: prints the detections, writes predictions.jpg.
+demo:
+	$(PYTHON) -m darknet_py detect cfg/yolov3-tiny-shapes.cfg weights/yolov3-tiny-shapes.weights data/shapes.jpg \
+		--names cfg/shapes.names
+
 bench:
 	$(PYTHON) tools/bench_cpu.py
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .hypothesis predictions*.jpg
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis predictions*.jpg results
