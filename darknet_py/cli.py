@@ -116,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate-cfg", help="parse and shape-check a cfg; print the layer table")
     p.add_argument("cfg")
     p.add_argument("-v", "--verbose", action="store_true", help="also list the training-only keys kept")
+    p.add_argument("--size", type=int, nargs="+", metavar="N", help="input size: --size 416 or --size W H")
+
+    p = sub.add_parser("summary", help="Darknet's layer table with BFLOPs, and the weights-file size the cfg implies")
+    p.add_argument("cfg")
+    p.add_argument("--size", type=int, nargs="+", metavar="N", help="input size: --size 416 or --size W H")
 
     p = sub.add_parser("inspect-weights", help="per-layer statistics of a weights file for a cfg")
     p.add_argument("cfg")
@@ -335,25 +340,21 @@ def _run_synth(args) -> int:
 
 
 def _run_validate(args) -> int:
-    from .graph import build_model, parse_network
-    from .weights import count_floats
+    from .graph import parse_network
+    from .summary import summarize
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        netdef = parse_network(args.cfg)
+        width, height = _size(args)
+        netdef = parse_network(args.cfg, width=width, height=height)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    print(f"{'layer':>5}  {'kind':<14} {'line':>5}  {'input':>14} -> {'output':<14}")
-    shapes = [netdef.input_shape] + netdef.shapes
-    for spec, section, out in zip(netdef.specs, netdef.sections[1:], netdef.shapes):
-        ins = spec.input_layers()
-        src = shapes[ins[0] + 1] if ins else netdef.input_shape
-        fmt = lambda s: f"{s[2]}x{s[1]}x{s[0]}"  # noqa: E731 - Darknet prints w x h x c
-        print(f"{spec.index:>5}  {section.kind:<14} {spec.line:>5}  {fmt(src):>14} -> {fmt(out):<14}")
-    floats = count_floats(build_model(netdef))
-    print(f"{len(netdef.specs)} layers, {len(netdef.yolo_indices)} [yolo] heads, {floats} weight floats "
-          f"({floats * 4 + 20} bytes in a .weights file)")
-    if args.verbose:
+    table = summarize(netdef)
+    for line in table.lines(cfg_lines=args.command == "validate-cfg")[:-1]:
+        print(line)
+    print(f"{len(netdef.specs)} layers, {len(netdef.yolo_indices)} [yolo] heads, {table.floats} weight floats "
+          f"({table.weights_bytes()} bytes in a .weights file)")
+    if getattr(args, "verbose", False):
         print(f"[net] line {netdef.net.line}: training keys kept: "
               + (", ".join(f"{k}={v}" for k, v in netdef.net.training.items()) or "none"))
         for section, kind in zip(netdef.sections[1:], netdef.kinds):
@@ -473,7 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             data = read_data_file(args.data)
             names = data.get("names")
             return _run_detect(args, str(resolve_data_path(names, args.data)) if names else None)
-        if args.command == "validate-cfg":
+        if args.command in ("validate-cfg", "summary"):
             return _run_validate(args)
         if args.command == "inspect-weights":
             return _run_inspect(args)

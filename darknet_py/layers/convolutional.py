@@ -150,3 +150,14 @@ class Convolutional(LayerKind):
     @classmethod
     def build(cls, spec: ConvSpec, in_shapes: Sequence[Shape]) -> ConvBlock:
         return ConvBlock.from_spec(spec, in_shapes[0][0])
+
+    @classmethod
+    def flops(cls, spec: ConvSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> float:
+        # make_convolutional_layer: 2 * n * size*size*c/groups * out_h*out_w (a multiply-add is 2)
+        c = in_shapes[0][0]
+        return 2.0 * spec.filters * spec.size * spec.size * c / spec.groups * out_shape[1] * out_shape[2]
+
+    @classmethod
+    def describe(cls, spec: ConvSpec) -> str:
+        groups = f" g{spec.groups}" if spec.groups > 1 else ""
+        return f"{spec.filters:5d}{groups:>4} {spec.size:2d} x{spec.size:2d} /{spec.stride:2d}"

@@ -75,3 +75,12 @@ class MaxpoolKind(LayerKind):
     @classmethod
     def build(cls, spec: MaxpoolSpec, in_shapes: Sequence[Shape]) -> Maxpool:
         return Maxpool(spec.size, spec.stride, spec.padding)
+
+    @classmethod
+    def describe(cls, spec) -> str:
+        return f"{'':5} {spec.size:2d} x{spec.size:2d} /{spec.stride:2d}"
+
+    @classmethod
+    def flops(cls, spec, in_shapes: Sequence[Shape], out_shape: Shape) -> float:
+        # AlexeyAB's make_maxpool_layer counts size*size*c*out_h*out_w (pjreddie's table shows none)
+        return float(spec.size * spec.size * in_shapes[0][0] * out_shape[1] * out_shape[2])

@@ -57,6 +57,16 @@ class LayerKind:
     def build(cls, spec, in_shapes: Sequence[Shape]):  # pragma: no cover
         raise NotImplementedError
 
+    @classmethod
+    def flops(cls, spec, in_shapes: Sequence[Shape], out_shape: Shape) -> float:
+        """Floating-point operations per image as Darknet's layer table counts them (0: not counted)."""
+        return 0.0
+
+    @classmethod
+    def describe(cls, spec) -> str:
+        """The filters / size / stride columns of Darknet's layer table."""
+        return ""
+
 
 class Registry:
     def __init__(self, what: str):

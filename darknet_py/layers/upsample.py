@@ -54,3 +54,7 @@ class UpsampleKind(LayerKind):
     @classmethod
     def build(cls, spec: UpsampleSpec, in_shapes: Sequence[Shape]) -> Upsample:
         return Upsample(spec.stride, spec.scale)
+
+    @classmethod
+    def describe(cls, spec) -> str:
+        return f"{'':5} {spec.stride:>8}x"
