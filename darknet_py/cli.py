@@ -103,6 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=416, help="calc_anchors: network width")
     p.add_argument("--height", type=int, default=416, help="calc_anchors: network height")
 
+    p = sub.add_parser("classifier", help="Darknet's 'classifier predict DATA CFG WEIGHTS [IMG...]': top-k classes")
+    p.add_argument("action", choices=("predict",))
+    p.add_argument("data", help=".data file: names= (or labels=) and top=")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("images", nargs="*", help="photos (none: read paths from standard input)")
+    p.add_argument("-t", "--top", type=int, default=0, help="how many classes (default: the .data file's top, else 1)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
+
     p = sub.add_parser("synth", help="write a synthetic shapes dataset in Darknet's layout (images, labels, "
                                       ".data, .names, lists, COCO json)")
     p.add_argument("out", help="dataset folder")
@@ -328,6 +337,37 @@ def _run_calc_anchors(args) -> int:
     return 0
 
 
+def _run_classifier(args) -> int:
+    from .classifier import classify
+    from .dataset import read_data_config
+    from .detector import load
+    from .errors import DarknetPyError
+    from .names import read_names
+
+    data = read_data_config(args.data)
+    model = load(args.cfg, args.weights, device=args.device or "cpu")
+    c, h, w = model.netdef.shapes[-1]
+    outputs = c * h * w
+    # predict_classifier: names=, else labels= (Darknet's default data/labels.list)
+    names_path = data.file("names") or data.file("labels")
+    names = read_names(names_path, outputs) if names_path else [str(i) for i in range(outputs)]
+    top = args.top or int(data.get("top", "1"))
+    images = list(args.images) or [line.strip() for line in sys.stdin if line.strip()]
+    failed = 0
+    for image in images:
+        start = time.perf_counter()
+        try:
+            pred = classify(model, image, top)
+        except DarknetPyError as exc:  # one bad photo is reported; the others still run
+            print(f"darknet-py: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{image}: Predicted in {time.perf_counter() - start:f} seconds.", file=sys.stderr)
+        for i, score in zip(pred.indices, pred.scores):
+            print(f"{score * 100:5.2f}%: {names[i]}")
+    return 1 if failed else 0
+
+
 def _run_synth(args) -> int:
     from .synth import make_dataset
 
@@ -469,6 +509,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _run_detector_eval(args)
         if args.command == "synth":
             return _run_synth(args)
+        if args.command == "classifier":
+            return _run_classifier(args)
         if args.command == "detector":
             from .names import read_data_file, resolve_data_path
             data = read_data_file(args.data)

@@ -126,7 +126,8 @@ class DarknetModel(nn.Module):
             layers.append(kind.build(spec, in_shapes))
         self.layers = nn.ModuleList(layers)
         self.inputs: List[List[int]] = [spec.input_layers() for spec in netdef.specs]
-        self.heads: List[int] = netdef.yolo_indices
+        # Detectors return their [yolo] outputs; a network without heads (a classifier) its last layer's.
+        self.heads: List[int] = netdef.yolo_indices or [len(netdef.specs) - 1]
         needed = {j for i, ins in enumerate(self.inputs) for j in ins if j != i - 1 and j >= 0}
         self.keep = sorted(needed | set(self.heads))  # outputs held past the next layer
         self.header = None  # set by load_weights: (major, minor, revision, seen, seen_bytes)

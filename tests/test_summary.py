@@ -15,7 +15,7 @@ from conftest import REF, ROOT, ref_path
 # cfgs whose every layer darknet-py runs today; the README's other rows are refused cleanly
 # (tests/test_cfg_errors.py) until their layers exist.
 RUNNABLE = ("pjreddie/cfg/yolov3.cfg", "pjreddie/cfg/yolov3-tiny.cfg", "pjreddie/cfg/yolov3-spp.cfg",
-            "pjreddie/cfg/yolov3-voc.cfg", "pjreddie/cfg/yolov3-openimages.cfg")
+            "pjreddie/cfg/yolov3-voc.cfg", "pjreddie/cfg/yolov3-openimages.cfg", "pjreddie/cfg/darknet53.cfg")
 
 
 def _readme_figures():

@@ -1,5 +1,6 @@
 """Layer kinds, one module each; importing this package registers them all."""
-from . import convolutional, maxpool, route, shortcut, upsample, yolo  # noqa: F401  (registration)
+from . import (avgpool, connected, convolutional, cost, dropout, maxpool, route, shortcut,  # noqa: F401  (registration)
+               softmax, upsample, yolo)
 from .registry import LAYERS, LayerKind, LayerSpec, Shape
 
 __all__ = ["LAYERS", "LayerKind", "LayerSpec", "Shape"]

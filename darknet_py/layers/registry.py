@@ -16,9 +16,9 @@ Shape = Tuple[int, int, int]  # (channels, height, width), batch excluded
 
 # Section kinds that exist in Darknet's parsers but that this version does not run.
 DARKNET_KINDS_NOT_SUPPORTED = (
-    "local", "deconvolutional", "deconv", "connected", "conn", "rnn", "gru", "lstm", "crnn", "conv_lstm",
-    "history", "softmax", "soft", "region", "detection", "reorg", "reorg3d", "avgpool", "avg", "local_avgpool",
-    "dropout", "crop", "cost", "normalization", "lrn", "batchnorm", "sam", "scale_channels", "Gaussian_yolo",
+    "local", "deconvolutional", "deconv", "rnn", "gru", "lstm", "crnn", "conv_lstm",
+    "history", "region", "detection", "reorg", "reorg3d", "local_avgpool",
+    "crop", "normalization", "lrn", "batchnorm", "sam", "scale_channels", "Gaussian_yolo",
     "iseg", "l2norm", "logistic", "activation", "contrastive", "implicit_add", "implicit_mul", "empty", "silence",
 )
 

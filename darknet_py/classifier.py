@@ -1,0 +1,52 @@
+"""Classification as Darknet's ``classifier predict`` does it (examples/classifier.c):
+letterbox the photo to the network size, forward, then ``top_k`` over the outputs (the last
+layer's, after its ``[softmax]``), highest first, ties to the lower index."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import torch
+
+from .detector import ImageInput, _as_rgb, _model_device, check_rgb_model
+from .errors import CfgError
+from .graph import DarknetModel
+from .transforms import letterbox
+
+
+@dataclass
+class Prediction:
+    indices: List[int]
+    scores: List[float]
+
+
+def check_classifier(model: DarknetModel) -> None:
+    if model.netdef.yolo_specs:
+        spec = model.netdef.yolo_specs[0]
+        raise CfgError("this network has [yolo] heads: it is a detector (use darknet-py detect)",
+                       path=model.netdef.path, line=spec.line, section="yolo", index=spec.index)
+
+
+@torch.inference_mode()
+def scores(model: DarknetModel, image: ImageInput) -> torch.Tensor:
+    """The network's output for one photo, flattened (Darknet's ``network_predict``)."""
+    check_classifier(model)
+    check_rgb_model(model)
+    rgb, _ = _as_rgb(image)
+    net_w, net_h = model.input_size
+    x, _ = letterbox(rgb, net_w, net_h, device=_model_device(model))
+    return model(x[None])[0].flatten().float().cpu()
+
+
+def top_k(values: torch.Tensor, k: int) -> Prediction:
+    """Darknet's ``top_k``: the k largest, in descending order, equal values by lower index."""
+    k = max(1, min(int(k), values.numel()))
+    order = torch.sort(values, descending=True, stable=True).indices[:k]
+    return Prediction(order.tolist(), values[order].tolist())
+
+
+def classify(model: DarknetModel, image: ImageInput, top: int = 5) -> Prediction:
+    return top_k(scores(model, image), top)
+
+
+__all__ = ["Prediction", "check_classifier", "classify", "scores", "top_k"]
