@@ -45,3 +45,18 @@ def iou_matrix_cxcywh(a: Tensor, b: Tensor) -> Tensor:
     inter = torch.where((ow < 0) | (oh < 0), torch.zeros_like(ow), ow * oh)
     union = aw * ah + bw * bh - inter
     return inter / union
+
+
+def diou_matrix_cxcywh(a: Tensor, b: Tensor, beta: float) -> Tensor:
+    """AlexeyAB's ``box_diounms``: IoU minus ``(d^2 / c^2) ** beta`` (d: centre distance, c: the
+    diagonal of the smallest box enclosing both); plain IoU where c is 0. ``nms_kind=greedynms``
+    calls ``box_diou``, which is the same with beta fixed at 0.6."""
+    iou = iou_matrix_cxcywh(a, b)
+    ax, ay, aw, ah = (t[:, None] for t in a.unbind(-1))
+    bx, by, bw, bh = (t[None, :] for t in b.unbind(-1))
+    cw = torch.maximum(ax + aw / 2, bx + bw / 2) - torch.minimum(ax - aw / 2, bx - bw / 2)
+    ch = torch.maximum(ay + ah / 2, by + bh / 2) - torch.minimum(ay - ah / 2, by - bh / 2)
+    c = cw * cw + ch * ch
+    d = (ax - bx) * (ax - bx) + (ay - by) * (ay - by)
+    term = torch.pow(d / torch.where(c == 0, torch.ones_like(c), c), beta)
+    return torch.where(c == 0, iou, iou - term)

@@ -21,8 +21,8 @@ class Prediction:
 
 
 def check_classifier(model: DarknetModel) -> None:
-    if model.netdef.yolo_specs:
-        spec = model.netdef.yolo_specs[0]
+    if model.netdef.head_specs:
+        spec = model.netdef.head_specs[0]
         raise CfgError("this network has [yolo] heads: it is a detector (use darknet-py detect)",
                        path=model.netdef.path, line=spec.line, section="yolo", index=spec.index)
 

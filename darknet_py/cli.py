@@ -179,18 +179,19 @@ def _out_path(out: str, image: str, several: bool) -> str:
 def _run_detect(args, names_path: Optional[str]) -> int:
     import torch
 
-    from .detector import check_rgb_model, load, postprocess
+    from .detector import check_detector, letterboxed, load, postprocess
     from .errors import DarknetPyError
     from .draw import draw_detections, group_by_box
     from .imageio import load_image, save_image
     from .names import default_names, read_names
-    from .transforms import letterbox
+    from .transforms import letterbox, stretch
 
     thresh = 0.5 if args.thresh is None else args.thresh
     nms = 0.45 if args.nms is None else args.nms
     out = "predictions.jpg" if args.out is None else args.out
     model = load(args.cfg, args.weights, device=args.device or "cpu", seen_bytes=args.seen_bytes)
-    check_rgb_model(model)
+    check_detector(model)
+    prepare = letterbox if letterboxed(model) else stretch
     classes = model.netdef.classes
     names = read_names(names_path, classes) if names_path else default_names(classes)
     device = next(model.parameters()).device
@@ -208,7 +209,7 @@ def _run_detect(args, names_path: Optional[str]) -> int:
             continue
         start = time.perf_counter()
         with torch.no_grad():
-            x, info = letterbox(rgb, net_w, net_h, device=device)
+            x, info = prepare(rgb, net_w, net_h, device=device)
             dets = postprocess(model, model(x[None]), [info], thresh, nms)[0]
         if device.type == "cuda":
             torch.cuda.synchronize()

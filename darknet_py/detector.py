@@ -1,8 +1,10 @@
 """Detection end to end, as Darknet's ``test_detector`` does it:
 
-photo -> letterbox -> network -> [yolo] decode -> objectness/class thresholds ->
+photo -> letterbox -> network -> head decode -> objectness/class thresholds ->
 ``correct_yolo_boxes`` -> per-class NMS (``do_nms_sort``) -> photo pixel boxes.
-Everything after the photo decode runs as tensor code on the model's device.
+Every head kind ([yolo], [region], ...) decodes itself (``DetectionHead.decode``); the last
+head says whether the photo is letterboxed and which NMS follows, as Darknet reads
+``net.layers[net.n-1]``. Everything after the photo decode runs as tensor code on the model's device.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from .errors import CfgError
 from .graph import DarknetModel, build_model
 from .imageio import ImageMeta, load_image, to_rgb_uint8
 from .postprocess import Detections, darknet_nms, detections_from, threshold
-from .transforms import LetterboxInfo, correct_boxes, letterbox_batch, to_photo_xyxy
+from .transforms import LetterboxInfo, correct_boxes, prepare_batch, to_photo_xyxy
 
 # Darknet's `detect` defaults (examples/darknet.c, test_detector): thresh .5, nms .45.
 DEFAULT_THRESH = 0.5
@@ -74,6 +76,20 @@ def _as_rgb(image: ImageInput):
     return load_image(image)
 
 
+def letterboxed(model: DarknetModel) -> bool:
+    """Whether ``detect`` letterboxes photos for this network (its last head decides)."""
+    heads = model.head_specs
+    return heads[-1].letterbox if heads else True
+
+
+def check_detector(model: DarknetModel) -> None:
+    """A network ``detect`` can run: RGB input and at least one detection head."""
+    if not model.head_specs:
+        raise CfgError("the cfg has no detection head ([yolo], [region], [detection], [Gaussian_yolo]); for a "
+                       "classifier use `darknet-py classifier predict`", path=model.netdef.path)
+    check_rgb_model(model)
+
+
 def check_rgb_model(model: DarknetModel) -> None:
     if model.netdef.net.channels != 3:
         raise CfgError(f"[net] channels={model.netdef.net.channels}: detection takes RGB photos and supports "
@@ -91,13 +107,14 @@ def postprocess(model: DarknetModel, outputs: Sequence[torch.Tensor], infos: Seq
     Darknet draws them; ``detector valid`` passes its own (Darknet's result files clip differently).
     """
     net_w, net_h = model.input_size
-    boxes, obj, cls = decode(outputs, model.yolo_specs, net_w, net_h)
+    boxes, obj, cls = decode(outputs, model.head_specs, net_w, net_h)
+    last = model.head_specs[-1]
     results = []
     for i, info in enumerate(infos):
         cand = threshold(boxes[i], obj[i], cls[i], thresh)
         # Darknet corrects boxes to the photo before its NMS, so the IoUs are the photo's.
         rel = correct_boxes(cand.boxes, info)
-        probs = darknet_nms(rel, cand.probs, nms)
+        probs = darknet_nms(rel, cand.probs, nms, last.nms_kind, last.beta_nms)
         results.append(detections_from(cand, probs, photo_boxes(rel, info)))
     return results
 
@@ -106,10 +123,10 @@ def postprocess(model: DarknetModel, outputs: Sequence[torch.Tensor], infos: Seq
 def detect_batch(model: DarknetModel, images: Sequence[ImageInput], thresh: float = DEFAULT_THRESH,
                  nms: float = DEFAULT_NMS) -> List[Detections]:
     """Several photos in one forward pass. Paths are decoded strictly (darknet_py.imageio)."""
-    check_rgb_model(model)
+    check_detector(model)
     rgbs = [_as_rgb(im)[0] for im in images]
     net_w, net_h = model.input_size
-    x, infos = letterbox_batch(rgbs, net_w, net_h, device=_model_device(model))
+    x, infos = prepare_batch(rgbs, net_w, net_h, device=_model_device(model), letterboxed=letterboxed(model))
     return postprocess(model, model(x), infos, thresh, nms)
 
 
@@ -119,5 +136,5 @@ def detect(model: DarknetModel, image: ImageInput, thresh: float = DEFAULT_THRES
     return detect_batch(model, [image], thresh, nms)[0]
 
 
-__all__ = ["DEFAULT_NMS", "DEFAULT_THRESH", "ImageMeta", "detect", "detect_batch", "load", "postprocess",
-           "resolve_device"]
+__all__ = ["DEFAULT_NMS", "DEFAULT_THRESH", "ImageMeta", "check_detector", "detect", "detect_batch", "letterboxed",
+           "load", "postprocess", "resolve_device"]

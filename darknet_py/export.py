@@ -45,9 +45,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import DarknetPyError
+from .errors import CfgError, DarknetPyError
 from .graph import DarknetModel
 from .layers.convolutional import ConvBlock
+from .layers.yolo import YoloSpec
 
 OPSET = 17
 
@@ -83,7 +84,9 @@ class DecodedHeads(nn.Module):
         bw = pw * exp(tw)                      bh = ph * exp(th)
         x1, y1, x2, y2 = cx - bw/2, cy - bh/2, cx + bw/2, cy + bh/2
 
-    The head outputs already hold sigma(tx), sigma(ty), sigma(obj), sigma(cls). Grids, strides
+    The head outputs already hold sigma(tx), sigma(ty), sigma(obj), sigma(cls), with AlexeyAB's
+    ``scale_x_y`` already applied to x, y (as Darknet's ``l.output``); a ``new_coords=1`` head
+    decodes ``bw = 4 * pw * tw^2`` (``bh`` likewise) instead of the exponential. Grids, strides
     and anchors are non-persistent buffers in the model's dtype and device (they follow
     ``.to()``/``.half()``; a trace holds them as constants); the loop over heads is over the
     cfg's fixed list, unrolled once per head, so a trace or ONNX graph holds no loop.
@@ -92,15 +95,23 @@ class DecodedHeads(nn.Module):
     def __init__(self, model: DarknetModel):
         super().__init__()
         self.model = model
+        others = [s for s in model.head_specs if not isinstance(s, YoloSpec)]
+        if others or not model.head_specs:
+            what = (f"a {type(others[0]).__name__} head (layer {others[0].index}, cfg line {others[0].line})"
+                    if others else "no detection head")
+            raise CfgError(f"--decode exports [yolo] heads only; this network has {what}: export the raw outputs "
+                           "(without --decode)", path=model.netdef.path)
         net_w, net_h = model.input_size
         self.net_w, self.net_h = int(net_w), int(net_h)
         self.dims: List[Tuple[int, int, int, int]] = []  # (A, C, h, w) per head
+        self.new_coords: List[bool] = []  # per head: [yolo] new_coords=1
         ref = next(iter(model.parameters()), None)  # buffers in the model's dtype (float16 stays float16)
         like = dict(dtype=ref.dtype, device=ref.device) if ref is not None else dict(dtype=torch.float32)
         for k, (spec, idx) in enumerate(zip(model.yolo_specs, model.heads)):
             _, h, w = model.netdef.shapes[idx]
             a = len(spec.mask)
             self.dims.append((a, spec.classes, h, w))
+            self.new_coords.append(bool(getattr(spec, "new_coords", False)))
             col = torch.arange(w, dtype=torch.float32).view(1, 1, w, 1).expand(1, h, w, 1)
             row = torch.arange(h, dtype=torch.float32).view(1, h, 1, 1).expand(1, h, w, 1)
             grid = torch.stack((col, row), -1)  # (1, h, w, 1, 2): col, row
@@ -123,7 +134,11 @@ class DecodedHeads(nn.Module):
             # (N, A*(5+C), h, w) -> (N, h, w, A, 5+C): rows cell-major then anchor, as decode()
             p = out.reshape(-1, a, 5 + c, h, w).permute(0, 3, 4, 1, 2)
             xy = (p[..., 0:2] + getattr(self, f"grid{k}")) * getattr(self, f"stride{k}")
-            half_wh = torch.exp(p[..., 2:4]) * getattr(self, f"anchors{k}") * 0.5
+            twh = p[..., 2:4]
+            if self.new_coords[k]:  # AlexeyAB's get_yolo_box: w = x_w^2 * 4 * anchor_w
+                half_wh = twh * twh * getattr(self, f"anchors{k}") * 2.0
+            else:
+                half_wh = torch.exp(twh) * getattr(self, f"anchors{k}") * 0.5
             obj = p[..., 4:5]
             rows = torch.cat((xy - half_wh, xy + half_wh, obj, obj * p[..., 5:]), -1)
             parts.append(rows.reshape(-1, h * w * a, 5 + c))

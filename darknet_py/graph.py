@@ -19,6 +19,7 @@ from .config.reader import CfgDocument, Section, parse_cfg_text, read_cfg
 from .errors import CfgError
 from .layers import LAYERS, LayerKind, LayerSpec, Shape
 from .layers.net import NET_TRAINING_KEYS, NetSpec, parse_net
+from .layers.head import DetectionHead
 from .layers.yolo import YoloSpec
 
 
@@ -44,18 +45,28 @@ class NetworkDef:
         return [s for s in self.specs if isinstance(s, YoloSpec)]
 
     @property
+    def head_indices(self) -> List[int]:
+        """Layers whose outputs ``detect`` decodes: every kind with a DetectionHead spec."""
+        return [s.index for s in self.specs if isinstance(s, DetectionHead)]
+
+    @property
+    def head_specs(self) -> List[DetectionHead]:
+        return [s for s in self.specs if isinstance(s, DetectionHead)]
+
+    @property
     def classes(self) -> int:
-        heads = self.yolo_specs
+        heads = self.head_specs
         return heads[0].classes if heads else 0
 
 
 def _check_heads(specs: Sequence[LayerSpec], sections: Sequence[Section]) -> None:
-    heads = [s for s in specs if isinstance(s, YoloSpec)]
+    heads = [s for s in specs if isinstance(s, DetectionHead)]
     for head in heads[1:]:
         if head.classes != heads[0].classes:
             sec = sections[head.index + 1]
-            raise sec.error(f"classes={head.classes} differs from classes={heads[0].classes} of the [yolo] at layer "
-                            f"{heads[0].index} (cfg line {heads[0].line})", "classes")
+            first = sections[heads[0].index + 1]
+            raise sec.error(f"classes={head.classes} differs from classes={heads[0].classes} of the [{first.kind}] at "
+                            f"layer {heads[0].index} (cfg line {heads[0].line})", "classes")
 
 
 def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Optional[int] = None,
@@ -126,8 +137,8 @@ class DarknetModel(nn.Module):
             layers.append(kind.build(spec, in_shapes))
         self.layers = nn.ModuleList(layers)
         self.inputs: List[List[int]] = [spec.input_layers() for spec in netdef.specs]
-        # Detectors return their [yolo] outputs; a network without heads (a classifier) its last layer's.
-        self.heads: List[int] = netdef.yolo_indices or [len(netdef.specs) - 1]
+        # Detectors return their heads' outputs; a network without heads (a classifier) its last layer's.
+        self.heads: List[int] = netdef.head_indices or [len(netdef.specs) - 1]
         needed = {j for i, ins in enumerate(self.inputs) for j in ins if j != i - 1 and j >= 0}
         self.keep = sorted(needed | set(self.heads))  # outputs held past the next layer
         self.header = None  # set by load_weights: (major, minor, revision, seen, seen_bytes)
@@ -145,12 +156,16 @@ class DarknetModel(nn.Module):
         return self.netdef.yolo_specs
 
     @property
+    def head_specs(self) -> List[DetectionHead]:
+        return self.netdef.head_specs
+
+    @property
     def input_size(self) -> Tuple[int, int]:
         """(width, height) of the network input."""
         return self.netdef.net.width, self.netdef.net.height
 
     def forward(self, x: torch.Tensor, raw: bool = False) -> List[torch.Tensor]:
-        """``raw=True`` returns what enters each ``[yolo]`` layer (logits, no logistic): the training
+        """``raw=True`` returns what enters each head layer (logits, no logistic): the training
         loss works on those for numerically safe log-sigmoids."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

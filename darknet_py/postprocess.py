@@ -10,6 +10,10 @@ Darknet (src/yolo_layer.c ``get_yolo_detections``, src/box.c ``do_nms_sort``):
 The greedy loop is computed without a per-box Python loop: "kept = alive and not suppressed by
 a kept, higher-ranked box" has exactly one solution, reached by repeating it until nothing
 changes (each round fixes at least the next rank, and a stable round is that solution).
+
+AlexeyAB's ``[yolo] nms_kind`` swaps the overlap measure and nothing else (``diounms_sort``):
+``greedynms`` compares ``box_diou`` (DIoU with exponent 0.6), ``diounms`` DIoU with ``beta_nms``;
+both measures are symmetric, so the same fixed point applies.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Tuple
 
 import torch
 
-from .boxes import iou_matrix_cxcywh
+from .boxes import diou_matrix_cxcywh, iou_matrix_cxcywh
 
 Tensor = torch.Tensor
 
@@ -44,13 +48,28 @@ def threshold(boxes: Tensor, objectness: Tensor, class_probs: Tensor, thresh: fl
     return Candidates(boxes[keep], obj, probs)
 
 
-def overlapping_pairs(boxes: Tensor, nms_thresh: float, block: int = 2048) -> Tuple[Tensor, Tensor]:
-    """All candidate pairs (a, b), a < b, with IoU > nms_thresh (computed in row blocks)."""
+NMS_KINDS = ("default", "greedynms", "diounms")
+
+
+def overlap_matrix(a: Tensor, b: Tensor, kind: str = "default", beta: float = 0.6) -> Tensor:
+    """The pairwise measure an NMS kind compares with its threshold."""
+    if kind == "default":
+        return iou_matrix_cxcywh(a, b)
+    if kind == "greedynms":
+        return diou_matrix_cxcywh(a, b, 0.6)  # box_diou hard-codes the exponent 0.6
+    if kind == "diounms":
+        return diou_matrix_cxcywh(a, b, beta)
+    raise ValueError(f"unknown nms kind {kind!r}; expected one of {', '.join(NMS_KINDS)}")
+
+
+def overlapping_pairs(boxes: Tensor, nms_thresh: float, block: int = 2048, kind: str = "default",
+                      beta: float = 0.6) -> Tuple[Tensor, Tensor]:
+    """All candidate pairs (a, b), a < b, whose overlap is > nms_thresh (computed in row blocks)."""
     k = boxes.shape[0]
     firsts, seconds = [], []
     for r0 in range(0, k, block):
         r1 = min(k, r0 + block)
-        ii, jj = torch.nonzero(iou_matrix_cxcywh(boxes[r0:r1], boxes[r0:]) > nms_thresh, as_tuple=True)
+        ii, jj = torch.nonzero(overlap_matrix(boxes[r0:r1], boxes[r0:], kind, beta) > nms_thresh, as_tuple=True)
         ii, jj = ii + r0, jj + r0
         upper = jj > ii
         firsts.append(ii[upper])
@@ -58,7 +77,7 @@ def overlapping_pairs(boxes: Tensor, nms_thresh: float, block: int = 2048) -> Tu
     return torch.cat(firsts), torch.cat(seconds)
 
 
-def darknet_nms(boxes: Tensor, probs: Tensor, nms_thresh: float) -> Tensor:
+def darknet_nms(boxes: Tensor, probs: Tensor, nms_thresh: float, kind: str = "default", beta: float = 0.6) -> Tensor:
     """``do_nms_sort``: returns ``probs`` with suppressed (box, class) scores set to 0.
 
     Works on the overlap graph (pairs with IoU > nms), so its cost follows the number of
@@ -72,9 +91,9 @@ def darknet_nms(boxes: Tensor, probs: Tensor, nms_thresh: float) -> Tensor:
     live_rows = torch.nonzero((probs > 0).any(1)).flatten()
     if live_rows.numel() < k:
         out = torch.zeros_like(probs)
-        out[live_rows] = darknet_nms(boxes[live_rows], probs[live_rows], nms_thresh)
+        out[live_rows] = darknet_nms(boxes[live_rows], probs[live_rows], nms_thresh, kind, beta)
         return out
-    first, second = overlapping_pairs(boxes, nms_thresh)
+    first, second = overlapping_pairs(boxes, nms_thresh, kind=kind, beta=beta)
     out = probs.clone()
     if first.numel() == 0:
         return out

@@ -43,6 +43,8 @@ def randomize(model: DarknetModel, calibration: Optional[torch.Tensor] = None, s
         args = [calibration if j < 0 else cache[j] for j in model.inputs[i]]
         if isinstance(layer, ConvBlock):
             _init_conv(layer, args[0], gen, head_spec=head_of.get(i), objectness_rate=objectness_rate)
+        elif hasattr(layer, "randomize_"):  # other kinds with weights calibrate themselves on their input
+            layer.randomize_(*args, generator=gen)
         cache[i] = layer(*args)
     model.header = None
     return model

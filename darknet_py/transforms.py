@@ -46,6 +46,9 @@ __all__ = [
     "letterbox",
     "unletterbox",
     "letterbox_batch",
+    "stretch",
+    "stretch_info",
+    "prepare_batch",
     "correct_boxes",
     "to_photo_xyxy",
 ]
@@ -235,6 +238,37 @@ def letterbox_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *,
     outs, infos = [], []
     for im in images:
         x, info = letterbox(im, net_w, net_h, device=device)
+        outs.append(x)
+        infos.append(info)
+    if not outs:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        return torch.empty((0, 3, int(net_h), int(net_w)), dtype=torch.float32, device=dev), infos
+    return torch.stack(outs), infos
+
+
+def stretch_info(img_w: int, img_h: int, net_w: int, net_h: int) -> LetterboxInfo:
+    """A plain resize as a degenerate letterbox (the photo fills the canvas): :func:`correct_boxes`
+    then leaves boxes as they are, which is what Darknet does for a stretched input."""
+    return LetterboxInfo(int(img_w), int(img_h), int(net_w), int(net_h), int(net_w), int(net_h), 0, 0)
+
+
+def stretch(img: ImageLike, net_w: int, net_h: int, *,
+            device: DeviceLike = None) -> Tuple[torch.Tensor, LetterboxInfo]:
+    """Darknet's ``resize_image`` of the whole photo to ``net_w x net_h`` (no aspect kept): how
+    YOLOv1's ``test_yolo`` and ``validate_detector_recall`` prepare a photo."""
+    t = _as_u8_hwc(img, device)
+    info = stretch_info(int(t.shape[1]), int(t.shape[0]), net_w, net_h)
+    return darknet_resize(u8_to_float(t.permute(2, 0, 1)), int(net_w), int(net_h)), info
+
+
+def prepare_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *, device: DeviceLike = None,
+                  letterboxed: bool = True) -> Tuple[torch.Tensor, list]:
+    """:func:`letterbox_batch`, or the same with :func:`stretch` when ``letterboxed`` is False."""
+    if letterboxed:
+        return letterbox_batch(images, net_w, net_h, device=device)
+    outs, infos = [], []
+    for im in images:
+        x, info = stretch(im, net_w, net_h, device=device)
         outs.append(x)
         infos.append(info)
     if not outs:

@@ -26,7 +26,7 @@ from .dataset import (CocoAnnotations, DataConfig, LabelReport, ListedImage, cat
                       coco_image_id, read_coco_annotations, read_data_config, read_image_list, scan_labels,
                       truth_from_coco, truth_from_labels)
 from .decode import decode
-from .detector import check_rgb_model, load, postprocess
+from .detector import check_detector, letterboxed, load, postprocess
 from .errors import DataError, ImageError
 from .evaluation import (EvaluationReport, GroundTruth, ImageDetections, coco_detections, coco_evaluate,
                          evaluate)
@@ -116,7 +116,7 @@ def _loader(net_w: int, net_h: int, list_path: str, exif: bool, stretch: bool):
         except ImageError as exc:  # an unreadable photo would silently change the score: stop, name it
             raise DataError(str(exc), list_path, image.line) from None
         h, w = rgb.shape[:2]
-        if stretch:  # validate_detector_recall resizes without letterbox
+        if stretch:  # validate_detector_recall resizes without letterbox (and YOLOv1 always does)
             x = darknet_resize(u8_to_float(torch.from_numpy(rgb).permute(2, 0, 1)), net_w, net_h)
             info = LetterboxInfo(w, h, net_w, net_h, net_w, net_h, 0, 0)
         else:
@@ -130,7 +130,7 @@ def _batches(model, images: Sequence[ListedImage], list_path: str, batch: int, w
     net_w, net_h = model.input_size
     device = next(model.parameters()).device
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
-    load_one = _loader(net_w, net_h, list_path, exif, stretch)
+    load_one = _loader(net_w, net_h, list_path, exif, stretch or not letterboxed(model))
     chunk = []
     with _progress(len(images), progress, desc) as bar:
         for item in _prefetch(images, load_one, workers, depth=2 * batch):
@@ -150,7 +150,7 @@ def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int
                    workers: Optional[int] = None, progress: Optional[bool] = False,
                    exif_orientation: bool = True) -> ValidationRun:
     """Darknet's validation pass over listed images, ``batch`` at a time on the model's device."""
-    check_rgb_model(model)
+    check_detector(model)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     start = time.perf_counter()
@@ -244,7 +244,7 @@ def _setup(data_path, cfg, weights, device, width, height, model=None) -> ValidS
     images = read_image_list(list_path, "valid list")  # every path checked before the model loads
     if model is None:
         model = load(cfg, weights, device=device, width=width, height=height)
-    check_rgb_model(model)
+    check_detector(model)
     classes = model.netdef.classes
     check_classes(data, classes)
     names_path = data.file("names")
@@ -385,7 +385,7 @@ def detector_recall(data_path, cfg, weights, *, device="cpu", batch: int = 8, th
     iou_sum = 0.0
     for chunk, x in _batches(model, setup.images, os.fspath(setup.list_path), batch, workers, progress, True, True,
                              "detector recall"):
-        boxes, obj, _ = decode(model(x), model.yolo_specs, net_w, net_h)
+        boxes, obj, _ = decode(model(x), model.head_specs, net_w, net_h)
         for i in range(len(chunk)):
             keep = obj[i] > thresh
             b, o = boxes[i][keep].double(), obj[i][keep]

@@ -425,11 +425,6 @@ def test_c12_training_keys_accepted(tmp_path):
 
 
 @pytest.mark.parametrize("header, nth, line", [
-    ("yolo", 1, "scale_x_y=1.2"),
-    ("yolo", 2, "scale_x_y = 1.05"),
-    ("yolo", 1, "new_coords=1"),
-    ("route", 1, "groups=2"),
-    ("route", 2, "group_id=1"),
     ("convolutional", 2, "binary=1"),
     ("convolutional", 3, "xnor=1"),
     ("convolutional", 1, "flipped=1"),
@@ -624,10 +619,13 @@ def test_c19_shortcut_shape_mismatch(tmp_path):
     expect_error(tmp_path, text, locate(text, "shortcut", 1), "layer 1", "layer 4", "32x32x16", "16x16x32")
 
 
-def test_c19_shortcut_no_broadcast_of_one_channel(tmp_path):
-    # conv at layer 4 with 1 filter: 1x16x16 + 32x16x16 would broadcast silently in PyTorch
+def test_c19_shortcut_fewer_channels_is_not_broadcast(tmp_path):
+    # conv at layer 4 with 1 filter, then shortcut from a 32-channel layer: PyTorch would broadcast
+    # 1x16x16 + 32x16x16 to 32 channels; Darknet adds the common channel and keeps layer 4's shape.
     text = set_key(TINY, "convolutional", 3, "filters", "1")
-    expect_error(tmp_path, text, locate(text, "shortcut", 1), "16x16x32", "16x16x1")
+    nd = parse_ok(tmp_path, text)
+    shortcut = next(s for s in nd.specs if type(s).__name__ == "ShortcutSpec")
+    assert nd.shapes[shortcut.index] == nd.shapes[shortcut.index - 1] == (1, 16, 16)
 
 
 @pytest.mark.parametrize("value, refers", [("-6", -1), ("5", 5), ("9", 9), ("-1,-2", None)])
@@ -785,19 +783,16 @@ UNSUPPORTED_REFS = {
     ("pjreddie", "yolov2.cfg"): (r"\[reorg\]", ["[reorg]", "does not support"]),
     ("pjreddie", "yolov2-voc.cfg"): (r"\[reorg\]", ["[reorg]", "does not support"]),
     ("pjreddie", "yolov2-tiny.cfg"): (r"\[region\]", ["[region]", "does not support"]),
-    ("pjreddie", "resnet50.cfg"): (r"\[shortcut\]", ["[shortcut]", "shapes must be equal"]),
-    ("alexeyab", "yolov4.cfg"): (r"scale_x_y\s*=", ["scale_x_y=1.2", "not supported"]),
-    ("alexeyab", "yolov4-csp.cfg"): (r"scale_x_y\s*=", ["scale_x_y=2.0", "not supported"]),
-    ("alexeyab", "yolov7-tiny.cfg"): (r"scale_x_y\s*=", ["scale_x_y=2.0", "not supported"]),
-    ("alexeyab", "yolov4-tiny.cfg"): (r"groups\s*=\s*2", ["[route]", "groups=2", "not supported"]),
-    # the PRN shortcuts add tensors of different channel counts (darknet's opt-in mismatched add)
-    ("alexeyab", "yolov3-tiny-prn.cfg"): ("any:" + r"\[shortcut\]", ["[shortcut]", "shapes must be equal"]),
+    ("pjreddie", "resnet50.cfg"): ("any:" + r"\[shortcut\]", ["[shortcut]", "shapes must be equal"]),
 }
 # The ImageNet classifiers load (tests/test_classifier.py runs them against OpenCV).
 CLASSIFIER_REFS = [("pjreddie", "darknet53.cfg"), ("pjreddie", "darknet19.cfg")]
+# AlexeyAB's detectors load (tests/test_yolov4.py runs them against OpenCV).
+ALEXEYAB_REFS = [("alexeyab", n) for n in ("yolov4.cfg", "yolov4-tiny.cfg", "yolov4-csp.cfg", "yolov7-tiny.cfg",
+                                           "yolov3-tiny-prn.cfg")]
 OTHER_REFS = sorted(({("pjreddie", n) for n in _ref_names("pjreddie", "*.cfg")} |
                      {("alexeyab", n) for n in _ref_names("alexeyab", "*.cfg")}) - set(SUPPORTED_REFS) -
-                    {("pjreddie", "yolov3-openimages.cfg")} - set(CLASSIFIER_REFS)) or sorted(UNSUPPORTED_REFS)
+                    {("pjreddie", "yolov3-openimages.cfg")} - set(CLASSIFIER_REFS) - set(ALEXEYAB_REFS)) or sorted(UNSUPPORTED_REFS)
 
 
 @pytest.mark.parametrize("sub, name", OTHER_REFS)

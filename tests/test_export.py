@@ -24,7 +24,7 @@ ort = pytest.importorskip("onnxruntime")
 import darknet_py  # noqa: E402
 from darknet_py.decode import decode  # noqa: E402
 from darknet_py.detector import postprocess  # noqa: E402
-from darknet_py.errors import CfgError, DarknetPyError  # noqa: E402
+from darknet_py.errors import DarknetPyError  # noqa: E402
 from darknet_py.export import OPSET, DecodedHeads, ExportError, export_onnx, export_torchscript  # noqa: E402
 from darknet_py.layers.activations import ACTIVATIONS  # noqa: E402
 from darknet_py.postprocess import Candidates, darknet_nms, detections_from  # noqa: E402
@@ -453,11 +453,7 @@ def test_torchscript_loads_without_darknet_py(small_tiny, tmp_path, photo_rgb):
 # --------------------------------------------------------------------------- every cfg, every layer kind
 
 # Cfgs that do not load or export, with the reason; each is asserted to still fail that way.
-EXCEPTIONS = {
-    "alexeyab/yolov3-tiny-prn.cfg": (CfgError, "shapes must be equal",
-                                     "its [shortcut]s add tensors of different channel counts (AlexeyAB's "
-                                     "partial shortcut); the parser refuses them"),
-}
+EXCEPTIONS: dict = {}
 # The 240 MB networks get one export each (about 8 s apiece on 2 cores): the 416 px export in
 # test_onnx_heads_decode_and_detections. These files define exactly those networks; the test
 # below parses each one and asserts that, layer by layer, instead of exporting it again.

@@ -45,8 +45,10 @@ def _opencv_rows(cfg_text: str, weights, x: torch.Tensor, tmp_path) -> np.ndarra
     return np.concatenate([o.reshape(-1, o.shape[-1]) for o in outs])
 
 
-def _reference_detections(rows: np.ndarray, info, thresh: float, nms: float):
-    """Darknet's get_yolo_detections + correct_yolo_boxes + do_nms_sort, in plain float64 Python."""
+def _reference_detections(rows: np.ndarray, info, thresh: float, nms: float, nms_kind: str = "default",
+                          beta: float = 0.6):
+    """Darknet's get_yolo_detections + correct_yolo_boxes + do_nms_sort, in plain float64 Python;
+    ``nms_kind`` greedynms / diounms: AlexeyAB's diounms_sort with box_diou / box_diounms(beta)."""
     dets = []
     for r in rows.astype(np.float64):
         if r[4] <= thresh:
@@ -65,7 +67,14 @@ def _reference_detections(rows: np.ndarray, info, thresh: float, nms: float):
         w = overlap(a[0], a[2], b[0], b[2])
         h = overlap(a[1], a[3], b[1], b[3])
         inter = 0.0 if w < 0 or h < 0 else w * h
-        return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+        value = inter / (a[2] * a[3] + b[2] * b[3] - inter)
+        if nms_kind != "default":  # box_diou(nms): IoU - (centre distance^2 / enclosing diagonal^2)^(0.6 or beta)
+            cw = max(a[0] + a[2] / 2, b[0] + b[2] / 2) - min(a[0] - a[2] / 2, b[0] - b[2] / 2)
+            ch = max(a[1] + a[3] / 2, b[1] + b[3] / 2) - min(a[1] - a[3] / 2, b[1] - b[3] / 2)
+            c = cw * cw + ch * ch
+            if c > 0:
+                value -= (((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) / c) ** (0.6 if nms_kind == "greedynms" else beta)
+        return value
 
     classes = len(rows[0]) - 5
     for k in range(classes):

@@ -14,17 +14,29 @@ from darknet_py.transforms import letterbox
 from conftest import ROOT
 
 
-def _reference_nms(boxes, probs, thresh):
-    """src/box.c do_nms_sort in plain Python (ties: candidate order, as our stable sort)."""
+def _reference_nms(boxes, probs, thresh, kind="default", beta=0.6):
+    """src/box.c do_nms_sort in plain Python (ties: candidate order, as our stable sort); with
+    ``kind`` greedynms / diounms, AlexeyAB's diounms_sort (box_diou, box_diounms)."""
     boxes = [tuple(map(float, b)) for b in boxes]
     probs = [list(map(float, p)) for p in probs]
 
-    def iou(a, b):
+    def plain_iou(a, b):
         def overlap(x1, w1, x2, w2):
             return min(x1 + w1 / 2, x2 + w2 / 2) - max(x1 - w1 / 2, x2 - w2 / 2)
         w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
         inter = 0.0 if w < 0 or h < 0 else w * h
         return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+    def iou(a, b):
+        if kind == "default":
+            return plain_iou(a, b)
+        left, right = min(a[0] - a[2] / 2, b[0] - b[2] / 2), max(a[0] + a[2] / 2, b[0] + b[2] / 2)
+        top, bot = min(a[1] - a[3] / 2, b[1] - b[3] / 2), max(a[1] + a[3] / 2, b[1] + b[3] / 2)
+        c = (right - left) ** 2 + (bot - top) ** 2
+        if c == 0:
+            return plain_iou(a, b)
+        d = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
+        return plain_iou(a, b) - (d / c) ** (0.6 if kind == "greedynms" else beta)
 
     for k in range(len(probs[0]) if probs else 0):
         order = sorted(range(len(boxes)), key=lambda i: -probs[i][k])
@@ -57,6 +69,24 @@ def test_nms_equals_darknet_greedy(cand, nms):
     got = darknet_nms(boxes, probs, nms).numpy()
     want = _reference_nms(boxes.numpy(), probs.numpy(), nms) if len(boxes) else probs.numpy()
     assert np.array_equal(got, want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(candidates(), st.sampled_from([0.3, 0.45, 0.7]), st.sampled_from(["greedynms", "diounms"]),
+       st.sampled_from([0.6, 1.0]))
+def test_diou_nms_equals_alexeyab_diounms_sort(cand, nms, kind, beta):
+    boxes, probs = cand
+    got = darknet_nms(boxes, probs, nms, kind, beta).numpy()
+    want = _reference_nms(boxes.numpy(), probs.numpy(), nms, kind, beta) if len(boxes) else probs.numpy()
+    assert np.array_equal(got, want)
+
+
+def test_diou_nms_suppresses_less_than_iou_for_distant_centres():
+    # two boxes of one class, IoU .4545 > .45, centres apart: DIoU = IoU - (d^2/c^2)^0.6 = .29 < .45
+    boxes = torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.5, 0.65, 0.4, 0.4]], dtype=torch.float64)
+    probs = torch.tensor([[0.9], [0.8]], dtype=torch.float64)
+    assert darknet_nms(boxes, probs, 0.45).tolist() == [[0.9], [0.0]]
+    assert darknet_nms(boxes, probs, 0.45, "greedynms").tolist() == [[0.9], [0.8]]
 
 
 def test_nms_keeps_one_box_under_several_classes():

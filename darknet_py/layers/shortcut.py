@@ -1,8 +1,13 @@
 """``[shortcut]``: residual add ``act(previous + layers[from])`` (src/shortcut_layer.c).
 
-Darknet's ``shortcut_cpu`` also adds tensors of different sizes (over the common channels with
-stride/sample factors); this version requires equal shapes and says so, rather than relying on
-broadcasting. No bytes in the weights file.
+The output has the previous layer's shape. When the ``from`` layer has a different channel
+count (yolov3-tiny-prn), Darknet adds only the channels both have and keeps the rest of the
+previous layer's output as is: pjreddie's ``shortcut_cpu`` loops over ``min(c1, c2)`` channels,
+AlexeyAB's ``shortcut_multilayer_cpu`` adds ``add[i]`` for flat indices ``i < add_outputs``, which
+for equal height and width is the same first ``min(c1, c2)`` channels. Different widths/heights
+(pjreddie's stride/sample sub-sampling) are refused rather than guessed, as are several ``from``
+layers and ``weights_type`` (no reference cfg of this project uses them). No bytes in the weights
+file.
 """
 from __future__ import annotations
 
@@ -31,7 +36,12 @@ class Shortcut(nn.Module):
         self.act = Activation(activation)
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        return self.act(x + other)
+        c, c2 = x.shape[1], other.shape[1]
+        if c2 == c:
+            return self.act(x + other)
+        if c2 > c:  # the extra channels of the `from` layer are ignored
+            return self.act(x + other[:, :c])
+        return self.act(torch.cat((x[:, :c2] + other, x[:, c2:]), 1))  # channels past c2 pass through
 
 
 @register
@@ -61,9 +71,10 @@ class ShortcutKind(LayerKind):
     @classmethod
     def out_shape(cls, spec: ShortcutSpec, in_shapes: Sequence[Shape], section, specs=None) -> Shape:
         prev, other = in_shapes
-        if prev != other:
+        if prev[1:] != other[1:]:
             raise section.error(f"adds layer {spec.source} of shape {_fmt(other)} to layer {spec.index - 1} of shape "
-                                f"{_fmt(prev)}; the shapes must be equal")
+                                f"{_fmt(prev)}; the shapes must be equal in width x height (Darknet's sub-sampled add "
+                                "is not supported; different channel counts are: the common channels are added)")
         return prev
 
     @classmethod

@@ -4,6 +4,15 @@ The input has ``len(mask)*(5+classes)`` channels, anchor-major: channel ``a*(5+C
 k = x, y, w, h, objectness, class0... The layer's output (Darknet's ``l.output``) is the input
 with the logistic applied to x, y, objectness and the classes; w and h stay raw, to be
 decoded as ``anchor * exp(t)`` (see ``darknet_py.decode``). No weights.
+
+AlexeyAB's keys, as its CPU ``forward_yolo_layer`` applies them to ``l.output``:
+
+- ``scale_x_y=S``: after the logistic, x and y become ``S*x - (S-1)/2``
+  (``scal_add_cpu(2*l.w*l.h, l.scale_x_y, -0.5*(l.scale_x_y - 1), ...)``); ``get_yolo_box`` then
+  reads them unchanged, ``(col + x) / w``. So ``l.output`` holds the scaled centre offsets.
+- ``new_coords=1`` (yolov4-csp, yolov7): no logistic at all here (the convolution before has
+  ``activation=logistic``); the same ``scal_add`` on x, y; ``get_yolo_box`` decodes
+  ``w = (x_w)^2 * 4 * anchor_w / net_w`` instead of the exponential (``decode(new_coords=True)``).
 """
 from __future__ import annotations
 
@@ -13,11 +22,13 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..postprocess import NMS_KINDS
+from .head import DetectionHead
 from .registry import LayerKind, LayerSpec, Shape, register
 
 
 @dataclass
-class YoloSpec(LayerSpec):
+class YoloSpec(LayerSpec, DetectionHead):
     mask: List[int]
     anchors: List[Tuple[float, float]]  # all `num` anchors, in network-input pixels
     classes: int
@@ -27,6 +38,16 @@ class YoloSpec(LayerSpec):
     ignore_thresh: float = 0.5
     truth_thresh: float = 1.0
     random: bool = False
+    # AlexeyAB's inference keys (see the module docstring)
+    scale_x_y: float = 1.0
+    new_coords: bool = False
+    # AlexeyAB's post-processing: the NMS measure test_detector uses after the last [yolo]
+    nms_kind: str = "default"
+    beta_nms: float = 0.6
+
+    def decode(self, out, net_w, net_h):
+        from ..decode import decode_head
+        return decode_head(out, self.masked_anchors, self.classes, net_w, net_h, self.new_coords)
 
     @property
     def masked_anchors(self) -> List[Tuple[float, float]]:
@@ -34,28 +55,38 @@ class YoloSpec(LayerSpec):
 
 
 class YoloHead(nn.Module):
-    """Applies Darknet's logistic to x, y, objectness and classes; w, h pass through."""
+    """Applies Darknet's logistic to x, y, objectness and classes (none with ``new_coords``);
+    w, h pass through; then x, y -> ``scale_x_y*x - (scale_x_y-1)/2`` when scale_x_y != 1."""
 
-    def __init__(self, num_anchors: int, classes: int):
+    def __init__(self, num_anchors: int, classes: int, scale_x_y: float = 1.0, new_coords: bool = False):
         super().__init__()
         self.num_anchors, self.classes = num_anchors, classes
+        self.scale_x_y, self.new_coords = float(scale_x_y), bool(new_coords)
         mask = torch.ones(num_anchors, 5 + classes, dtype=torch.bool)
         mask[:, 2:4] = False
         self.register_buffer("logistic_mask", mask.view(1, -1, 1, 1), persistent=False)
+        xy = torch.zeros(num_anchors, 5 + classes, dtype=torch.bool)
+        xy[:, 0:2] = True
+        self.register_buffer("xy_mask", xy.view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # contiguous NCHW whatever the trunk's memory format: this is Darknet's l.output layout
-        return torch.where(self.logistic_mask, torch.sigmoid(x), x).contiguous()
+        if not self.new_coords:
+            x = torch.where(self.logistic_mask, torch.sigmoid(x), x)
+        if self.scale_x_y != 1.0:
+            s = self.scale_x_y
+            x = torch.where(self.xy_mask, x * s - 0.5 * (s - 1), x)
+        return x.contiguous()
 
 
 @register
 class YoloKind(LayerKind):
     name = "yolo"
-    keys = ("mask", "anchors", "classes", "num")
+    keys = ("mask", "anchors", "classes", "num", "scale_x_y", "new_coords", "nms_kind", "beta_nms")
     # (jitter, ignore_thresh, truth_thresh and random are also kept on the spec for the trainer)
-    training_keys = ("jitter", "ignore_thresh", "truth_thresh", "random", "max", "counters_per_class", "label_smooth_eps", "iou_normalizer", "cls_normalizer",
-                     "obj_normalizer", "delta_normalizer", "iou_loss", "iou_thresh_kind", "iou_thresh", "beta_nms",
-                     "nms_kind", "max_delta", "resize", "focal_loss", "objectness_smooth", "map",
+    training_keys = ("jitter", "ignore_thresh", "truth_thresh", "random", "max", "counters_per_class",
+                     "label_smooth_eps", "iou_normalizer", "cls_normalizer",
+                     "obj_normalizer", "delta_normalizer", "iou_loss", "iou_thresh_kind", "iou_thresh", "max_delta", "resize", "focal_loss", "objectness_smooth", "map",
                      "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm",
                      "embedding_layer", "show_details", "uc_normalizer", "rewritten_box",
                      # read by OpenCV's importer only (it zeroes scores below `thresh` and runs NMS itself)
@@ -63,9 +94,15 @@ class YoloKind(LayerKind):
 
     @classmethod
     def parse(cls, section, net) -> YoloSpec:
-        for key, neutral in (("scale_x_y", 1.0), ("new_coords", 0.0)):
-            if section.has(key) and section.get_float(key) != neutral:
-                raise section.error(f"{key}={section.options[key].value} is not supported by darknet-py yet", key)
+        scale_x_y = section.get_float("scale_x_y", 1.0)
+        if not 0 < scale_x_y < 1e6:  # also refuses nan/inf
+            raise section.error(f"scale_x_y={section.raw('scale_x_y')}: expected a positive number", "scale_x_y")
+        new_coords = section.get_bool("new_coords", False)
+        nms_kind = section.get_str("nms_kind", "default")
+        if nms_kind not in NMS_KINDS:  # AlexeyAB maps unknown names to default silently; cornersnms we do not run
+            raise section.error(f"nms_kind={nms_kind} is not supported; expected one of {', '.join(NMS_KINDS)}",
+                                "nms_kind")
+        beta_nms = section.get_float("beta_nms", 0.6)
         classes = section.get_int("classes", required=True, min=1)
         flat = section.get_float_list("anchors", required=True)
         if len(flat) % 2:
@@ -82,7 +119,8 @@ class YoloKind(LayerKind):
             raise section.error(f"mask index {bad[0]} out of range: num={num} anchors (valid 0..{num - 1})", "mask")
         spec = YoloSpec(section.index, section.line, mask, anchors, classes, num,
                         jitter=section.get_float("jitter", 0.2), ignore_thresh=section.get_float("ignore_thresh", 0.5),
-                        truth_thresh=section.get_float("truth_thresh", 1.0), random=section.get_bool("random", False))
+                        truth_thresh=section.get_float("truth_thresh", 1.0), random=section.get_bool("random", False),
+                        scale_x_y=scale_x_y, new_coords=new_coords, nms_kind=nms_kind, beta_nms=beta_nms)
         section.mark_used(cls.training_keys)
         return spec
 
@@ -99,4 +137,4 @@ class YoloKind(LayerKind):
 
     @classmethod
     def build(cls, spec: YoloSpec, in_shapes: Sequence[Shape]) -> YoloHead:
-        return YoloHead(len(spec.mask), spec.classes)
+        return YoloHead(len(spec.mask), spec.classes, spec.scale_x_y, spec.new_coords)

@@ -188,6 +188,11 @@ def _train(data_path, cfg, weights, opt: TrainOptions, ctx: _Dist, log) -> Train
     specs = model.yolo_specs
     if not specs:
         raise DataError("the cfg has no [yolo] layer to train", os.fspath(cfg))
+    for spec in specs:  # inference supports AlexeyAB's head keys; the loss (train/loss.py) does not
+        for key, value, neutral in (("scale_x_y", spec.scale_x_y, 1.0), ("new_coords", int(spec.new_coords), 0)):
+            if value != neutral:
+                raise DataError(f"[yolo] (layer {spec.index}, cfg line {spec.line}): {key}={value:g} is supported "
+                                "for inference only; training it is not implemented", model.netdef.path or "<cfg>")
     check_classes(data, model.netdef.classes)
     darknet_init(model, opt.seed)
     header = load_start_weights(model, weights, log) if weights is not None else Header()
