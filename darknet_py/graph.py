@@ -69,6 +69,22 @@ def _check_heads(specs: Sequence[LayerSpec], sections: Sequence[Section]) -> Non
                             f"layer {heads[0].index} (cfg line {heads[0].line})", "classes")
 
 
+# Keys AlexeyAB's parser reads on every layer (parse_network_cfg_custom): training controls, kept
+# and ignored at inference; those that change which bytes the weights file holds are refused.
+COMMON_TRAINING_KEYS = ("clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
+                        "learning_rate")
+WEIGHT_FILE_KEYS = ("dontload", "dontloadscales", "dontsave")
+
+
+def _check_common_keys(section: Section) -> None:
+    section.mark_used(COMMON_TRAINING_KEYS)
+    for key in WEIGHT_FILE_KEYS:
+        value = section.raw(key)
+        if value is not None and value.strip() not in ("0", ""):
+            raise section.error(f"{key}={value} is not supported: it changes which layers the .weights file holds "
+                                "(remove it, or use `darknet-py partial`)", key)
+
+
 def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Optional[int] = None,
                   height: Optional[int] = None) -> NetworkDef:
     """Validate a cfg (path, bytes or parsed document); ``width``/``height`` override ``[net]``."""
@@ -94,6 +110,7 @@ def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Op
     for section in doc.layers:
         kind = LAYERS.get(section)
         section.check_duplicates(kind.training_keys)
+        _check_common_keys(section)
         try:
             spec = kind.parse(section, net)
         except CfgError:
@@ -121,7 +138,7 @@ def _raise_typo_of_missing_key(section: Section, kind: Type[LayerKind]) -> None:
 
 
 def _known_keys(kind: Type[LayerKind]) -> Tuple[str, ...]:
-    return tuple(kind.keys) + tuple(kind.training_keys)
+    return tuple(kind.keys) + tuple(kind.training_keys) + COMMON_TRAINING_KEYS + WEIGHT_FILE_KEYS
 
 
 class DarknetModel(nn.Module):

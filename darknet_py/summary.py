@@ -16,7 +16,9 @@ from .weights import Header
 
 # Darknet's short names in its table (parse_network_cfg's prints).
 _SHORT = {"convolutional": "conv", "maxpool": "max", "shortcut": "res", "route": "route", "upsample": "upsample",
-          "yolo": "yolo"}
+          "yolo": "yolo", "scale_channels": "scale", "local_avgpool": "avg", "Gaussian_yolo": "Gaussian",
+          "contrastive": "contrast", "normalization": "norm", "batchnorm": "bn", "connected": "conn",
+          "detection": "det"}
 
 
 @dataclass

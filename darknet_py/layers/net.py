@@ -15,7 +15,7 @@ NET_TRAINING_KEYS = (
     "batch", "subdivisions", "learning_rate", "momentum", "decay", "time_steps", "notruth", "random", "adam",
     "B1", "B2", "eps", "max_crop", "min_crop", "max_ratio", "min_ratio", "center", "clip", "angle", "aspect",
     "saturation", "exposure", "hue", "policy", "burn_in", "power", "step", "scale", "steps", "scales", "gamma",
-    "max_batches", "seq_scales", "letter_box", "mosaic", "mosaic_bound", "cutmix", "mixup", "blur",
+    "max_batches", "max_epochs", "seq_scales", "letter_box", "mosaic", "mosaic_bound", "cutmix", "mixup", "blur",
     "gaussian_noise", "flip", "label_smooth_eps", "resize_step", "attention", "adversarial_lr", "max_chart_loss",
     "track", "augment_speed", "sequential_subdivisions", "init_sequential_subdivisions", "try_fix_nan",
     "weights_reject_freq", "ema_alpha", "contrastive", "contrastive_jit_flip", "contrastive_color",

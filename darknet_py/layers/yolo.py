@@ -86,7 +86,8 @@ class YoloKind(LayerKind):
     # (jitter, ignore_thresh, truth_thresh and random are also kept on the spec for the trainer)
     training_keys = ("jitter", "ignore_thresh", "truth_thresh", "random", "max", "counters_per_class",
                      "label_smooth_eps", "iou_normalizer", "cls_normalizer",
-                     "obj_normalizer", "delta_normalizer", "iou_loss", "iou_thresh_kind", "iou_thresh", "max_delta", "resize", "focal_loss", "objectness_smooth", "map",
+                     "obj_normalizer", "delta_normalizer", "iou_loss", "iou_thresh_kind", "iou_thresh", "max_delta",
+                     "beta1", "resize", "focal_loss", "objectness_smooth", "map",
                      "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm",
                      "embedding_layer", "show_details", "uc_normalizer", "rewritten_box",
                      # read by OpenCV's importer only (it zeroes scores below `thresh` and runs NMS itself)
