@@ -23,8 +23,9 @@ class Prediction:
 def check_classifier(model: DarknetModel) -> None:
     if model.netdef.head_specs:
         spec = model.netdef.head_specs[0]
-        raise CfgError("this network has [yolo] heads: it is a detector (use darknet-py detect)",
-                       path=model.netdef.path, line=spec.line, section="yolo", index=spec.index)
+        kind = model.netdef.sections[spec.index + 1].kind
+        raise CfgError(f"this network has a [{kind}] head: it is a detector (use darknet-py detect)",
+                       path=model.netdef.path, line=spec.line, section=kind, index=spec.index)
 
 
 @torch.inference_mode()

@@ -14,6 +14,7 @@ import torch
 
 from .graph import DarknetModel
 from .layers.convolutional import ConvBlock
+from .layers.region import RegionHead
 from .layers.yolo import YoloHead
 
 # Standard deviations of the head logits: x/y, w/h (raw), objectness, classes.
@@ -37,7 +38,9 @@ def randomize(model: DarknetModel, calibration: Optional[torch.Tensor] = None, s
         calibration = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
     calibration = calibration.to(torch.float32)
     # the [yolo] head each conv feeds, if any: its output gets the head's logit spread
-    head_of = {j: layer for i, layer in enumerate(model.layers) if isinstance(layer, YoloHead) for j in model.inputs[i]}
+    # ([region] has the same a*(5+C) channel layout as [yolo]: x, y, w, h, objectness, classes)
+    head_of = {j: layer for i, layer in enumerate(model.layers) if isinstance(layer, (YoloHead, RegionHead))
+               for j in model.inputs[i]}
     cache = [None] * len(model.layers)
     for i, layer in enumerate(model.layers):
         args = [calibration if j < 0 else cache[j] for j in model.inputs[i]]
@@ -75,8 +78,10 @@ def _init_conv(block: ConvBlock, x: torch.Tensor, gen: torch.Generator, head_spe
     if head_spec is not None:
         per = 5 + head_spec.classes
         k = torch.arange(n) % per
+        # softmax classes need a wider logit spread than logistic ones for a top class to stand out
+        cls_std = 3.0 if getattr(head_spec, "softmax", False) or getattr(head_spec, "tree", None) else _HEAD_STD["cls"]
         std = torch.where(k < 2, _HEAD_STD["xy"], torch.where(k < 4, _HEAD_STD["wh"], torch.where(
-            k == 4, _HEAD_STD["obj"], _HEAD_STD["cls"])))
+            k == 4, _HEAD_STD["obj"], cls_std)))
         # Objectness logits placed so that about `objectness_rate` of them pass 0.25 (logit -1.0986).
         z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1.0 - objectness_rate))
         shift = torch.where(k == 4, -1.0986 - z * std, torch.where(k >= 5, -1.5 * std, torch.zeros(n)))

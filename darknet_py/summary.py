@@ -18,7 +18,7 @@ from .weights import Header
 _SHORT = {"convolutional": "conv", "maxpool": "max", "shortcut": "res", "route": "route", "upsample": "upsample",
           "yolo": "yolo", "scale_channels": "scale", "local_avgpool": "avg", "Gaussian_yolo": "Gaussian",
           "contrastive": "contrast", "normalization": "norm", "batchnorm": "bn", "connected": "conn",
-          "detection": "det"}
+          "detection": "det", "region": "detection"}
 
 
 @dataclass

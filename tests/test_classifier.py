@@ -218,7 +218,7 @@ def test_classifier_predict_command(tmp_path, capsys, photo_rgb):
 
 def test_detector_and_classifier_are_told_apart(tmp_path, photo_rgb):
     cfg, weights = _small(tmp_path)
-    with pytest.raises(CfgError, match=r"\[yolo\] heads: it is a detector"):
+    with pytest.raises(CfgError, match=r"\[yolo\] head: it is a detector"):
         classify(darknet_py.build_model(ROOT / "cfg" / "yolov3-tiny.cfg").eval(), photo_rgb)
     text = SMALL.format(bn="", groups=5, temperature=1)
     bad = tmp_path / "bad.cfg"

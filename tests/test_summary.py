@@ -16,7 +16,8 @@ from conftest import REF, ROOT, ref_path
 # (tests/test_cfg_errors.py) until their layers exist.
 RUNNABLE = ("pjreddie/cfg/yolov3.cfg", "pjreddie/cfg/yolov3-tiny.cfg", "pjreddie/cfg/yolov3-spp.cfg",
             "pjreddie/cfg/yolov3-voc.cfg", "pjreddie/cfg/yolov3-openimages.cfg", "pjreddie/cfg/darknet53.cfg",
-            "alexeyab/cfg/yolov4.cfg", "alexeyab/cfg/yolov4-tiny.cfg")
+            "alexeyab/cfg/yolov4.cfg", "alexeyab/cfg/yolov4-tiny.cfg", "pjreddie/cfg/yolov2.cfg",
+            "pjreddie/cfg/yolov2-tiny.cfg")
 # The README's 128.39 for yolov4 is its convolutions alone: AlexeyAB's layer table also counts
 # the three stride-1 SPP maxpools (size^2 * c * out_h * out_w = 0.0508 BFLOPs), which we print.
 WITHOUT_MAXPOOL = {"alexeyab/cfg/yolov4.cfg"}
