@@ -111,7 +111,7 @@ def postprocess(model: DarknetModel, outputs: Sequence[torch.Tensor], infos: Seq
     last = model.head_specs[-1]
     results = []
     for i, info in enumerate(infos):
-        cand = threshold(boxes[i], obj[i], cls[i], thresh)
+        cand = threshold(boxes[i], obj[i], cls[i], thresh, gate=all(h.gate_objectness for h in model.head_specs))
         # Darknet corrects boxes to the photo before its NMS, so the IoUs are the photo's.
         rel = correct_boxes(cand.boxes, info)
         probs = darknet_nms(rel, cand.probs, nms, last.nms_kind, last.beta_nms)

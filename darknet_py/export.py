@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from .errors import CfgError, DarknetPyError
 from .graph import DarknetModel
-from .layers.convolutional import ConvBlock
+from .layers.convolutional import ConvBlock, binarize_input
 from .layers.yolo import YoloSpec
 
 OPSET = 17
@@ -260,11 +260,16 @@ class _FusedConv(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(block.fused_weight.detach().contiguous(), requires_grad=False)
         self.bias = nn.Parameter(block.fused_bias.detach(), requires_grad=False)
-        self.stride, self.padding, self.groups = block.conv.stride, block.conv.padding, block.conv.groups
+        conv = block.conv
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.binarize_input, self.blur = block.binarize_input, block.blur  # xnor=1; antialiasing's stride blur
         self.act = block.act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups))
+        if self.binarize_input:
+            x = binarize_input(x)
+        y = self.act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
+        return y if self.blur is None else self.blur(y)
 
 
 def _prepared(model: DarknetModel, half: bool) -> Tuple[DarknetModel, DarknetModel]:

@@ -39,11 +39,13 @@ class Candidates:
     probs: Tensor       # (K, C) objectness * class probability, 0 where not > thresh
 
 
-def threshold(boxes: Tensor, objectness: Tensor, class_probs: Tensor, thresh: float) -> Candidates:
-    """One image: Darknet's two comparisons, both strict."""
-    keep = objectness > thresh
+def threshold(boxes: Tensor, objectness: Tensor, class_probs: Tensor, thresh: float, gate: bool = True) -> Candidates:
+    """One image: Darknet's two comparisons, both strict. ``gate=False`` (YOLOv1's [detection])
+    skips the objectness comparison: a row is a candidate when any objectness * p > thresh."""
+    probs_all = objectness[:, None] * class_probs
+    keep = objectness > thresh if gate else (probs_all > thresh).any(1)
     obj = objectness[keep]
-    probs = obj[:, None] * class_probs[keep]
+    probs = probs_all[keep]
     probs = torch.where(probs > thresh, probs, torch.zeros_like(probs))
     return Candidates(boxes[keep], obj, probs)
 

@@ -370,10 +370,10 @@ def test_bad_yolo_values_name_the_line(head, needle):
 
 
 @pytest.mark.parametrize("old, new, needle", [
-    ("from=6\n", "from=6\nweights_type=per_feature\n", "weights_type=per_feature"),
-    ("from=6\n", "from=6\nweights_normalization=softmax\n", "weights_normalization=softmax"),
-    ("from=6\n", "from=6,2\n", "from=6,2"),
-    ("from=6\n", "from=2\n", "[shortcut]"),  # layer 2 is 64x64, layer 8 is 32x32: different sizes
+    ("from=6\n", "from=6\nweights_type=per_pixel\n", "weights_type=per_pixel"),
+    ("from=6\n", "from=6\nweights_type=per_feature\nweights_normalization=avg\n", "weights_normalization=avg"),
+    ("from=6\n", "from=6\nalpha=0.5\n", "alpha=0.5"),
+    ("from=6\n", "from=6,2\n", "from=6,2"),  # several inputs of different sizes: AlexeyAB asserts
 ])
 def test_unsupported_shortcut_names_the_line(old, new, needle):
     text = _small_cfg("").replace(old, new)

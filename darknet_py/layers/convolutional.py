@@ -7,12 +7,43 @@ batch_normalize: scales[n], rolling_mean[n], rolling_variance[n]; then the kerne
 For inference the BN is folded into the convolution once (Darknet's pjreddie CPU formula,
 ``(x - mean) / (sqrt(var) + 1e-6)``); the original tensors stay the parameters, so saving and
 training see exactly what was loaded.
+
+Keys beyond the plain conv (the plain path is unchanged by them):
+
+- ``groups`` (incl. depthwise, groups = channels): grouped convolution, Darknet's per-group GEMM.
+- ``dilation`` (AlexeyAB): ``im2col_cpu_ext`` pads by ``padding * dilation``; ignored for size 1 as
+  ``parse_convolutional`` does. The layer's output size is Darknet's undilated
+  ``(h + 2*padding - size)/stride + 1``, which equals the dilated im2col's only when
+  ``2*padding = size - 1``: other paddings are refused (Darknet would misalign its output).
+- ``stride_x`` / ``stride_y`` (AlexeyAB): separate strides, default ``stride``.
+- ``binary=1``: kernels binarised per filter, ``w > 0 ? mean|w| : -mean|w|`` (``binarize_weights``)
+  as both trees' CUDA forward does; their CPU forward skips it for ``binary`` alone (only ``xnor``
+  binarises there), which would run the real-valued kernels of a net trained binarised.
+- ``xnor=1``: binarised kernels and input ``x > 0 ? 1 : -1`` (pjreddie's CPU ``binarize_cpu``;
+  the CUDA kernel tests ``x >= 0``), zero padding kept (im2col pads after binarising), then BN or
+  bias and the activation. Followed is pjreddie's float path: AlexeyAB's bit-packed CPU path pads
+  with -1 bits and its parser forces ``groups=1`` for xnor (a different weights file), pjreddie
+  keeps ``groups``. The weights file is unchanged by either key.
+- ``flipped=1``: the file holds the kernel matrix transposed, (c/groups*size*size) x n
+  (``transpose_matrix`` after reading, AlexeyAB's ``c/groups``; pjreddie's ``c*size*size`` reads
+  past the buffer when groups > 1). It is written back the same way, so a file round-trips
+  (Darknet's saver writes it untransposed, which its own loader then misreads).
+- ``antialiasing=1|2`` (AlexeyAB): the conv runs at stride 1 and a fixed depthwise blur (3x3
+  [1 2 1]x[1 2 1]/16, padding 1; or 2x2 of 1/4, padding 0) follows the activation with the
+  layer's stride; the blur owns no bytes in the file.
+- ``stopbackward``, ``train_only_bn`` and the other training keys are accepted and kept.
+
+Refused with the line: ``share_index`` (another layer's weights), ``assisted_excitation``,
+``coordconv`` (CUDA forward only), ``numload``/``dontload``/``dontloadscales``/``dontsave`` (they
+change what the file holds). Not reproduced: pjreddie's CPU forward hands a size-1 conv its input
+as the GEMM matrix whatever the stride, so a 1x1 conv with stride > 1 (or with ``padding``) reads
+the wrong pixels there; AlexeyAB and both CUDA paths compute the convolution, as here.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -29,38 +60,105 @@ BN_EPS = 1e-6
 class ConvSpec(LayerSpec):
     filters: int
     size: int
-    stride: int
+    stride: int  # along x (AlexeyAB's stride_x); Darknet's l.stride
     padding: int
     groups: int
     batch_normalize: bool
     activation: str
+    stride_y: Optional[int] = None  # None: the same as stride
+    dilation: int = 1
+    binary: bool = False
+    xnor: bool = False
+    flipped: bool = False
+    antialiasing: int = 0  # 0 none, 1 a 3x3 blur, 2 a 2x2 blur after the conv (AlexeyAB)
+
+    @property
+    def strides(self) -> Tuple[int, int]:
+        """(y, x)."""
+        return (self.stride if self.stride_y is None else self.stride_y, self.stride)
+
+
+def binarize_weights(w: torch.Tensor) -> torch.Tensor:
+    """``binarize_weights``: per filter, +mean|w| where w > 0 and -mean|w| elsewhere."""
+    mean = w.abs().mean((1, 2, 3), keepdim=True)
+    return torch.where(w > 0, mean, -mean)
+
+
+def binarize_input(x: torch.Tensor) -> torch.Tensor:
+    """``binarize_cpu``: 1 where x > 0, else -1 (0 included)."""
+    return (x > 0).to(x.dtype) * 2 - 1
+
+
+def _straight_through(x: torch.Tensor, fn) -> torch.Tensor:
+    # Darknet's xnor training: the forward uses the binarised values, the update goes to the real ones.
+    return x + (fn(x) - x).detach()
+
+
+class AntiAliasBlur(nn.Module):
+    """AlexeyAB's antialiasing (``make_convolutional_layer``'s ``input_layer``): a fixed depthwise
+    blur, linear, no bias, with the stride the host layer gave up."""
+
+    def __init__(self, channels: int, kind: int, stride: Tuple[int, int]):
+        super().__init__()
+        if kind == 2:
+            kernel, self.padding = torch.full((2, 2), 0.25), 0
+        else:
+            row = torch.tensor([1.0, 2.0, 1.0])
+            kernel, self.padding = torch.outer(row, row) / 16, 1
+        self.channels, self.stride = channels, stride
+        # Not a parameter and not in the file: Darknet writes these constants at construction.
+        self.register_buffer("weight", kernel.expand(channels, 1, *kernel.shape).contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight.to(x.dtype), None, self.stride, self.padding, 1, self.channels)
+
+
+def blur_geometry(kind: int) -> Tuple[int, int]:
+    """(size, padding) of the antialiasing blur."""
+    return (2, 0) if kind == 2 else (3, 1)
 
 
 class ConvBlock(nn.Module):
     """Conv2d (+ BN) + activation with a plain constructor; ``from_spec`` is the cfg bridge."""
 
-    def __init__(self, in_channels: int, filters: int, size: int, stride: int = 1, padding: int = 0,
-                 groups: int = 1, batch_normalize: bool = False, activation: str = "logistic"):
+    def __init__(self, in_channels: int, filters: int, size: int, stride=1, padding: int = 0,
+                 groups: int = 1, batch_normalize: bool = False, activation: str = "logistic", *,
+                 dilation: int = 1, binary: bool = False, xnor: bool = False, flipped: bool = False,
+                 antialiasing: int = 0):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, filters, size, stride, padding, groups=groups, bias=not batch_normalize)
+        # With antialiasing the conv itself runs at stride 1 and the blur takes the stride.
+        self.conv = nn.Conv2d(in_channels, filters, size, 1 if antialiasing else stride, padding * dilation,
+                              dilation=dilation, groups=groups, bias=not batch_normalize)
         # Darknet's rolling statistics move by .01 per batch (rolling = .99*rolling + .01*batch).
         self.bn = nn.BatchNorm2d(filters, eps=1e-5, momentum=0.01) if batch_normalize else None
         self.act = Activation(activation)
+        self.binary_weights = bool(binary or xnor)
+        self.binarize_input = bool(xnor)
+        self.flipped = bool(flipped)
+        strides = (stride, stride) if isinstance(stride, int) else tuple(stride)
+        self.blur = AntiAliasBlur(filters, antialiasing, strides) if antialiasing else None
         self.register_buffer("fused_weight", None, persistent=False)
         self.register_buffer("fused_bias", None, persistent=False)
         self._fuse_key = None
 
     @classmethod
     def from_spec(cls, spec: ConvSpec, in_channels: int) -> "ConvBlock":
-        return cls(in_channels, spec.filters, spec.size, spec.stride, spec.padding, spec.groups,
-                   spec.batch_normalize, spec.activation)
+        return cls(in_channels, spec.filters, spec.size, spec.strides, spec.padding, spec.groups,
+                   spec.batch_normalize, spec.activation, dilation=spec.dilation, binary=spec.binary,
+                   xnor=spec.xnor, flipped=spec.flipped, antialiasing=spec.antialiasing)
 
     # -- weights file order -------------------------------------------------------------
+    def _file_weight(self) -> torch.Tensor:
+        w = self.conv.weight
+        # flipped: the file holds the (c/groups*size*size) x n transpose; a permuted view is that
+        # matrix in C order, so loading copies into and saving reads from the kernels themselves.
+        return w.permute(1, 2, 3, 0) if self.flipped else w
+
     def darknet_tensors(self) -> List[Tuple[str, torch.Tensor]]:
         if self.bn is not None:
             return [("bn.bias", self.bn.bias), ("bn.weight", self.bn.weight), ("bn.running_mean", self.bn.running_mean),
-                    ("bn.running_var", self.bn.running_var), ("conv.weight", self.conv.weight)]
-        return [("conv.bias", self.conv.bias), ("conv.weight", self.conv.weight)]
+                    ("bn.running_var", self.bn.running_var), ("conv.weight", self._file_weight())]
+        return [("conv.bias", self.conv.bias), ("conv.weight", self._file_weight())]
 
     # -- inference: BN folded into the conv ------------------------------------------------
     def _source_key(self):
@@ -73,6 +171,8 @@ class ConvBlock(nn.Module):
         """Fold BN into (fused_weight, fused_bias), computed in float64 and cast back."""
         with torch.no_grad():
             w = self.conv.weight.double()
+            if self.binary_weights:
+                w = binarize_weights(w)  # binarised before BN, as forward_convolutional_layer runs them
             if self.bn is not None:
                 scale = self.bn.weight.double() / (self.bn.running_var.double().sqrt() + BN_EPS)
                 b = self.bn.bias.double() - self.bn.running_mean.double() * scale
@@ -88,63 +188,114 @@ class ConvBlock(nn.Module):
         self._fuse_key = self._source_key()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
         if self.training:
-            y = self.conv(x)
+            if self.binarize_input:
+                x = _straight_through(x, binarize_input)
+            if self.binary_weights:
+                w = _straight_through(conv.weight, binarize_weights)
+                y = F.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+            else:
+                y = conv(x)
             if self.bn is not None:
                 y = self.bn(y)
-            return self.act(y)
+            y = self.act(y)
+            return y if self.blur is None else self.blur(y)
         if self.fused_weight is None or (not torch.jit.is_tracing() and self._fuse_key != self._source_key()):
             self.fuse()
-        y = F.conv2d(x, self.fused_weight, self.fused_bias, self.conv.stride, self.conv.padding, 1, self.conv.groups)
-        return self.act(y)
+        if self.binarize_input:
+            x = binarize_input(x)
+        y = self.act(F.conv2d(x, self.fused_weight, self.fused_bias, conv.stride, conv.padding, conv.dilation,
+                              conv.groups))
+        return y if self.blur is None else self.blur(y)
 
 
 @register
 class Convolutional(LayerKind):
     name = "convolutional"
     aliases = ("conv",)
-    keys = ("filters", "size", "stride", "pad", "padding", "groups", "batch_normalize", "activation")
+    keys = ("filters", "size", "stride", "stride_x", "stride_y", "pad", "padding", "groups", "batch_normalize",
+            "activation", "dilation", "binary", "xnor", "bin_output", "flipped", "antialiasing")
     # Keys Darknet accepts on a conv that do not change inference.
     training_keys = ("stopbackward", "train_only_bn", "learning_rate", "burnin_update", "sway", "rotate",
                      "stretch", "stretch_sway")
-    # Keys that change the forward pass or the file layout and that this version does not implement.
-    unsupported = {"binary": "0", "xnor": "0", "flipped": "0", "dilation": "1", "antialiasing": "0",
-                   "share_index": None, "deform": "0", "numload": None, "dontload": "0", "dontloadscales": "0",
-                   "dontsave": "0", "stride_x": None, "stride_y": None, "assisted_excitation": "0", "coordconv": "0"}
+    # Keys that change the forward pass or the file layout and that this version does not implement:
+    # key -> (the value that changes nothing, why).
+    unsupported = {
+        "share_index": (None, "the conv would reuse another layer's weights (AlexeyAB's trident nets)"),
+        "assisted_excitation": ("0", "AlexeyAB's training-time excitation"),
+        "coordconv": ("0", "AlexeyAB adds the coordinates in its CUDA forward only"),
+        "deform": ("0", ""),
+        "numload": (None, "it changes what the .weights file holds"),
+        "dontload": ("0", "it changes what the .weights file holds"),
+        "dontloadscales": ("0", "it changes what the .weights file holds"),
+        "dontsave": ("0", "it changes what the .weights file holds"),
+    }
 
     @classmethod
     def parse(cls, section, net) -> ConvSpec:
-        for key, neutral in cls.unsupported.items():
+        for key, (neutral, why) in cls.unsupported.items():
             value = section.raw(key)
             if value is not None and value != neutral:
-                raise section.error(f"{key}={value} is not supported by darknet-py yet", key)
+                raise section.error(f"{key}={value} is not supported by darknet-py" + (f" ({why})" if why else ""),
+                                    key)
         filters = section.get_int("filters", required=True, min=1)
         size = section.get_int("size", required=True, min=1)
         stride = section.get_int("stride", 1, min=1)
+        # AlexeyAB's stride_x / stride_y override stride along one axis each.
+        stride_x = section.get_int("stride_x", stride, min=1)
+        stride_y = section.get_int("stride_y", stride, min=1)
         pad = section.get_bool("pad", False)
         padding = section.get_int("padding", 0, min=0)
         if pad:  # Darknet: pad=1 means "same" padding size/2 and overrides padding=
             padding = size // 2
         groups = section.get_int("groups", 1, min=1)
         bn = section.get_bool("batch_normalize", False)
+        dilation = section.get_int("dilation", 1, min=1)
+        if size == 1:
+            dilation = 1  # parse_convolutional: a 1x1 kernel has nothing to dilate
+        if dilation > 1 and 2 * padding != size - 1:
+            raise section.error(
+                f"dilation={dilation} with size={size} and padding={padding} is not supported: Darknet sizes the "
+                f"output (h + 2*padding - size)/stride + 1 but its dilated im2col makes (h + 2*padding*dilation - "
+                f"dilation*(size-1) - 1)/stride + 1, equal only for padding = (size-1)/2 (pad=1 with an odd size)",
+                "dilation")
+        binary = section.get_bool("binary", False)
+        xnor = section.get_bool("xnor", False)
+        section.get_bool("bin_output", False)  # AlexeyAB's bit-packed xnor output: the same values in float
+        flipped = section.get_bool("flipped", False)
+        antialiasing = section.get_int("antialiasing", 0, choices=(0, 1, 2))
         if not section.has("activation"):
             warnings.warn(f"{section.path}:{section.line}: [convolutional] (layer {section.index}) has no activation=; "
                           "using Darknet's default 'logistic' (OpenCV reads it as 'linear')", stacklevel=2)
         # Darknet's default activation for a conv is logistic (OpenCV's importer uses linear).
         activation = check_activation(section, default="logistic")
         section.mark_used(cls.training_keys)
-        return ConvSpec(section.index, section.line, filters, size, stride, padding, groups, bn, activation)
+        return ConvSpec(section.index, section.line, filters, size, stride_x, padding, groups, bn, activation,
+                        stride_y if stride_y != stride_x else None, dilation, binary, xnor, flipped, antialiasing)
+
+    @classmethod
+    def _host_shape(cls, spec: ConvSpec, h: int, w: int) -> Tuple[int, int]:
+        """Output (h, w) of the conv itself: stride 1 when an antialiasing blur takes the stride."""
+        sy, sx = (1, 1) if spec.antialiasing else spec.strides
+        return (h + 2 * spec.padding - spec.size) // sy + 1, (w + 2 * spec.padding - spec.size) // sx + 1
 
     @classmethod
     def out_shape(cls, spec: ConvSpec, in_shapes: Sequence[Shape], section, specs=None) -> Shape:
         c, h, w = in_shapes[0]
         if c % spec.groups or spec.filters % spec.groups:
-            raise section.error(f"groups={spec.groups} must divide the input channels ({c}) and filters ({spec.filters})")
-        out_h = (h + 2 * spec.padding - spec.size) // spec.stride + 1
-        out_w = (w + 2 * spec.padding - spec.size) // spec.stride + 1
+            raise section.error(f"groups={spec.groups} must divide the input channels ({c}) and filters "
+                                f"({spec.filters})")
+        out_h, out_w = cls._host_shape(spec, h, w)
         if out_h < 1 or out_w < 1:
             raise section.error(f"size={spec.size} stride={spec.stride} padding={spec.padding} on a {w}x{h} input "
                                 f"leaves no output")
+        if spec.antialiasing:
+            (sy, sx), (size, pad) = spec.strides, blur_geometry(spec.antialiasing)
+            out_h, out_w = (out_h + 2 * pad - size) // sy + 1, (out_w + 2 * pad - size) // sx + 1
+            if out_h < 1 or out_w < 1:
+                raise section.error(f"antialiasing={spec.antialiasing} blur ({size}x{size}) leaves no output on the "
+                                    f"{w}x{h} input", "antialiasing")
         return (spec.filters, out_h, out_w)
 
     @classmethod
@@ -153,11 +304,18 @@ class Convolutional(LayerKind):
 
     @classmethod
     def flops(cls, spec: ConvSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> float:
-        # make_convolutional_layer: 2 * n * size*size*c/groups * out_h*out_w (a multiply-add is 2)
-        c = in_shapes[0][0]
-        return 2.0 * spec.filters * spec.size * spec.size * c / spec.groups * out_shape[1] * out_shape[2]
+        # make_convolutional_layer: 2 * n * size*size*c/groups * out_h*out_w (a multiply-add is 2), at the
+        # conv's own output size (the antialiasing blur is not counted). AlexeyAB divides xnor layers by
+        # 32; pjreddie does not, nor here.
+        c, h, w = in_shapes[0]
+        out_h, out_w = cls._host_shape(spec, h, w)
+        return 2.0 * spec.filters * spec.size * spec.size * c / spec.groups * out_h * out_w
 
     @classmethod
     def describe(cls, spec: ConvSpec) -> str:
         groups = f" g{spec.groups}" if spec.groups > 1 else ""
-        return f"{spec.filters:5d}{groups:>4} {spec.size:2d} x{spec.size:2d} /{spec.stride:2d}"
+        sy, sx = spec.strides
+        stride = f"{sx:2d}" if sx == sy else f"{sx}x{sy}"
+        dilation = f"({spec.dilation})" if spec.dilation > 1 else ""
+        xnor = " X" if spec.xnor else (" B" if spec.binary else "")
+        return f"{spec.filters:5d}{groups:>4} {spec.size:2d} x{spec.size:2d} /{stride}{dilation}{xnor}"

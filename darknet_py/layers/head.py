@@ -28,6 +28,9 @@ class DetectionHead:
     # Overlap measure of the NMS after this head (darknet_py.postprocess.NMS_KINDS) and its DIoU exponent.
     nms_kind: str = "default"
     beta_nms: float = 0.6
+    # Whether a row must pass ``objectness > thresh`` before its class scores are looked at. Every
+    # head but YOLOv1's: its class values may exceed 1 (softmax=0), so Darknet tests scale*p alone.
+    gate_objectness: bool = True
 
     def decode(self, out: Tensor, net_w: int, net_h: int) -> Tuple[Tensor, Tensor, Tensor]:
         """The head's output ``(N, ...)`` -> boxes ``(N, R, 4)`` as cx, cy, w, h relative to the

@@ -16,10 +16,8 @@ Shape = Tuple[int, int, int]  # (channels, height, width), batch excluded
 
 # Section kinds that exist in Darknet's parsers but that this version does not run.
 DARKNET_KINDS_NOT_SUPPORTED = (
-    "local", "deconvolutional", "deconv", "rnn", "gru", "lstm", "crnn", "conv_lstm",
-    "history", "region", "detection", "reorg", "reorg3d", "local_avgpool",
-    "crop", "normalization", "lrn", "batchnorm", "sam", "scale_channels", "Gaussian_yolo",
-    "iseg", "l2norm", "logistic", "activation", "contrastive", "implicit_add", "implicit_mul", "empty", "silence",
+    "deconvolutional", "deconv", "rnn", "gru", "lstm", "crnn", "conv_lstm", "history",
+    "iseg", "l2norm", "logistic", "activation", "empty", "silence",
 )
 
 
