@@ -22,7 +22,6 @@ _LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hi
                  "gpus", "num_of_clusters", "width", "height", "max-batches", "backup", "save-every", "seed",
                  "quiet", "time-limit")
 
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 _DETECTOR_ACTIONS = ("test", "valid", "map", "recall", "train", "calc_anchors")
 
 
@@ -41,9 +40,10 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
                    help="score threshold (Darknet's defaults: .5 for test, .005 for valid/map, .001 for recall)")
     p.add_argument("--nms", type=float, default=None,
                    help="NMS IoU threshold (Darknet: .45 per class; recall: .4 on objectness)")
-    p.add_argument("--out", default=None,
+    p.add_argument("-o", "--out", default=None,
                    help="test: drawn image (several inputs: NAME-<stem>.jpg; no extension adds .jpg as Darknet's "
-                        "-out, default predictions.jpg); valid: result file name (coco_results, comp4_det_test_)")
+                        "-out, default predictions.jpg for image files given alone; a video extension: the "
+                        "annotated video); valid: result file name (coco_results, comp4_det_test_)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of Darknet's lines")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu; train: auto)")
     p.add_argument("--no-exif-orientation", action="store_true",
@@ -54,17 +54,63 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hier", type=float, default=0.5, help="accepted for Darknet compatibility (unused by [yolo])")
 
 
+def _add_stream_options(p: argparse.ArgumentParser, detector: bool) -> None:
+    """The streaming options of ``detect`` (and of ``detector test``, where --batch/--workers exist already)."""
+    t = "test: " if detector else ""
+    p.add_argument("--recursive", action="store_true", help=t + "folders: also the images of their subfolders")
+    p.add_argument("-c", "--camera", type=int, action="append", default=[], metavar="N",
+                   help=t + "also read OpenCV camera N (as Darknet's -c); Ctrl-C ends it")
+    p.add_argument("--max-frames", type=int, metavar="N", help=t + "at most N frames of each video or camera")
+    if not detector:
+        p.add_argument("--batch", type=int, metavar="N",
+                       help="photos or frames per forward pass (default: 8 on CUDA, 1 on the CPU, where larger "
+                            "batches measured no faster)")
+        p.add_argument("--workers", type=int, metavar="N",
+                       help="photo decoding processes (default: CUDA: CPU count up to 8; CPU: a quarter of the "
+                            "CPU count, 1 to 4)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help=t + "a progress bar with images/s on stderr (default: only when stderr is a terminal)")
+    p.add_argument("--json-out", metavar="FILE",
+                   help=t + "one JSON line per photo or frame (image, [frame,] width, height, seconds, detections) "
+                            "to FILE ('-': standard output, as --json)")
+    p.add_argument("--save-txt", metavar="DIR",
+                   help=t + "YOLO label files DIR/NAME.txt, 'class cx cy w h' relative to the photo (video frames: "
+                            "NAME_FRAME.txt; NAME keeps a folder input's subfolders)")
+    p.add_argument("--save-conf", action="store_true", help=t + "--save-txt: the score as a sixth column")
+    p.add_argument("--save-dir", metavar="DIR",
+                   help=t + "drawn photos DIR/NAME (videos and cameras: the annotated video DIR/NAME.mp4)")
+    p.add_argument("--save-video", metavar="FILE",
+                   help=t + "the annotated video of the video or camera input, same fps and size (.mp4, .avi, "
+                            ".mkv; several: FILE-NAME.ext); as -o FILE.mp4")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--half", action="store_true", help=t + "fp16 inference (darknet_py.fast.FastDetector)")
+    precision.add_argument("--bf16", action="store_true", help=t + "bf16 inference (darknet_py.fast.FastDetector)")
+    p.add_argument("--cuda-graph", action="store_true", help=t + "replay CUDA graphs (darknet_py.fast.FastDetector)")
+    p.add_argument("--compile", action="store_true",
+                   help=t + "torch.compile the network (darknet_py.fast.FastDetector)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="darknet-py", description="Run Darknet cfg/weights files in PyTorch.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("detect", help="detect objects in images")
+    p = sub.add_parser("detect", help="detect objects in photos, folders, globs, image lists, videos and cameras",
+                       description="Detect objects in every INPUT, streamed in batches with photos decoded in "
+                                   "worker processes; outputs come in input order. Under torchrun the inputs are "
+                                   "shared out between the processes and rank 0 writes the merged outputs.",
+                       epilog="exit status: 0 when every input ran; 1 when any input could not be read (each is "
+                              "named on stderr and skipped, the others run, and the summary line counts them) or "
+                              "on an error that stops the run")
     p.add_argument("cfg")
     p.add_argument("weights")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="*", metavar="INPUT",
+                   help="an image file, a folder (its images, sorted), a glob pattern (quoted), an image list "
+                        "(.txt, one path a line), a video file or URL, or a camera index; none: paths are read "
+                        "from standard input")
     p.add_argument("--names", help="class names file (default: COCO names for 80-class models)")
     _add_detect_options(p)
+    _add_stream_options(p, detector=False)
 
     p = sub.add_parser("detector", help="Darknet's 'detector' forms: test, valid, map, recall, train DATA CFG "
                                          "[WEIGHTS]; calc_anchors DATA")
@@ -75,8 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("cfg", nargs="?")
     p.add_argument("weights", nargs="?", help="(train: optional, a full file, a backbone or a checkpoint)")
-    p.add_argument("images", nargs="*", help="test: images (none: read paths from standard input, as Darknet asks)")
+    p.add_argument("images", nargs="*", metavar="INPUT",
+                   help="test: images, folders, globs, image lists, videos or camera indexes as for `detect` "
+                        "(none: read paths from standard input, as Darknet asks); exit status 1 when any failed")
     _add_detect_options(p)
+    _add_stream_options(p, detector=True)
     p.add_argument("--batch", type=int, default=8, help="valid/map/recall: images per forward pass")
     p.add_argument("--workers", type=int, help="valid/map/recall: image decoding threads (default: CPU count, max 8)")
     p.add_argument("--size", type=int, nargs="+", metavar="N", help="network input size: --size 416 or --size W H")
@@ -167,75 +216,92 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _out_path(out: str, image: str, several: bool) -> str:
-    base, ext = os.path.splitext(out)
-    if ext.lower() not in _IMAGE_EXTENSIONS:
-        base, ext = out, ".jpg"  # Darknet's -out takes a name and appends .jpg
-    if several:
-        base = f"{base}-{Path(image).stem}"
-    return base + ext
+def _default_workers(on_cuda: bool, world: int) -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, containers)
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    cpus = max(1, cpus // world)
+    if on_cuda:
+        return min(8, cpus)
+    # on the CPU the network wants the cores: decoding and letterboxing take a fraction of them
+    return max(1, min(4, cpus // 4))
 
 
 def _run_detect(args, names_path: Optional[str]) -> int:
-    import torch
-
-    from .detector import check_detector, letterboxed, load, postprocess
-    from .errors import DarknetPyError
-    from .draw import draw_detections, group_by_box
-    from .imageio import load_image, save_image
+    """detect / detector test: darknet_py.stream over the inputs; one line per unreadable input."""
+    from . import stream
+    from .detector import check_detector, load
     from .names import default_names, read_names
-    from .transforms import letterbox, stretch
 
+    dist = stream.Distributed()
     thresh = 0.5 if args.thresh is None else args.thresh
     nms = 0.45 if args.nms is None else args.nms
-    out = "predictions.jpg" if args.out is None else args.out
-    model = load(args.cfg, args.weights, device=args.device or "cpu", seen_bytes=args.seen_bytes)
-    check_detector(model)
-    prepare = letterbox if letterboxed(model) else stretch
-    classes = model.netdef.classes
-    names = read_names(names_path, classes) if names_path else default_names(classes)
-    device = next(model.parameters()).device
-    net_w, net_h = model.input_size
-    images = list(args.images)
-    if not images:
-        images = [line.strip() for line in sys.stdin if line.strip()]
-    failed = 0
-    for image in images:
-        try:
-            rgb, meta = load_image(image, exif_orientation=not args.no_exif_orientation)
-        except DarknetPyError as exc:  # one bad image is reported; the others still run
-            print(f"darknet-py: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        start = time.perf_counter()
-        with torch.no_grad():
-            x, info = prepare(rgb, net_w, net_h, device=device)
-            dets = postprocess(model, model(x[None]), [info], thresh, nms)[0]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-        boxes = dets.boxes.cpu().tolist()
-        if args.json:
-            record = {"image": image, "width": meta.width, "height": meta.height, "seconds": round(elapsed, 6),
-                      "detections": [{"class_id": int(c), "name": names[int(c)], "score": float(s),
-                                      "box": [round(v, 2) for v in boxes[i]]}
-                                     for i, (c, s) in enumerate(zip(dets.classes.tolist(), dets.scores.tolist()))]}
-            print(json.dumps(record), flush=True)
+    for flag, value, low in (("--batch", args.batch, 1), ("--workers", args.workers, 0),
+                             ("--max-frames", args.max_frames, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    inputs, cameras = list(args.images), list(args.camera)
+    if not inputs and not cameras:
+        if dist.active:
+            raise ValueError("under torchrun give the INPUTs on the command line: standard input reaches one "
+                             "process only")
+        if sys.stdin.isatty():
+            print("darknet-py: reading image paths from standard input, one a line (end with Ctrl-D)",
+                  file=sys.stderr)
+        inputs = [line.strip() for line in sys.stdin if line.strip()]
+    video_out, draw_out = args.save_video, args.out
+    if args.out is not None and os.path.splitext(args.out)[1].lower() in stream.VIDEO_EXTENSIONS:
+        if args.save_video and args.save_video != args.out:
+            raise ValueError(f"two annotated videos asked for: -o {args.out} and --save-video {args.save_video}")
+        video_out, draw_out = args.out, None
+    json_stdout = args.json or args.json_out == "-"
+    json_out = None if args.json_out == "-" else args.json_out
+    fast = args.half or args.bf16 or args.cuda_graph or args.compile
+    device = dist.device(args.device)
+
+    dist.start()
+    try:
+        items = dist.broadcast(stream.expand_inputs(inputs, recursive=args.recursive, cameras=cameras)
+                               if dist.main else None)
+        videos = sum(it.kind in ("video", "camera") for it in items)
+        photos = sum(it.kind == "image" for it in items)
+        if video_out and not videos:
+            raise ValueError(f"{video_out}: an annotated video needs a video or camera input")
+        # Darknet's form, image files given one by one (or on stdin) and nothing else asked for,
+        # draws every photo as it always did: predictions.jpg, or predictions-<stem>.jpg for several.
+        plain = (not cameras and [it.name for it in items] == inputs and all(it.kind == "image" for it in items))
+        if draw_out is None and plain and not (json_out or args.save_txt or args.save_dir or video_out):
+            draw_out = "predictions.jpg"
+        stream.check_output_names(items, args.save_txt, args.save_dir)
+
+        model = load(args.cfg, args.weights, device=device, seen_bytes=args.seen_bytes)
+        check_detector(model)
+        classes = model.netdef.classes
+        names = read_names(names_path, classes) if names_path else default_names(classes)
+        on_cuda = next(model.parameters()).device.type == "cuda"
+        if fast:
+            runner = stream.fast_runner(model, half=args.half, bf16=args.bf16, cuda_graph=args.cuda_graph,
+                                        compile=args.compile)
         else:
-            print(f"{image}: Predicted in {elapsed:f} seconds.")
-            cls, scores = dets.classes.tolist(), dets.scores.tolist()
-            for _, rows in group_by_box(dets):
-                for r in rows:
-                    line = f"{names[cls[r]]}: {scores[r] * 100:.0f}%"
-                    if args.ext_output:
-                        x1, y1, x2, y2 = boxes[r]
-                        line += f"\t(left_x: {x1:4.0f}   top_y: {y1:4.0f}   width: {x2 - x1:4.0f}   height: {y2 - y1:4.0f})"
-                    print(line)
-        drawn = draw_detections(rgb, dets, names, classes)
-        save_image(_out_path(out, image, len(images) > 1), drawn)
-    if failed:
-        print(f"darknet-py: {len(images) - failed} ok, {failed} failed", file=sys.stderr)
-    return 1 if failed else 0
+            runner = stream.ModelRunner(model)
+        batch = args.batch if args.batch is not None else 8 if on_cuda else 1
+        workers = args.workers if args.workers is not None else _default_workers(on_cuda, dist.world)
+        opts = stream.StreamOptions(thresh=thresh, nms=nms, batch=batch, workers=workers,
+                                    exif_orientation=not args.no_exif_orientation, max_frames=args.max_frames,
+                                    pin_memory=on_cuda and getattr(runner, "accepts_tensors", False))
+        outputs = stream.Outputs(json_stdout=json_stdout, json_out=json_out, ext_output=args.ext_output,
+                                 save_txt=args.save_txt, save_conf=args.save_conf, save_dir=args.save_dir,
+                                 draw_out=draw_out, draw_several=photos > 1, video_out=video_out,
+                                 video_several=videos > 1)
+        summary = stream.run(runner, items, opts, outputs, names, classes, out=sys.stdout, err=sys.stderr,
+                             progress=args.progress, dist=dist)
+    finally:
+        dist.close()
+    if summary.main and (summary.failed or summary.ok > 1):
+        print(f"darknet-py: {summary.ok} ok, {summary.failed} failed ({summary.ok} images in "
+              f"{summary.seconds:.2f} s, {summary.images_per_second:.1f} images/s)", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def _size(args):
@@ -393,7 +459,9 @@ def _run_validate(args) -> int:
     table = summarize(netdef)
     for line in table.lines(cfg_lines=args.command == "validate-cfg")[:-1]:
         print(line)
-    print(f"{len(netdef.specs)} layers, {len(netdef.yolo_indices)} [yolo] heads, {table.floats} weight floats "
+    kinds = sorted({netdef.sections[i + 1].kind for i in netdef.head_indices}) or ["yolo"]
+    heads = f"{len(netdef.head_indices)} {'/'.join(f'[{k}]' for k in kinds)} heads"
+    print(f"{len(netdef.specs)} layers, {heads}, {table.floats} weight floats "
           f"({table.weights_bytes()} bytes in a .weights file)")
     if getattr(args, "verbose", False):
         print(f"[net] line {netdef.net.line}: training keys kept: "

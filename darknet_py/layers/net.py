@@ -20,7 +20,8 @@ NET_TRAINING_KEYS = (
     "track", "augment_speed", "sequential_subdivisions", "init_sequential_subdivisions", "try_fix_nan",
     "weights_reject_freq", "ema_alpha", "contrastive", "contrastive_jit_flip", "contrastive_color",
     "unsupervised", "loss_scale", "dynamic_minibatch", "optimized_memory", "workspace_size_limit_MB",
-    "use_cuda_graph", "equidistant_point", "show_receptive_field", "rotate", "inputs",
+    "use_cuda_graph", "equidistant_point", "show_receptive_field", "rotate", "inputs", "sgdr_cycle", "sgdr_mult",
+    "learning_rate_min",
 )
 
 
