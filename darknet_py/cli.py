@@ -51,7 +51,8 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seen-bytes", type=int, choices=(4, 8), help="override the header's 'seen' width")
     p.add_argument("--ext_output", action="store_true", help="also print box coordinates (AlexeyAB's -ext_output)")
     p.add_argument("--dont_show", action="store_true", help="accepted for Darknet compatibility (nothing is shown)")
-    p.add_argument("--hier", type=float, default=0.5, help="accepted for Darknet compatibility (unused by [yolo])")
+    p.add_argument("--hier", type=float, default=0.5, help="YOLO9000's hierarchy threshold for a [region] tree= head "
+                   "(Darknet's -hier, default .5); unused by other heads")
 
 
 def _add_stream_options(p: argparse.ArgumentParser, detector: bool) -> None:
@@ -277,6 +278,9 @@ def _run_detect(args, names_path: Optional[str]) -> int:
 
         model = load(args.cfg, args.weights, device=device, seen_bytes=args.seen_bytes)
         check_detector(model)
+        for head in model.head_specs:  # Darknet's -hier: YOLO9000's tree threshold
+            if hasattr(head, "hier_thresh"):
+                head.hier_thresh = args.hier
         classes = model.netdef.classes
         names = read_names(names_path, classes) if names_path else default_names(classes)
         on_cuda = next(model.parameters()).device.type == "cuda"
