@@ -268,11 +268,35 @@ def test_any_runner_with_detect_batch_and_fast_flags(model, names, photos, tmp_p
     got = _records(buf.getvalue())
     assert [[x["score"] for x in r["detections"]] for r in got] == [d.scores.tolist() for d in want]
 
-    # --half & co. build darknet_py.fast.FastDetector; without that module: one clear line
+    # --half & co. run darknet_py.fast.FastDetector: fp16 on the trained model keeps every clear
+    # detection (score beyond THRESH + .05) with the same class and a box of IoU >= .99
+    capsys.readouterr()
+    assert main(["detect", *BASE, *good, *OPTS, "--json"]) == 0
+    exact = _records(capsys.readouterr().out)
+    assert main(["detect", *BASE, *good, *OPTS, "--half", "--json"]) == 0
+    half = _records(capsys.readouterr().out)
+    assert [r["image"] for r in half] == [r["image"] for r in exact]
+    clear = 0
+    for a, b in zip(exact, half):
+        for d in a["detections"]:
+            if d["score"] > THRESH + 0.05:
+                clear += 1
+                assert any(e["class_id"] == d["class_id"] and _box_iou(e["box"], d["box"]) >= 0.99
+                           for e in b["detections"]), (a["image"], d)
+    assert clear >= 5
+
+    # without the module (a trimmed install): one clear line
     monkeypatch.setitem(sys.modules, "darknet_py.fast", None)
     assert main(["detect", *BASE, good[0], *OPTS, "--half", "--json"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--half" in err[0] and "darknet_py.fast" in err[0]
+
+
+def _box_iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else float(a == b)
 
 
 def test_workers_start_after_opencv_threads_ran(model, names, photos):
