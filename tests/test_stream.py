@@ -270,6 +270,7 @@ def test_any_runner_with_detect_batch_and_fast_flags(model, names, photos, tmp_p
 
     # --half & co. run darknet_py.fast.FastDetector: fp16 on the trained model keeps every clear
     # detection (score beyond THRESH + .05) with the same class and a box of IoU >= .99
+    monkeypatch.chdir(tmp_path)  # image files given alone are also drawn, as predictions-<stem>.jpg
     capsys.readouterr()
     assert main(["detect", *BASE, *good, *OPTS, "--json"]) == 0
     exact = _records(capsys.readouterr().out)
