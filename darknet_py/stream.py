@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from .dataset import _resolve_listed
-from .detector import check_detector, detect_batch, letterboxed, postprocess
+from .batched import postprocess_batch
+from .detector import check_detector, detect_batch, letterboxed
 from .draw import draw_detections, group_by_box
 from .errors import DarknetPyError
 from .imageio import load_image, save_image
@@ -271,13 +272,15 @@ class ModelRunner:
 
         on_device = [torch.as_tensor(im).to(self.device, non_blocking=True) for im in images]
         x, infos = prepare_batch(on_device, self.net_w, self.net_h, device=self.device, letterboxed=self.letterboxed)
-        return postprocess(self.model, self.model(x), infos, thresh, nms)
+        return postprocess_batch(self.model, self.model(x), infos, thresh, nms)
 
     @torch.inference_mode()
     def detect_prepared(self, x: torch.Tensor, infos: Sequence[LetterboxInfo], thresh: float,
                         nms: float) -> List[Detections]:
-        """Photos already prepared by ``host_prepare`` and stacked: the rest of ``detect_batch``."""
-        return postprocess(self.model, self.model(x.to(self.device, non_blocking=True)), infos, thresh, nms)
+        """Photos already prepared by ``host_prepare`` and stacked: the rest of ``detect_batch``.
+        (``batched.postprocess_batch``: the detector's postprocess, bit for bit, with a fixed number
+        of host syncs per batch instead of several per image.)"""
+        return postprocess_batch(self.model, self.model(x.to(self.device, non_blocking=True)), infos, thresh, nms)
 
 
 def fast_runner(model, *, half: bool = False, bf16: bool = False, cuda_graph: bool = False,
