@@ -26,7 +26,8 @@ from .dataset import (CocoAnnotations, DataConfig, LabelReport, ListedImage, cat
                       coco_image_id, read_coco_annotations, read_data_config, read_image_list, scan_labels,
                       truth_from_coco, truth_from_labels)
 from .decode import decode
-from .detector import check_detector, letterboxed, load, postprocess
+from .batched import postprocess_batch
+from .detector import check_detector, letterboxed, load
 from .errors import DataError, ImageError
 from .evaluation import (EvaluationReport, GroundTruth, ImageDetections, coco_detections, coco_evaluate,
                          evaluate)
@@ -158,7 +159,8 @@ def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int
     ids = iter(image_ids)
     for chunk, x in _batches(model, images, list_path, batch, workers, progress, exif_orientation, False,
                              "detector valid"):
-        dets = postprocess(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=_pixel_corners)
+        # the whole batch at once: the per-image postprocess bit for bit, without per-image host syncs
+        dets = postprocess_batch(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=_pixel_corners)
         for (image, _, info), d in zip(chunk, dets):
             run.images.append(ValidImage(image.path, image.listed, image.line, info.img_w, info.img_h, next(ids)))
             run.boxes.append(d.boxes.double().cpu().numpy())
