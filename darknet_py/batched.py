@@ -32,15 +32,13 @@ import numpy as np
 import torch
 
 from .decode import decode
-from .postprocess import Detections, overlap_matrix
+from .postprocess import Detections, overlap_matrix, suppress_on_pairs
 from .transforms import LetterboxInfo, to_photo_xyxy
 
 Tensor = torch.Tensor
 
 # Candidate pairs measured at once: bounds memory when candidates are many (low thresholds).
 _PAIR_CHUNK = 1 << 22
-# Same as darknet_py.postprocess: (pair, class) entries handled at once in the NMS loop.
-_NMS_CHUNK_ENTRIES = 1 << 23
 # Row block of darknet_py.postprocess.overlapping_pairs (mirrored where position matters, see _pairs_cpu).
 _ROW_BLOCK = 2048
 
@@ -212,35 +210,9 @@ def batched_nms(boxes: Tensor, probs: Tensor, img: Tensor, n_images: int, nms_th
 
 
 def _nms_live(boxes: Tensor, probs: Tensor, counts: List[int], nms_thresh: float, kind: str, beta: float) -> Tensor:
-    k, c = probs.shape
+    # darknet_nms' suppression, on the union of the per-image overlap graphs
     first, second = _pairs_same_image(boxes, counts, nms_thresh, kind, beta)
-    out = probs.clone()
-    if first.numel() == 0:
-        return out
-    # From here on, darknet_nms' loop, on the union of the per-image overlap graphs.
-    alive = probs > 0
-    chunk = max(1, _NMS_CHUNK_ENTRIES // first.numel())
-    for c0 in range(0, c, chunk):
-        cols = slice(c0, min(c, c0 + chunk))
-        pa, pb = probs[first, cols], probs[second, cols]
-        edge, cls = torch.nonzero((pa > 0) & (pb > 0), as_tuple=True)
-        if edge.numel() == 0:
-            continue
-        a_first = pa[edge, cls] >= pb[edge, cls]
-        src = torch.where(a_first, first[edge], second[edge])
-        dst = torch.where(a_first, second[edge], first[edge])
-        live_c = alive[:, cols]
-        kept = live_c
-        for _ in range(k):
-            hit = kept[src, cls]
-            suppressed = torch.zeros_like(live_c)
-            suppressed[dst[hit], cls[hit]] = True
-            new = live_c & ~suppressed
-            if torch.equal(new, kept):
-                break
-            kept = new
-        out[:, cols] = torch.where(kept, probs[:, cols], torch.zeros_like(probs[:, cols]))
-    return out
+    return suppress_on_pairs(probs, first, second)
 
 
 # --------------------------------------------------------------------------- whole postprocess

@@ -96,6 +96,14 @@ def darknet_nms(boxes: Tensor, probs: Tensor, nms_thresh: float, kind: str = "de
         out[live_rows] = darknet_nms(boxes[live_rows], probs[live_rows], nms_thresh, kind, beta)
         return out
     first, second = overlapping_pairs(boxes, nms_thresh, kind=kind, beta=beta)
+    return suppress_on_pairs(probs, first, second)
+
+
+def suppress_on_pairs(probs: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """The greedy per-class suppression of ``do_nms_sort`` on a given overlap graph (pairs
+    ``first[e] < second[e]`` that overlap beyond the threshold): ``probs`` with suppressed
+    (box, class) scores set to 0. Rows with no score > 0 must have been left out by the caller."""
+    k, c = probs.shape
     out = probs.clone()
     if first.numel() == 0:
         return out
