@@ -235,15 +235,7 @@ def letterbox_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *,
 
     Each photo keeps its own geometry, so rows are identical to the single-image call.
     """
-    outs, infos = [], []
-    for im in images:
-        x, info = letterbox(im, net_w, net_h, device=device)
-        outs.append(x)
-        infos.append(info)
-    if not outs:
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        return torch.empty((0, 3, int(net_h), int(net_w)), dtype=torch.float32, device=dev), infos
-    return torch.stack(outs), infos
+    return prepare_batch(images, net_w, net_h, device=device, letterboxed=True)
 
 
 def stretch_info(img_w: int, img_h: int, net_w: int, net_h: int) -> LetterboxInfo:
@@ -263,12 +255,11 @@ def stretch(img: ImageLike, net_w: int, net_h: int, *,
 
 def prepare_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *, device: DeviceLike = None,
                   letterboxed: bool = True) -> Tuple[torch.Tensor, list]:
-    """:func:`letterbox_batch`, or the same with :func:`stretch` when ``letterboxed`` is False."""
-    if letterboxed:
-        return letterbox_batch(images, net_w, net_h, device=device)
+    """:func:`letterbox` (or :func:`stretch` when ``letterboxed`` is False) each image and stack."""
+    prepare = letterbox if letterboxed else stretch
     outs, infos = [], []
     for im in images:
-        x, info = stretch(im, net_w, net_h, device=device)
+        x, info = prepare(im, net_w, net_h, device=device)
         outs.append(x)
         infos.append(info)
     if not outs:

@@ -23,7 +23,6 @@ default NMS, which it is mapped to.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -33,6 +32,7 @@ import torch.nn as nn
 from ..postprocess import NMS_KINDS
 from .head import DetectionHead
 from .registry import LayerKind, LayerSpec, Shape, register
+from .yolo import check_head_channels, parse_anchors_and_mask
 
 # Channels of one anchor's block before the classes.
 X, SX, Y, SY, W, SW, H, SH, OBJ = range(9)
@@ -127,20 +127,7 @@ class GaussianYoloKind(LayerKind):
                                 f"{', '.join(NMS_KINDS + ('cornersnms',))}", "nms_kind")
         beta_nms = section.get_float("beta_nms", 0.6)
         classes = section.get_int("classes", required=True, min=1)
-        flat = section.get_float_list("anchors", required=True)
-        if len(flat) % 2:
-            raise section.error(f"anchors: {len(flat)} numbers given; expected width,height pairs", "anchors")
-        if any(not 0 < v < math.inf for v in flat):
-            raise section.error("anchors must be positive (width,height in network pixels)", "anchors")
-        anchors = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-        num = section.get_int("num", len(anchors), min=1)
-        if num != len(anchors):
-            # Darknet writes every anchor given into a buffer of 2*num floats
-            raise section.error(f"num={num} but anchors holds {len(anchors)} pairs ({len(flat)} numbers)", "anchors")
-        mask = section.get_int_list("mask", required=True)
-        bad = [m for m in mask if not 0 <= m < num]
-        if bad:
-            raise section.error(f"mask index {bad[0]} out of range: num={num} anchors (valid 0..{num - 1})", "mask")
+        anchors, num, mask = parse_anchors_and_mask(section)
         spec = GaussianYoloSpec(section.index, section.line, mask, anchors, classes, num, scale_x_y=scale_x_y,
                                 yolo_point=yolo_point, nms_kind=nms_kind, beta_nms=beta_nms,
                                 jitter=section.get_float("jitter", 0.2),
@@ -153,14 +140,7 @@ class GaussianYoloKind(LayerKind):
 
     @classmethod
     def out_shape(cls, spec: GaussianYoloSpec, in_shapes: Sequence[Shape], section, specs=None) -> Shape:
-        c, h, w = in_shapes[0]
-        need = len(spec.mask) * (spec.classes + 9)
-        if c != need:
-            prev = specs[spec.index - 1] if specs else None
-            where = f"layer {spec.index - 1}" + (f" (cfg line {prev.line})" if prev is not None else "")
-            raise section.error(f"{where} outputs {c} channels but this [Gaussian_yolo] needs len(mask)*(classes+9) = "
-                                f"{len(spec.mask)}*({spec.classes}+9) = {need}; set filters={need} there")
-        return (c, h, w)
+        return check_head_channels(spec, in_shapes[0], 9, "Gaussian_yolo", section, specs)
 
     @classmethod
     def build(cls, spec: GaussianYoloSpec, in_shapes: Sequence[Shape]) -> GaussianYoloHead:

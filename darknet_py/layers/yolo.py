@@ -16,6 +16,7 @@ AlexeyAB's keys, as its CPU ``forward_yolo_layer`` applies them to ``l.output``:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -79,6 +80,40 @@ class YoloHead(nn.Module):
         return x.contiguous()
 
 
+def parse_anchors_and_mask(section) -> Tuple[List[Tuple[float, float]], int, List[int]]:
+    """``anchors`` (width,height pairs, positive), ``num`` (= the pairs given) and ``mask``
+    (indices into them) of a [yolo]-like head: (anchors, num, mask)."""
+    flat = section.get_float_list("anchors", required=True)
+    if len(flat) % 2:
+        raise section.error(f"anchors: {len(flat)} numbers given; expected width,height pairs", "anchors")
+    if any(not 0 < v < math.inf for v in flat):
+        raise section.error("anchors must be positive (width,height in network pixels)", "anchors")
+    anchors = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+    num = section.get_int("num", len(anchors), min=1)
+    if num != len(anchors):
+        # Darknet writes every anchor given into a buffer of 2*num floats
+        raise section.error(f"num={num} but anchors holds {len(anchors)} pairs ({len(flat)} numbers)", "anchors")
+    mask = section.get_int_list("mask", required=True)
+    bad = [m for m in mask if not 0 <= m < num]
+    if bad:
+        raise section.error(f"mask index {bad[0]} out of range: num={num} anchors (valid 0..{num - 1})", "mask")
+    return anchors, num, mask
+
+
+def check_head_channels(spec, in_shape: Shape, per_anchor_extra: int, kind: str, section, specs=None) -> Shape:
+    """The layer before a [yolo]-like head must give ``len(mask) * (classes + extra)`` channels;
+    the error names that layer and the filters= to set. Returns the (unchanged) shape."""
+    c, h, w = in_shape
+    need = len(spec.mask) * (spec.classes + per_anchor_extra)
+    if c != need:
+        prev = specs[spec.index - 1] if specs else None
+        where = f"layer {spec.index - 1}" + (f" (cfg line {prev.line})" if prev is not None else "")
+        raise section.error(f"{where} outputs {c} channels but this [{kind}] needs len(mask)*(classes+"
+                            f"{per_anchor_extra}) = {len(spec.mask)}*({spec.classes}+{per_anchor_extra}) = {need}; "
+                            f"set filters={need} there")
+    return (c, h, w)
+
+
 @register
 class YoloKind(LayerKind):
     name = "yolo"
@@ -105,19 +140,7 @@ class YoloKind(LayerKind):
                                 "nms_kind")
         beta_nms = section.get_float("beta_nms", 0.6)
         classes = section.get_int("classes", required=True, min=1)
-        flat = section.get_float_list("anchors", required=True)
-        if len(flat) % 2:
-            raise section.error(f"anchors: {len(flat)} numbers given; expected width,height pairs", "anchors")
-        if any(v <= 0 for v in flat):
-            raise section.error("anchors must be positive (width,height in network pixels)", "anchors")
-        anchors = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-        num = section.get_int("num", len(anchors), min=1)
-        if num != len(anchors):
-            raise section.error(f"num={num} but anchors holds {len(anchors)} pairs ({len(flat)} numbers)", "anchors")
-        mask = section.get_int_list("mask", required=True)
-        bad = [m for m in mask if not 0 <= m < num]
-        if bad:
-            raise section.error(f"mask index {bad[0]} out of range: num={num} anchors (valid 0..{num - 1})", "mask")
+        anchors, num, mask = parse_anchors_and_mask(section)
         spec = YoloSpec(section.index, section.line, mask, anchors, classes, num,
                         jitter=section.get_float("jitter", 0.2), ignore_thresh=section.get_float("ignore_thresh", 0.5),
                         truth_thresh=section.get_float("truth_thresh", 1.0), random=section.get_bool("random", False),
@@ -127,14 +150,7 @@ class YoloKind(LayerKind):
 
     @classmethod
     def out_shape(cls, spec: YoloSpec, in_shapes: Sequence[Shape], section, specs=None) -> Shape:
-        c, h, w = in_shapes[0]
-        need = len(spec.mask) * (spec.classes + 5)
-        if c != need:
-            prev = specs[spec.index - 1] if specs else None
-            where = f"layer {spec.index - 1}" + (f" (cfg line {prev.line})" if prev is not None else "")
-            raise section.error(f"{where} outputs {c} channels but this [yolo] needs len(mask)*(classes+5) = "
-                                f"{len(spec.mask)}*({spec.classes}+5) = {need}; set filters={need} there")
-        return (c, h, w)
+        return check_head_channels(spec, in_shapes[0], 5, "yolo", section, specs)
 
     @classmethod
     def build(cls, spec: YoloSpec, in_shapes: Sequence[Shape]) -> YoloHead:
