@@ -113,9 +113,15 @@ class AntiAliasBlur(nn.Module):
         return F.conv2d(x, self.weight.to(x.dtype), None, self.stride, self.padding, 1, self.channels)
 
 
-def blur_geometry(kind: int) -> Tuple[int, int]:
-    """(size, padding) of the antialiasing blur."""
-    return (2, 0) if kind == 2 else (3, 1)
+def blur_out_shape(spec, out_h: int, out_w: int, w: int, h: int, section) -> Tuple[int, int]:
+    """(out_h, out_w) after the antialiasing blur that takes the stride of a conv or maxpool
+    (``spec.antialiasing``, ``spec.strides``); ``w x h`` is the layer's input, for the error."""
+    (sy, sx), (size, pad) = spec.strides, ((2, 0) if spec.antialiasing == 2 else (3, 1))
+    out_h, out_w = (out_h + 2 * pad - size) // sy + 1, (out_w + 2 * pad - size) // sx + 1
+    if out_h < 1 or out_w < 1:
+        raise section.error(f"antialiasing={spec.antialiasing} blur ({size}x{size}) leaves no output on the "
+                            f"{w}x{h} input", "antialiasing")
+    return out_h, out_w
 
 
 class ConvBlock(nn.Module):
@@ -291,11 +297,7 @@ class Convolutional(LayerKind):
             raise section.error(f"size={spec.size} stride={spec.stride} padding={spec.padding} on a {w}x{h} input "
                                 f"leaves no output")
         if spec.antialiasing:
-            (sy, sx), (size, pad) = spec.strides, blur_geometry(spec.antialiasing)
-            out_h, out_w = (out_h + 2 * pad - size) // sy + 1, (out_w + 2 * pad - size) // sx + 1
-            if out_h < 1 or out_w < 1:
-                raise section.error(f"antialiasing={spec.antialiasing} blur ({size}x{size}) leaves no output on the "
-                                    f"{w}x{h} input", "antialiasing")
+            out_h, out_w = blur_out_shape(spec, out_h, out_w, w, h, section)
         return (spec.filters, out_h, out_w)
 
     @classmethod

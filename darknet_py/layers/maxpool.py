@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .convolutional import AntiAliasBlur, blur_geometry
+from .convolutional import AntiAliasBlur, blur_out_shape
 from .registry import LayerKind, LayerSpec, Shape, register
 
 
@@ -140,11 +140,7 @@ class MaxpoolKind(LayerKind):
             raise section.error(f"padding={spec.padding} puts whole windows outside the input (size={spec.size})",
                                 "padding")
         if spec.antialiasing:
-            (sy, sx), (size, pad) = spec.strides, blur_geometry(spec.antialiasing)
-            out_h, out_w = (out_h + 2 * pad - size) // sy + 1, (out_w + 2 * pad - size) // sx + 1
-            if out_h < 1 or out_w < 1:
-                raise section.error(f"antialiasing={spec.antialiasing} blur ({size}x{size}) leaves no output on the "
-                                    f"{w}x{h} input", "antialiasing")
+            out_h, out_w = blur_out_shape(spec, out_h, out_w, w, h, section)
         return (c, out_h, out_w)
 
     @classmethod
