@@ -2,6 +2,7 @@
 torchrun): every output is checked against the independent per-photo path, darknet_py.detect."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -298,6 +299,105 @@ def _box_iou(a, b) -> float:
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
     return w * h / union if union > 0 else float(a == b)
+
+
+class _ChecksumRunner:
+    """A runner that takes the photos themselves (no worker-side preparation, so they come through
+    the PhotoRing) and keeps only a digest of each, as a runner must (the slot is reused later)."""
+
+    accepts_tensors = True
+
+    def __init__(self):
+        self.digests = []
+
+    def detect_batch(self, images, thresh, nms):
+        empty = darknet_py.Detections(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.int64),
+                                      torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+        for im in images:
+            a = np.asarray(im)
+            self.digests.append((a.shape, hashlib.sha1(a.tobytes()).hexdigest()))
+        return [empty] * len(images)
+
+
+@pytest.mark.parametrize("tight", [False, True], ids=["sized", "workers-wait"])
+def test_photo_ring_hands_every_photo_over_intact(photos, tmp_path, monkeypatch, tight):
+    """Decoded photos cross from the workers through the shared ring's slots: 40 photos of many sizes
+    through 11 slots (each reused several times), two photos larger than a slot (the default
+    hand-over), a corrupt file. ``workers-wait``: fewer slots than photos requested ahead, so that
+    workers must wait for the main process to release a slot before writing it."""
+    _, good, corrupt = photos
+    rng = np.random.default_rng(3)
+    paths = []
+    for k in range(40):
+        w, h = (800, 600) if k in (9, 25) else (int(rng.integers(64, 300)), int(rng.integers(64, 300)))
+        path = tmp_path / f"q{k:02d}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        paths.append(str(path))
+    paths.insert(17, str(corrupt))
+    batch, workers = 3, 2
+    in_flight = workers * max(2, -(-2 * batch // workers))
+    slots = batch + 2 if tight else in_flight + batch + 2
+    assert slots == (5 if tight else 11)
+    if tight:
+        monkeypatch.setattr(stream.PhotoRing, "for_stream",
+                            classmethod(lambda cls, batch, in_flight, total: cls(batch + 2, stream.RING_MIN_SLOT)))
+    via_ring = []
+    take = stream._PhotoFeed.next
+
+    def counting_next(feed):
+        sample = take(feed)
+        via_ring.append(feed.ring is not None and torch.is_tensor(sample.get("rgb"))
+                        and sample["rgb"].untyped_storage().data_ptr() == feed.ring.buffer.untyped_storage().data_ptr())
+        return sample
+
+    monkeypatch.setattr(stream._PhotoFeed, "next", counting_next)
+    runner = _ChecksumRunner()
+    summary = stream.run(runner, stream.expand_inputs(paths), stream.StreamOptions(
+        batch=batch, workers=workers, ring_bytes=slots * stream.RING_MIN_SLOT), stream.Outputs(text=False),
+        ["x"], 1, out=io.StringIO(), err=io.StringIO(), progress=False)
+    assert (summary.ok, summary.failed) == (40, 1)
+    want = []
+    for p in paths:
+        if p != str(corrupt):
+            rgb = load_image(p)[0]
+            want.append((rgb.shape, hashlib.sha1(rgb.tobytes()).hexdigest()))
+    assert runner.digests == want
+    # every photo but the two large ones (and the corrupt file) came through a slot
+    assert [k for k, ring in enumerate(via_ring) if not ring] == [9, 17, 26]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_stream_through_pinned_ring(model, names, photos, monkeypatch):
+    """On CUDA the command's runner takes the photos from the ring, registered as pinned memory, with
+    asynchronous uploads: the results equal the same batches run by detect_batch on the GPU."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    folder, good, _ = photos
+    pinned = []
+    pin = stream.PhotoRing.pin
+
+    def spy(ring):
+        pinned.append(pin(ring))
+        return pinned[-1]
+
+    monkeypatch.setattr(stream.PhotoRing, "pin", spy)
+    try:
+        gpu = darknet_py.load(CFG, WEIGHTS, device="cuda")
+        buf = io.StringIO()
+        summary = stream.run(stream.ModelRunner(gpu), stream.expand_inputs([str(folder)]), stream.StreamOptions(
+            thresh=THRESH, batch=3, workers=2, pin_memory=True), stream.Outputs(json_stdout=True), names, 6,
+            out=buf, err=io.StringIO(), progress=False)
+        want = [d.to("cpu") for k in range(0, len(good), 3) for d in detect_batch(gpu, good[k:k + 3], THRESH)]
+    finally:
+        torch.backends.cudnn.allow_tf32 = old
+    assert (summary.ok, summary.failed) == (7, 1) and pinned == [True]
+    got = [r for r in _records(buf.getvalue()) if r.get("detections") is not None]
+    assert [r["image"] for r in got] == good
+    assert sum(len(d) for d in want) > 0
+    for rec, dets in zip(got, want):
+        assert [d["class_id"] for d in rec["detections"]] == dets.classes.tolist()
+        assert np.allclose([d["score"] for d in rec["detections"]], dets.scores.numpy(), atol=1e-5)
+        assert np.allclose([d["box"] for d in rec["detections"]], np.round(dets.boxes.numpy(), 2), atol=0.02)
 
 
 def test_workers_start_after_opencv_threads_ran(model, names, photos):
