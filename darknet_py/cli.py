@@ -67,8 +67,8 @@ def _add_stream_options(p: argparse.ArgumentParser, detector: bool) -> None:
                        help="photos or frames per forward pass (default: 8 on CUDA, 1 on the CPU, where larger "
                             "batches measured no faster)")
         p.add_argument("--workers", type=int, metavar="N",
-                       help="photo decoding processes (default: CUDA: CPU count up to 8; CPU: a quarter of the "
-                            "CPU count, 1 to 4)")
+                       help="photo decoding processes (default: CUDA: CPU count up to 8; CPU: none up to 4 "
+                            "cores, else a quarter of the CPU count, at most 4)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help=t + "a progress bar with images/s on stderr (default: only when stderr is a terminal)")
     p.add_argument("--json-out", metavar="FILE",
@@ -225,8 +225,10 @@ def _default_workers(on_cuda: bool, world: int) -> int:
     cpus = max(1, cpus // world)
     if on_cuda:
         return min(8, cpus)
-    # on the CPU the network wants the cores: decoding and letterboxing take a fraction of them
-    return max(1, min(4, cpus // 4))
+    # On the CPU the network wants the cores: decoding and letterboxing take a fraction of them.
+    # On 2 cores a worker process slowed yolov3-tiny's stream from 16.8 to 12.2 photos/s (its
+    # work preempts the network's threads; tools/bench_stream.py): up to 4 cores, none.
+    return 0 if cpus <= 4 else min(4, cpus // 4)
 
 
 def _run_detect(args, names_path: Optional[str]) -> int:
