@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU check, in one run (about 8-9 minutes on an H100/H200; every step runs even if one fails):
+#   1. the CUDA tests of the suite (equality of every fast path with the exact one, on the device),
+#   2. tools/bench_gpu.py (network and pipeline timings, ceiling, ratios),
+#   3. tools/bench_stream.py (2,000 JPEG photos 640x480 through `darknet-py detect`, JSON out).
+# Usage: tools/gpu_check.sh [OUT_DIR]   (default: ./gpu-check); logs and JSON land there.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${1:-gpu-check}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+status=0
+
+"$PY" - <<'EOF' | tee "$OUT/device.txt"
+import os, torch
+print("torch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version())
+print("device", torch.cuda.get_device_name() if torch.cuda.is_available() else "none", "CPUs", os.cpu_count())
+EOF
+
+echo "== 1. CUDA tests"
+timeout 240 "$PY" -m pytest -q -rs tests/test_fast.py tests/test_cuda.py tests/test_validate.py tests/test_train.py \
+    tests/test_stream.py -k "cuda or ring" 2>&1 | tee "$OUT/tests.txt" | tail -25 || status=1
+
+echo "== 2. bench_gpu"
+timeout 300 "$PY" tools/bench_gpu.py --budget 200 --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.txt" 2>&1 || status=1
+sed -n '/^torch /,$p' "$OUT/bench_gpu.txt"
+
+echo "== 3. bench_stream"
+timeout 200 "$PY" tools/bench_stream.py --count 2000 --baseline 100 --json "$OUT/bench_stream.json" \
+    > "$OUT/bench_stream.txt" 2>&1 || status=1
+sed -n '/^torch /,$p' "$OUT/bench_stream.txt"
+exit $status
