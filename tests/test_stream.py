@@ -520,3 +520,17 @@ def test_torchrun_two_processes_merge_equals_one(photos, tmp_path):
     assert res.stdout.count(": Predicted in") == 7  # rank 0 alone writes the merged lines
     assert _records(two.read_text()) == _records(one.read_text())
     assert len(_records(two.read_text())) == 7 and torch.distributed.is_available()
+
+
+def test_bench_stream_quick_runs(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_stream.py"), "--quick", "--cpu", "--threads", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=240, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert [r["what"].split(":")[0] for r in rows[:2]] == ["baseline", "host pipeline only"]
+    assert len(rows) >= 4 and all(r["error"] is None and r["img_s"] > 0 for r in rows), rows
+    assert rows[0]["dets"] > 0  # the equality check below compared real detections
+    assert len(data["checks"]) >= 2 and all(c["ok"] for c in data["checks"]), data["checks"]
+    assert "img/s" in proc.stdout
