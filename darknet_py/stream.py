@@ -45,7 +45,7 @@ from .detector import check_detector, detect_batch, letterboxed
 from .draw import draw_detections, group_by_box
 from .errors import DarknetPyError
 from .imageio import load_image, save_image
-from .postprocess import Detections
+from .postprocess import Detections, detections_to
 from .transforms import LetterboxInfo, letterbox, stretch
 
 # Files taken from folders and glob matches (what darknet_py.imageio can decode); others are skipped there.
@@ -516,7 +516,7 @@ def _run_batch(runner, samples: Sequence[dict], opts: StreamOptions) -> Tuple[Li
         tensors = getattr(runner, "accepts_tensors", False)
         images = [s["rgb"] if tensors else s["rgb"].numpy() for s in samples]
         dets = runner.detect_batch(images, opts.thresh, opts.nms)
-    dets = [d.to("cpu") for d in dets]  # waits for the device, so the time is the real one
+    dets = detections_to(dets, "cpu")  # waits for the device, so the time is the real one
     return dets, (time.perf_counter() - start) / max(1, len(samples))
 
 

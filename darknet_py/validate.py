@@ -33,7 +33,7 @@ from .evaluation import (EvaluationReport, GroundTruth, ImageDetections, coco_de
                          evaluate)
 from .imageio import load_image
 from .names import default_names, read_names
-from .postprocess import darknet_nms
+from .postprocess import darknet_nms, detections_to
 from .transforms import LetterboxInfo, darknet_resize, letterbox, u8_to_float
 
 # validate_detector's constants: objectness/score threshold .005, NMS .45.
@@ -161,7 +161,7 @@ def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int
                              "detector valid"):
         # the whole batch at once: the per-image postprocess bit for bit, without per-image host syncs
         dets = postprocess_batch(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=_pixel_corners)
-        for (image, _, info), d in zip(chunk, dets):
+        for (image, _, info), d in zip(chunk, detections_to(dets, "cpu")):
             run.images.append(ValidImage(image.path, image.listed, image.line, info.img_w, info.img_h, next(ids)))
             run.boxes.append(d.boxes.double().cpu().numpy())
             run.scores.append(d.scores.float().cpu().numpy())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -110,10 +111,54 @@ def test_batch_equals_single_images(photo_rgb):
     cfg = ROOT / "cfg" / "yolov3-tiny.cfg"
     x = letterbox(photo_rgb, 416, 416)[0][None]
     model = randomize(darknet_py.build_model(cfg), x, seed=5, objectness_rate=0.02).eval()
-    images = [photo_rgb, np.ascontiguousarray(photo_rgb[:300, :200]), np.ascontiguousarray(photo_rgb.transpose(1, 0, 2))]
+    images = [photo_rgb, np.ascontiguousarray(photo_rgb[:300, :200]),
+              np.ascontiguousarray(photo_rgb.transpose(1, 0, 2))]
     batch = detect_batch(model, images, thresh=0.25)
     for image, dets in zip(images, batch):
         one = detect(model, image, thresh=0.25)
         assert torch.equal(one.classes, dets.classes)
         assert torch.allclose(one.boxes, dets.boxes, atol=1e-3) and torch.allclose(one.scores, dets.scores, atol=1e-6)
     assert len(batch[0]) > 0
+
+
+def _random_detections(rng, counts, device="cpu"):
+    from darknet_py.postprocess import Detections
+    out = []
+    for n in counts:
+        out.append(Detections(torch.tensor(rng.random((n, 4)), dtype=torch.float32, device=device),
+                              torch.tensor(rng.random(n), dtype=torch.float32, device=device),
+                              torch.tensor(rng.integers(0, 80, n), dtype=torch.int64, device=device),
+                              torch.tensor(rng.random(n), dtype=torch.float32, device=device),
+                              torch.tensor(rng.integers(0, 9, n), dtype=torch.int64, device=device)))
+    return out
+
+
+def _same(a, b):
+    fields = ("boxes", "scores", "classes", "objectness", "box_index")
+    return all(getattr(a, f).dtype == getattr(b, f).dtype and getattr(a, f).device == getattr(b, f).device
+               and getattr(a, f).shape == getattr(b, f).shape and torch.equal(getattr(a, f), getattr(b, f))
+               for f in fields)
+
+
+def test_detections_moved_together_equal_one_by_one():
+    """detections_to: one copy per field for a whole batch, split back per image, empty images too."""
+    from darknet_py.postprocess import _moved_together, detections_to
+    dets = _random_detections(np.random.default_rng(0), [3, 0, 5, 1, 0])
+    moved = _moved_together(dets, torch.device("cpu"))
+    assert len(moved) == 5 and all(_same(a, b) for a, b in zip(dets, moved))
+    assert detections_to(dets, "cpu") == dets  # already there: the same objects
+    assert detections_to([], "cpu") == []
+    # mixed dtypes: torch.cat would promote; each image moves on its own, dtypes kept
+    odd = _random_detections(np.random.default_rng(1), [2])[0]
+    odd.scores = odd.scores.double()
+    mixed = detections_to([dets[0], odd], "meta")
+    assert mixed[1].scores.dtype == torch.float64 and mixed[0].scores.dtype == torch.float32
+    assert [len(d) for d in detections_to(dets, "meta")] == [3, 0, 5, 1, 0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_detections_to_cpu_equal_one_by_one():
+    from darknet_py.postprocess import detections_to
+    dets = _random_detections(np.random.default_rng(2), [4, 0, 7, 2], device="cuda")
+    moved = detections_to(dets, "cpu")
+    assert all(_same(d.to("cpu"), m) for d, m in zip(dets, moved))
