@@ -60,10 +60,12 @@ _DRAWN_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 # Items each process runs between two merges of the text outputs under torchrun.
 ROUND_ITEMS = 256
-# Host memory of the shared photo ring (PhotoRing), split into one slot per photo in flight.
+# Host memory of the shared photo ring (PhotoRing), split into one slot per photo in flight; each
+# slot gets at least RING_MIN_SLOT (a 640x480 photo, 921,600 bytes, fits: the ring grows with the
+# batch) and at most RING_MAX_SLOT (a 1920x1080 photo fits; larger photos travel the default way).
 RING_BYTES = 256 << 20
-# Smallest ring slot worth having: a 640x480 photo (921,600 bytes) fits.
 RING_MIN_SLOT = 1 << 20
+RING_MAX_SLOT = 8 << 20
 
 
 # --------------------------------------------------------------------------------------- inputs
@@ -316,7 +318,7 @@ class StreamOptions:
     max_frames: Optional[int] = None  # per video or camera
     keep_rgb: bool = False         # results carry the photo (a drawn output needs it)
     pin_memory: bool = False       # decoded photos in pinned memory (model on CUDA)
-    ring_bytes: int = RING_BYTES   # the shared photo ring (PhotoRing) when the runner takes photos; 0: none
+    ring_bytes: int = RING_BYTES   # the shared photo ring's budget (PhotoRing.for_stream); 0: no ring
     # How workers start: None is the platform's default (fork on Linux: fast, and the workers never
     # touch CUDA, so a model already on the GPU is fine; measured on an H200); "forkserver"/"spawn"
     # need the caller's script to be import-safe (if __name__ == "__main__").
@@ -377,12 +379,12 @@ class PhotoRing:
         self._pinned = False
 
     @classmethod
-    def for_stream(cls, batch: int, in_flight: int, total_bytes: int = RING_BYTES) -> Optional["PhotoRing"]:
-        """A ring for ``in_flight`` photos requested ahead plus a batch being formed; None when
-        ``total_bytes`` cannot give each slot RING_MIN_SLOT."""
-        slots = in_flight + batch + 2
-        slot_bytes = total_bytes // slots // 4096 * 4096
-        return cls(slots, slot_bytes) if slot_bytes >= RING_MIN_SLOT else None
+    def for_stream(cls, batch: int, in_flight: int, photos: int, total_bytes: int = RING_BYTES) -> "PhotoRing":
+        """A ring for ``in_flight`` photos requested ahead plus a batch being formed (no more slots
+        than ``photos``), sharing ``total_bytes`` within the slot limits."""
+        slots = max(1, min(photos, in_flight + batch + 2))
+        slot_bytes = min(RING_MAX_SLOT, max(RING_MIN_SLOT, total_bytes // slots)) // 4096 * 4096
+        return cls(slots, slot_bytes)
 
     def _view(self, slot: int, shape: Tuple[int, int]) -> torch.Tensor:
         start = slot * self.slot_bytes
@@ -473,14 +475,16 @@ class _PhotoFeed:
             # Prefetch deep enough to fill the next batch while this one runs the network.
             # No cv2.setNumThreads in the workers: in a process forked from one whose OpenCV thread pool
             # had run, it segfaulted (2 cores) or hung (16 cores); decoding runs on one thread anyway.
-            kwargs = dict(prefetch_factor=max(2, math.ceil(2 * opts.batch / workers)))
+            # (a batch's worth ahead, plus one photo per worker: the next batch is decoded by the time
+            # this one has run, and no worker idles meanwhile)
+            kwargs = dict(prefetch_factor=max(2, math.ceil(opts.batch / workers) + 1))
             in_flight = workers * kwargs["prefetch_factor"]
             if opts.mp_context is not None:
                 kwargs["multiprocessing_context"] = opts.mp_context
             # photos for the runner itself (no worker-side preparation, nothing drawn): through the ring
             if prepare is None and not opts.keep_rgb and opts.ring_bytes > 0:
-                self.ring = PhotoRing.for_stream(opts.batch, in_flight, opts.ring_bytes)
-                if self.ring is not None and opts.pin_memory:
+                self.ring = PhotoRing.for_stream(opts.batch, in_flight, len(paths), opts.ring_bytes)
+                if opts.pin_memory:
                     self.ring.pin()
         loader = torch.utils.data.DataLoader(_Photos(paths, opts.exif_orientation, prepare, opts.keep_rgb, self.ring),
                                              batch_size=None, shuffle=False, num_workers=workers, collate_fn=_keep,

@@ -335,17 +335,18 @@ def test_photo_ring_hands_every_photo_over_intact(photos, tmp_path, monkeypatch,
         paths.append(str(path))
     paths.insert(17, str(corrupt))
     batch, workers = 3, 2
-    in_flight = workers * max(2, -(-2 * batch // workers))
+    in_flight = workers * max(2, -(-batch // workers) + 1)
     slots = batch + 2 if tight else in_flight + batch + 2
     assert slots == (5 if tight else 11)
     if tight:
-        monkeypatch.setattr(stream.PhotoRing, "for_stream",
-                            classmethod(lambda cls, batch, in_flight, total: cls(batch + 2, stream.RING_MIN_SLOT)))
-    via_ring = []
+        monkeypatch.setattr(stream.PhotoRing, "for_stream", classmethod(
+            lambda cls, batch, in_flight, photos, total: cls(batch + 2, stream.RING_MIN_SLOT)))
+    via_ring, shapes = [], set()
     take = stream._PhotoFeed.next
 
     def counting_next(feed):
         sample = take(feed)
+        shapes.add((feed.ring.slots, feed.ring.slot_bytes))
         via_ring.append(feed.ring is not None and torch.is_tensor(sample.get("rgb"))
                         and sample["rgb"].untyped_storage().data_ptr() == feed.ring.buffer.untyped_storage().data_ptr())
         return sample
@@ -364,6 +365,7 @@ def test_photo_ring_hands_every_photo_over_intact(photos, tmp_path, monkeypatch,
     assert runner.digests == want
     # every photo but the two large ones (and the corrupt file) came through a slot
     assert [k for k, ring in enumerate(via_ring) if not ring] == [9, 17, 26]
+    assert shapes == {(slots, stream.RING_MIN_SLOT)}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -524,8 +526,8 @@ def test_torchrun_two_processes_merge_equals_one(photos, tmp_path):
 
 def test_bench_stream_quick_runs(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_stream.py"), "--quick", "--cpu", "--threads", "1",
-                           "--json", str(out)], capture_output=True, text=True, timeout=240, env=ENV)
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_stream.py"), "--quick", "--cpu", "--threads",
+                           "1", "--json", str(out)], capture_output=True, text=True, timeout=240, env=ENV)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
     rows = data["rows"]

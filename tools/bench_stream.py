@@ -6,7 +6,7 @@ Writes COUNT JPEG photos (default 2,000 at 640x480: random crops of the referenc
 weights for the cfg, then times, on one device:
 
 1. the baseline: a plain Python loop, ``darknet_py.detect(model, path)`` photo after photo (the
-   exact fp32 model, as a script using the API would), on the first BASELINE photos;
+   exact fp32 model, as a script using the API would), on every photo (or the first BASELINE);
 2. the host pipeline alone: the streaming engine with a runner that only uploads the photos
    (decoding workers, transfer, JSON lines) - the ceiling that no network speed can lift - with
    the photos handed over through the shared ring (``stream.PhotoRing``), then without it;
@@ -183,21 +183,33 @@ class Bench:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def record(self, what: str, batch, workers, fn, **extra) -> dict:
-        rec = dict(what=what, batch=batch, workers=workers, images=None, seconds=None, img_s=None, wall_img_s=None,
-                   x_baseline=None, dets=None, main_cpu_ms=None, error=None, **extra)
+    def attempt(self, what: str, batch, workers, fn) -> dict:
+        """One timed run of a configuration; never raises (the error is the result)."""
         try:
-            rec.update(fn())
-            base = self.rows[0]["img_s"] if self.rows and self.rows[0]["img_s"] else None
-            if base and rec["img_s"]:
-                rec["x_baseline"] = rec["img_s"] / base
+            res = fn()
         except Exception as e:  # noqa: BLE001 - one failing configuration must not end the run
-            rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            res = dict(error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
             if self.args.verbose:
                 traceback.print_exc()
-        self.rows.append(rec)
-        status = rec["error"] or f"{rec['images']} images  {rec['img_s']:.1f} img/s"
+        status = res.get("error") or f"{res['images']} images  {res['img_s']:.1f} img/s"
         print(f"  [{self.elapsed():6.1f}s] {what:<46} b{batch!s:<4} w{workers!s:<3} {status}", flush=True)
+        return res
+
+    def record(self, what: str, batch, workers, runs: list) -> dict:
+        """A table row from the rounds' runs of one configuration: the median run (by img/s)."""
+        rec = dict(what=what, batch=batch, workers=workers, images=None, seconds=None, img_s=None, wall_img_s=None,
+                   x_baseline=None, dets=None, main_cpu_ms=None, error=None, rounds_img_s=None)
+        errors = [r["error"] for r in runs if r.get("error")]
+        if errors:
+            rec["error"] = errors[0]
+        else:
+            ordered = sorted(runs, key=lambda r: r["img_s"])
+            rec.update(ordered[(len(ordered) - 1) // 2])
+            rec["rounds_img_s"] = [r["img_s"] for r in runs]
+            base = self.rows[0]["img_s"] if self.rows and self.rows[0]["img_s"] else None
+            if base:
+                rec["x_baseline"] = rec["img_s"] / base
+        self.rows.append(rec)
         return rec
 
     def check(self, name: str, fn) -> None:
@@ -225,7 +237,7 @@ class Bench:
 
         # 1. the baseline loop (its detections are the reference of the check below)
         model = darknet_py.load(cfg, weights, device=self.dev)
-        n_base = min(a.baseline, len(paths))
+        n_base = len(paths) if a.baseline is None else min(a.baseline, len(paths))
         baseline: dict = {}
 
         def loop():
@@ -239,7 +251,7 @@ class Bench:
             return dict(images=n_base, seconds=s, img_s=n_base / s, wall_img_s=n_base / s, main_cpu_ms=None,
                         dets=float(np.mean([len(d) for d in baseline.values()])))
 
-        self.record("baseline: detect() per photo, exact fp32", 1, 0, loop)
+        jobs = [("baseline: detect() per photo, exact fp32", 1, 0, loop, None)]
 
         # 2. the host pipeline without a network: photos through the shared ring (as the command
         # hands them to a GPU runner), then one shared-memory file per photo (torch's default)
@@ -256,10 +268,11 @@ class Bench:
             return dict(images=summary.ok, seconds=summary.seconds, img_s=summary.images_per_second,
                         wall_img_s=summary.images_per_second, main_cpu_ms=1e3 * cpu / summary.ok)
 
-        self.record("host pipeline only: decode, upload, JSON", fast_batch, workers,
-                    lambda: host_only(stream.RING_BYTES))
+        jobs.append(("host pipeline only: decode, upload, JSON", fast_batch, workers,
+                     lambda: host_only(stream.RING_BYTES), None))
         if workers:
-            self.record("  the same, one shared-memory file per photo", fast_batch, workers, lambda: host_only(0))
+            jobs.append(("  the same, one shared-memory file per photo", fast_batch, workers, lambda: host_only(0),
+                         None))
 
         # 3. the command
         configs = [("darknet-py detect (exact fp32)", exact_batch, [])]
@@ -281,14 +294,25 @@ class Bench:
                             wall_img_s=res["ok"] / res["wall"], dets=float(np.mean(dets)) if dets else 0.0,
                             main_cpu_ms=1e3 * res["cpu"] / max(1, res["ok"]))
 
-            rec = self.record(what, batch, workers, command)
-            if rec["error"] is None:
+            def checks(what=what, batch=batch, out=out, first=k == 0):
                 lines = read_json_lines(out)
                 self.check(f"{what}, batch {batch}: one JSON line per photo, in order",
-                           lambda lines=lines: self._order(lines, paths))
-                if k == 0:
-                    self.check(f"{what}: detections equal the baseline loop's", lambda lines=lines: compare(
-                        baseline, lines))
+                           lambda: self._order(lines, paths))
+                if first:
+                    self.check(f"{what}: detections equal the baseline loop's", lambda: compare(baseline, lines))
+
+            jobs.append((what, batch, workers, command, checks))
+
+        # the configurations take turns, round after round: a slow spell of a shared machine then
+        # touches every row alike, and each row reports its median round
+        runs: list = [[] for _ in jobs]
+        for r in range(a.rounds):
+            for j, (what, batch, wrk, fn, after) in enumerate(jobs):
+                runs[j].append(self.attempt(what, batch, wrk, fn))
+                if r == 0 and after is not None and not runs[j][-1].get("error"):
+                    after()
+        for (what, batch, wrk, _, _), got in zip(jobs, runs):
+            self.record(what, batch, wrk, got)
 
     @staticmethod
     def _order(lines: list, paths: list) -> str:
@@ -303,7 +327,7 @@ class Bench:
         print()
         print(f"torch {torch.__version__}, {dev}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
               f"{Path(a.cfg).name} at {a.size}, {a.count} photos {a.width}x{a.height}, thresh {a.thresh}, "
-              f"{self.elapsed():.0f} s")
+              f"{a.rounds} round(s), {self.elapsed():.0f} s")
         print(f"{'what':<46} {'batch':>5} {'wrk':>3} {'images':>6} {'dets':>6} {'img/s':>8} {'wall/s':>8} "
               f"{'x base':>7} {'main ms':>7}")
         for r in self.rows:
@@ -325,8 +349,8 @@ class Bench:
         if a.json:
             Path(a.json).write_text(json.dumps(dict(
                 torch=torch.__version__, device=dev, cpus=os.cpu_count(), cfg=Path(a.cfg).name, size=a.size,
-                count=a.count, width=a.width, height=a.height, seconds=self.elapsed(), checks=self.checks,
-                rows=self.rows), indent=1))
+                count=a.count, width=a.width, height=a.height, rounds=a.rounds, seconds=self.elapsed(),
+                checks=self.checks, rows=self.rows), indent=1))
 
 
 def main() -> int:
@@ -336,7 +360,8 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=2000, help="photos to write and run")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--baseline", type=int, default=200, help="photos the baseline loop runs")
+    ap.add_argument("--baseline", type=int, help="photos the baseline loop runs (default: all; fewer make its "
+                    "rate an estimate, as photos differ in detections)")
     ap.add_argument("--batch", type=int, help="the exact configuration's --batch (default: the command's)")
     ap.add_argument("--fast-batch", type=int, help="the fast configurations' --batch (default: 64 and 128)")
     ap.add_argument("--workers", type=int, help="decoding processes (default: the command's)")
@@ -345,6 +370,8 @@ def main() -> int:
                     help="random weights: fraction of predictions with objectness above .25 on the calibration photos")
     ap.add_argument("--class-shift", type=float, default=-3.0, help="random weights: added to the class logits")
     ap.add_argument("--nms", type=float, default=0.45)
+    ap.add_argument("--rounds", type=int, default=1, help="run every configuration this many times, in turns; "
+                    "each row reports its median round")
     ap.add_argument("--cpu", action="store_true", help="run on the CPU even where CUDA is present")
     ap.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="yolov3-tiny at 96 on a few small photos: a smoke run")
