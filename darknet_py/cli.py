@@ -86,6 +86,10 @@ def _add_stream_options(p: argparse.ArgumentParser, detector: bool) -> None:
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--half", action="store_true", help=t + "fp16 inference (darknet_py.fast.FastDetector)")
     precision.add_argument("--bf16", action="store_true", help=t + "bf16 inference (darknet_py.fast.FastDetector)")
+    p.add_argument("--fast", action="store_true",
+                   help=t + "darknet_py.fast.FastDetector in float32 (implied by the next three and by --half/--bf16):"
+                            " BN folded, on the CPU convs fused with their activations; detections equal the exact"
+                            " path's up to float32 summation order")
     p.add_argument("--cuda-graph", action="store_true", help=t + "replay CUDA graphs (darknet_py.fast.FastDetector)")
     p.add_argument("--compile", action="store_true",
                    help=t + "torch.compile the network (darknet_py.fast.FastDetector)")
@@ -226,8 +230,8 @@ def _default_workers(on_cuda: bool, world: int) -> int:
     if on_cuda:
         return min(8, cpus)
     # On the CPU the network wants the cores: decoding and letterboxing take a fraction of them.
-    # On 2 cores a worker process slowed yolov3-tiny's stream from 16.8 to 12.2 photos/s (its
-    # work preempts the network's threads; tools/bench_stream.py): up to 4 cores, none.
+    # On 2 cores a worker process slowed yolov3-tiny's stream from 13.0 to 11.8 photos/s (medians
+    # of 3 interleaved rounds: its work preempts the network's threads): up to 4 cores, none.
     return 0 if cpus <= 4 else min(4, cpus // 4)
 
 
@@ -260,7 +264,7 @@ def _run_detect(args, names_path: Optional[str]) -> int:
         video_out, draw_out = args.out, None
     json_stdout = args.json or args.json_out == "-"
     json_out = None if args.json_out == "-" else args.json_out
-    fast = args.half or args.bf16 or args.cuda_graph or args.compile
+    fast = args.fast or args.half or args.bf16 or args.cuda_graph or args.compile
     device = dist.device(args.device)
 
     dist.start()

@@ -484,12 +484,14 @@ class _PhotoFeed:
             # photos for the runner itself (no worker-side preparation, nothing drawn): through the ring
             if prepare is None and not opts.keep_rgb and opts.ring_bytes > 0:
                 self.ring = PhotoRing.for_stream(opts.batch, in_flight, len(paths), opts.ring_bytes)
-                if opts.pin_memory:
-                    self.ring.pin()
         loader = torch.utils.data.DataLoader(_Photos(paths, opts.exif_orientation, prepare, opts.keep_rgb, self.ring),
                                              batch_size=None, shuffle=False, num_workers=workers, collate_fn=_keep,
                                              pin_memory=opts.pin_memory, **kwargs)
-        self._loader = iter(loader)
+        self._loader = iter(loader)  # the workers start (fork) here
+        if self.ring is not None and opts.pin_memory:
+            # registered only now: the CUDA driver may mark page-locked ranges MADV_DONTFORK, which
+            # would leave a worker forked afterwards without the ring
+            self.ring.pin()
 
     def next(self) -> dict:
         sample = next(self._loader)

@@ -287,6 +287,16 @@ def test_any_runner_with_detect_batch_and_fast_flags(model, names, photos, tmp_p
                            for e in b["detections"]), (a["image"], d)
     assert clear >= 5
 
+    # --fast: FastDetector in float32 (BN folded, fused oneDNN convs): the same detections up to
+    # float32 summation order
+    assert main(["detect", *BASE, *good, *OPTS, "--fast", "--json"]) == 0
+    fast = _records(capsys.readouterr().out)
+    assert [r["image"] for r in fast] == [r["image"] for r in exact]
+    for a, b in zip(exact, fast):
+        assert [d["class_id"] for d in a["detections"]] == [d["class_id"] for d in b["detections"]]
+        for d, e in zip(a["detections"], b["detections"]):
+            assert abs(d["score"] - e["score"]) < 1e-4 and max(abs(p - q) for p, q in zip(d["box"], e["box"])) <= 0.05
+
     # without the module (a trimmed install): one clear line
     monkeypatch.setitem(sys.modules, "darknet_py.fast", None)
     assert main(["detect", *BASE, good[0], *OPTS, "--half", "--json"]) == 1

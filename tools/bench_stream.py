@@ -281,7 +281,7 @@ class Bench:
             if a.fast_batch is None:
                 configs += [("darknet-py detect --half --cuda-graph", 128, ["--half", "--cuda-graph"])]
         elif not a.quick:
-            configs += [("darknet-py detect (FastDetector fp32)", exact_batch, ["--cuda-graph"])]
+            configs += [("darknet-py detect --fast", exact_batch, ["--fast"])]
         for k, (what, batch, flags) in enumerate(configs):
             out = tmp / f"run{k}.jsonl"
 
