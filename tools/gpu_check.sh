@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, in one run (about 8-9 minutes on an H100/H200; every step runs even if one fails):
+# The GPU check, in one run (at most 8 minutes on an H100/H200; every step runs even if one fails):
 #   1. the CUDA tests of the suite (equality of every fast path with the exact one, on the device),
 #   2. tools/bench_gpu.py (network and pipeline timings, ceiling, ratios),
 #   3. tools/bench_stream.py (2,000 JPEG photos 640x480 through `darknet-py detect`, JSON out).
@@ -18,15 +18,20 @@ print("device", torch.cuda.get_device_name() if torch.cuda.is_available() else "
 EOF
 
 echo "== 1. CUDA tests"
-timeout 240 "$PY" -m pytest -q -rs tests/test_fast.py tests/test_cuda.py tests/test_validate.py tests/test_train.py \
-    tests/test_stream.py -k "cuda or ring" 2>&1 | tee "$OUT/tests.txt" | tail -25 || status=1
+TESTS="tests/test_fast.py tests/test_cuda.py tests/test_train.py tests/test_stream.py tests/test_postprocess.py"
+# test_validate needs pycocotools (a test extra a bare GPU machine may lack): left out, and said so, without it
+if "$PY" -c "import pycocotools" 2>/dev/null; then TESTS="$TESTS tests/test_validate.py"
+else echo "pycocotools missing: tests/test_validate.py not run" | tee "$OUT/tests-left-out.txt"; fi
+# shellcheck disable=SC2086
+timeout 120 "$PY" -m pytest -q -rs $TESTS -k "cuda or ring" 2>&1 | tee "$OUT/tests.txt" | tail -25
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== 2. bench_gpu"
-timeout 300 "$PY" tools/bench_gpu.py --budget 200 --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.txt" 2>&1 || status=1
+timeout 210 "$PY" tools/bench_gpu.py --budget 150 --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.txt" 2>&1 || status=1
 sed -n '/^torch /,$p' "$OUT/bench_gpu.txt"
 
 echo "== 3. bench_stream"
-timeout 200 "$PY" tools/bench_stream.py --count 2000 --baseline 100 --json "$OUT/bench_stream.json" \
+timeout 150 "$PY" tools/bench_stream.py --count 2000 --json "$OUT/bench_stream.json" \
     > "$OUT/bench_stream.txt" 2>&1 || status=1
 sed -n '/^torch /,$p' "$OUT/bench_stream.txt"
 exit $status
