@@ -46,6 +46,9 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
                         "annotated video); valid: result file name (coco_results, comp4_det_test_)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of Darknet's lines")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu; train: auto)")
+    p.add_argument("--tf32", action="store_true",
+                   help="CUDA: let convolutions and matrix products round their inputs to TF32 (faster on Ampere "
+                        "and later GPUs; default off: float32 arithmetic, as Darknet's)")
     p.add_argument("--no-exif-orientation", action="store_true",
                    help="use pixels as stored, ignoring the EXIF orientation tag (as stb-built Darknet)")
     p.add_argument("--seen-bytes", type=int, choices=(4, 8), help="override the header's 'seen' width")
@@ -219,6 +222,16 @@ def _parser() -> argparse.ArgumentParser:
     for p in sub.choices.values():  # --debug after the subcommand too
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
+
+
+def _set_tf32(allow: bool) -> None:
+    """PyTorch lets cuDNN convolutions use TF32 by default (10-bit mantissas on Ampere and later):
+    about 1e-3 relative error, where Darknet computes in float32. The commands keep float32 unless
+    --tf32 is given. (Process-wide settings; the CPU ignores them.)"""
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = allow
+    torch.backends.cuda.matmul.allow_tf32 = allow
 
 
 def _default_workers(on_cuda: bool, world: int) -> int:
@@ -574,6 +587,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = _normalise_argv(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     from .errors import DarknetPyError
+
+    if hasattr(args, "tf32"):
+        _set_tf32(args.tf32)
 
     try:
         if args.command == "detect":

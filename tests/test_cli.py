@@ -64,6 +64,21 @@ def test_detect_json(tiny, tmp_path, capsys):
     assert (tmp_path / "p-dog photo.jpg").exists()  # several inputs: one drawn image each
 
 
+def test_float32_unless_tf32_is_asked_for(tiny, tmp_path, capsys):
+    """PyTorch's default lets cuDNN convolutions round to TF32 on Ampere and later (~1e-3 relative):
+    the commands compute in float32 as Darknet does, and --tf32 allows the faster rounding."""
+    cfg, weights, photo = tiny
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        for flag, want in ((["--tf32"], True), ([], False)):
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = not want
+            assert main(["detect", str(cfg), str(weights), str(photo), "--json", *flag]) == 0
+            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (want, want)
+        capsys.readouterr()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def test_detector_test_form_reads_names_from_data_file(tiny, tmp_path, capsys):
     cfg, weights, photo = tiny
     names = tmp_path / "my.names"

@@ -387,6 +387,8 @@ def main() -> int:
         args.fast_batch = args.fast_batch or 4
         args.thresh = 0.05 if args.thresh is None else args.thresh  # boxes to compare, from a tiny net
     args.thresh = 0.5 if args.thresh is None else args.thresh
+    # the exact rows compute in float32 (the command turns PyTorch's default TF32 convolutions off)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     bench = Bench(args)
     try:
         bench.run()
