@@ -6,6 +6,10 @@
       -> batches of ``batch`` photos or frames -> a runner's ``detect_batch`` -> Detections
       -> results in input order -> sinks: Darknet's lines, JSON lines, YOLO txt, drawn photos, videos
 
+Photos decoded for the runner itself (no worker-side preparation) cross from the workers through
+a shared ring of slots (:class:`PhotoRing`, page-locked on CUDA); they are views of the ring, valid
+until the runner's call returns (a runner copies what it keeps).
+
 A runner is any object with ``detect_batch(images, thresh, nms) -> List[Detections]`` taking
 HxWx3 uint8 RGB numpy arrays: :class:`ModelRunner` (``darknet_py.detector.detect_batch``'s
 semantics, the default) or ``darknet_py.fast.FastDetector``. A runner may also offer
@@ -357,7 +361,7 @@ def _shared_bytes(n: int) -> torch.Tensor:
 class PhotoRing:
     """Decoded photos handed from the decoding workers to the main process through one shared
     buffer of fixed slots, created before the workers start (and, on CUDA, registered as pinned
-    memory, so that a slot uploads to the GPU directly).
+    memory once they have, so that a slot uploads to the GPU directly).
 
     The default hand-over, one shared-memory file per photo, costs the receiving process about
     1.3 ms per 640x480 photo (descriptor passing, mmap, page faults: measured on 2 cores) against
