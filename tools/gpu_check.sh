@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, in one run (at most 8 minutes on an H100/H200; every step runs even if one fails):
+# The GPU check, in one run (the steps' time limits add up to 8 minutes; every step runs even if one fails):
 #   1. the CUDA tests of the suite (equality of every fast path with the exact one, on the device),
 #   2. tools/bench_gpu.py (network and pipeline timings, ceiling, ratios),
 #   3. tools/bench_stream.py (2,000 JPEG photos 640x480 through `darknet-py detect`, JSON out).
