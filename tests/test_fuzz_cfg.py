@@ -21,7 +21,7 @@ from darknet_py.errors import CfgError
 from darknet_py.graph import parse_network
 from darknet_py.layers.activations import ACTIVATIONS
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "darknet-reference"
+from conftest import REF  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # (a) round trip
