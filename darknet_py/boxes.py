@@ -1,26 +1,25 @@
-"""The one place box arithmetic lives.
+"""The one place box arithmetic lives: conversions, and the overlap measures NMS compares.
 
-Formats are named, never guessed from a slice:
-- ``CXCYWH``: centre x, centre y, width, height (Darknet's ``box``), relative or in pixels;
-- ``XYXY``: left, top, right, bottom corners.
+Formats are named in every function, never guessed from a slice:
+- ``cxcywh``: centre x, centre y, width, height (Darknet's ``box`` struct), relative or in pixels;
+- ``xyxy``: left, top, right, bottom corners (as drawn and as written to JSON).
 """
 from __future__ import annotations
-
-import enum
 
 import torch
 
 Tensor = torch.Tensor
 
-
-class BoxFormat(enum.Enum):
-    CXCYWH = "cxcywh"  # Darknet's box struct: x, y are the centre
-    XYXY = "xyxy"      # corners, as drawn and as written to JSON
+# The overlap an NMS compares with its threshold ([yolo] nms_kind in AlexeyAB's cfgs): Darknet's
+# IoU, or AlexeyAB's DIoU (greedynms: box_diou with its fixed exponent 0.6; diounms: beta_nms).
+NMS_KINDS = ("default", "greedynms", "diounms")
+# box_diou's hard-coded exponent (greedynms)
+GREEDY_DIOU_BETA = 0.6
 
 
 def cxcywh_to_xyxy(b: Tensor) -> Tensor:
-    cx, cy, w, h = b.unbind(-1)
-    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), -1)
+    xy, wh = b[..., 0:2], b[..., 2:4]
+    return torch.cat((xy - wh / 2, xy + wh / 2), -1)
 
 
 def xyxy_to_cxcywh(b: Tensor) -> Tensor:
@@ -60,3 +59,20 @@ def diou_matrix_cxcywh(a: Tensor, b: Tensor, beta: float) -> Tensor:
     d = (ax - bx) * (ax - bx) + (ay - by) * (ay - by)
     term = torch.pow(d / torch.where(c == 0, torch.ones_like(c), c), beta)
     return torch.where(c == 0, iou, iou - term)
+
+
+def overlap_matrix(a: Tensor, b: Tensor, kind: str = "default", beta: float = 0.6) -> Tensor:
+    """Pairwise overlap (len(a) x len(b)) of cxcywh boxes as an NMS of ``kind`` measures it."""
+    if kind == "default":
+        return iou_matrix_cxcywh(a, b)
+    if kind == "greedynms":
+        return diou_matrix_cxcywh(a, b, GREEDY_DIOU_BETA)
+    if kind == "diounms":
+        return diou_matrix_cxcywh(a, b, beta)
+    raise ValueError(f"unknown nms kind {kind!r}; expected one of {', '.join(NMS_KINDS)}")
+
+
+def overlap_pairs(a: Tensor, b: Tensor, kind: str = "default", beta: float = 0.6) -> Tensor:
+    """``overlap_matrix(a[p:p+1], b[p:p+1])`` for each p: the same elementwise operations, paired
+    (``a`` and ``b`` have the same length)."""
+    return torch.vmap(lambda p, q: overlap_matrix(p[None], q[None], kind, beta)[0, 0])(a, b)

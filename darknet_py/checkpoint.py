@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 import torch
 
 from .errors import WeightsError
+from .files import atomic_output
 from .graph import DarknetModel, build_model
 from .weights import Header, is_torch_file_head, layer_tensors
 
@@ -37,7 +38,7 @@ def checkpoint_names(model: DarknetModel) -> List[tuple]:
 
 
 def save_checkpoint(model: DarknetModel, path) -> None:
-    """Write ``model`` as a checkpoint (temporary file, then rename)."""
+    """Write ``model`` as a checkpoint, atomically (darknet_py.files)."""
     if not model.netdef.cfg_text:
         raise ValueError("the model carries no cfg text (build it from a cfg file or bytes)")
     h = model.header or Header()
@@ -46,9 +47,11 @@ def save_checkpoint(model: DarknetModel, path) -> None:
                "input_size": list(model.input_size), "state_dict": state,
                "header": [h.major, h.minor, h.revision, h.seen, h.seen_bytes]}
     spath = os.fspath(path)
-    tmp = f"{spath}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, spath)
+    try:
+        with atomic_output(spath) as fh:
+            torch.save(payload, fh)
+    except OSError as exc:
+        raise WeightsError(f"cannot write checkpoint: {exc.strerror or exc}", spath) from None
 
 
 def is_checkpoint(path) -> bool:

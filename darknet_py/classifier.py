@@ -8,7 +8,8 @@ from typing import List
 
 import torch
 
-from .detector import ImageInput, _as_rgb, _model_device, check_rgb_model
+from .detector import ImageInput, as_rgb, check_rgb_model
+from .device import model_device
 from .errors import CfgError
 from .graph import DarknetModel
 from .transforms import letterbox
@@ -33,9 +34,9 @@ def scores(model: DarknetModel, image: ImageInput) -> torch.Tensor:
     """The network's output for one photo, flattened (Darknet's ``network_predict``)."""
     check_classifier(model)
     check_rgb_model(model)
-    rgb, _ = _as_rgb(image)
+    rgb = as_rgb(image)
     net_w, net_h = model.input_size
-    x, _ = letterbox(rgb, net_w, net_h, device=_model_device(model))
+    x, _ = letterbox(rgb, net_w, net_h, device=model_device(model))
     return model(x[None])[0].flatten().float().cpu()
 
 

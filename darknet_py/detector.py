@@ -1,32 +1,29 @@
-"""Detection end to end, as Darknet's ``test_detector`` does it:
+"""Detection end to end, as Darknet's ``test_detector`` does it (the exact path):
 
-photo -> letterbox -> network -> head decode -> objectness/class thresholds ->
-``correct_yolo_boxes`` -> per-class NMS (``do_nms_sort``) -> photo pixel boxes.
-Every head kind ([yolo], [region], ...) decodes itself (``DetectionHead.decode``); the last
-head says whether the photo is letterboxed and which NMS follows, as Darknet reads
+photo -> letterbox (darknet_py.transforms) -> network -> head decode -> objectness/class
+thresholds -> ``correct_yolo_boxes`` -> per-class NMS (``do_nms_sort``) -> photo pixel boxes
+(darknet_py.postprocess). Every head kind ([yolo], [region], ...) decodes itself; the last head
+says whether the photo is letterboxed and which NMS follows, as Darknet reads
 ``net.layers[net.n-1]``. Everything after the photo decode runs as tensor code on the model's device.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from .checkpoint import is_checkpoint, load_state, read_checkpoint
-from .decode import decode
-from .errors import CfgError
+from .device import model_device, resolve_device
+from .errors import CfgError, UsageError
 from .graph import DarknetModel, build_model
 from .imageio import ImageMeta, load_image, to_rgb_uint8
-from .postprocess import Detections, darknet_nms, detections_from, threshold
-from .transforms import LetterboxInfo, correct_boxes, prepare_batch, to_photo_xyxy
+from .postprocess import Detections, postprocess
+from .postprocess.thresholds import DEFAULT_NMS, DEFAULT_THRESH
+from .transforms import prepare_batch, uses_letterbox
 
-# Darknet's `detect` defaults (examples/darknet.c, test_detector): thresh .5, nms .45.
-DEFAULT_THRESH = 0.5
-DEFAULT_NMS = 0.45
-
-ImageInput = Union[str, os.PathLike, np.ndarray]
+ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
 def load(cfg, weights=None, device: Union[str, torch.device] = "cpu", *, width: Optional[int] = None,
@@ -34,52 +31,29 @@ def load(cfg, weights=None, device: Union[str, torch.device] = "cpu", *, width: 
          **weights_kwargs) -> DarknetModel:
     """Build the network a cfg defines, load Darknet weights (optional), move it, set eval mode.
 
+    ``weights`` may also be a darknet-py checkpoint (.pt), recognised by its first bytes.
     ``channels_last`` (default True) keeps kernels and activations NHWC: measured faster on the
     CPU (tools/bench_cpu.py) and on an H200 in fp32 (yolov3-416 batch 1: 4.1 ms against 6.4 ms);
     outputs are the same NCHW tensors either way.
     """
     model = build_model(cfg, width=width, height=height)
     if weights is not None:
-        if is_checkpoint(weights):  # W11: a .pt given as weights is read as what it is
+        if is_checkpoint(weights):
             if upto is not None:
-                raise ValueError("upto= applies to Darknet .weights files, not to checkpoints")
+                raise UsageError("upto= applies to Darknet .weights files, not to checkpoints")
             payload = read_checkpoint(weights)
             load_state(model, payload["state_dict"], os.fspath(weights))
         else:
             model.load_weights(weights, upto=upto, **weights_kwargs)
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
+    model = model.to(resolve_device(device)).eval()
     if channels_last:
         model.to_channels_last()
     return model
 
 
-def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch reports no CUDA device "
-                           f"(torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
-    return dev
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _as_rgb(image: ImageInput):
-    if isinstance(image, np.ndarray):
-        return to_rgb_uint8(image)
-    return load_image(image)
-
-
 def letterboxed(model: DarknetModel) -> bool:
-    """Whether ``detect`` letterboxes photos for this network (its last head decides)."""
-    heads = model.head_specs
-    return heads[-1].letterbox if heads else True
+    """Whether ``detect`` letterboxes photos for this network (else it stretches them)."""
+    return uses_letterbox(model.head_specs)
 
 
 def check_detector(model: DarknetModel) -> None:
@@ -96,45 +70,41 @@ def check_rgb_model(model: DarknetModel) -> None:
                        "channels=3 networks only", path=model.netdef.path, line=model.netdef.net.line, section="net")
 
 
-@torch.no_grad()
-def postprocess(model: DarknetModel, outputs: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo],
-                thresh: float = DEFAULT_THRESH, nms: float = DEFAULT_NMS,
-                photo_boxes: Callable[[torch.Tensor, LetterboxInfo], torch.Tensor] = to_photo_xyxy
-                ) -> List[Detections]:
-    """Head outputs of a batch -> one Detections per image (boxes in that photo's pixels).
-
-    ``photo_boxes`` turns photo-relative CXCYWH into the reported corners: by default clipped as
-    Darknet draws them; ``detector valid`` passes its own (Darknet's result files clip differently).
-    """
-    net_w, net_h = model.input_size
-    boxes, obj, cls = decode(outputs, model.head_specs, net_w, net_h)
-    last = model.head_specs[-1]
-    results = []
-    for i, info in enumerate(infos):
-        cand = threshold(boxes[i], obj[i], cls[i], thresh, gate=all(h.gate_objectness for h in model.head_specs))
-        # Darknet corrects boxes to the photo before its NMS, so the IoUs are the photo's.
-        rel = correct_boxes(cand.boxes, info)
-        probs = darknet_nms(rel, cand.probs, nms, last.nms_kind, last.beta_nms)
-        results.append(detections_from(cand, probs, photo_boxes(rel, info)))
-    return results
+def as_rgb(image: ImageInput) -> Union[np.ndarray, torch.Tensor]:
+    """A photo as detection takes it: HxWx3 uint8 RGB. Paths are decoded strictly
+    (darknet_py.imageio); arrays go through ``to_rgb_uint8`` (a C-contiguous uint8 HxWx3 one as it
+    is: detection only reads it); uint8 HxWx3 tensors (the streaming command's pinned frames) pass as they are."""
+    if torch.is_tensor(image):
+        if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[2] != 3 or not image.shape[0] \
+                or not image.shape[1]:
+            raise UsageError(f"expected an HxWx3 uint8 RGB tensor, got {tuple(image.shape)} {image.dtype}")
+        return image
+    if isinstance(image, np.ndarray):
+        if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.shape[0] and image.shape[1] \
+                and image.flags.c_contiguous:
+            return image
+        return to_rgb_uint8(image)[0]
+    return load_image(image)[0]
 
 
 @torch.inference_mode()
 def detect_batch(model: DarknetModel, images: Sequence[ImageInput], thresh: float = DEFAULT_THRESH,
                  nms: float = DEFAULT_NMS) -> List[Detections]:
-    """Several photos in one forward pass. Paths are decoded strictly (darknet_py.imageio)."""
+    """Several photos (paths, arrays or uint8 tensors, see :func:`as_rgb`) in one forward pass."""
     check_detector(model)
-    rgbs = [_as_rgb(im)[0] for im in images]
+    dev = model_device(model)
+    # tensors (pinned by the streaming command) upload without waiting; arrays are wrapped, not copied
+    rgbs = [torch.as_tensor(as_rgb(im)).to(dev, non_blocking=True) for im in images]
     net_w, net_h = model.input_size
-    x, infos = prepare_batch(rgbs, net_w, net_h, device=_model_device(model), letterboxed=letterboxed(model))
+    x, infos = prepare_batch(rgbs, net_w, net_h, device=dev, letterboxed=letterboxed(model))
     return postprocess(model, model(x), infos, thresh, nms)
 
 
 def detect(model: DarknetModel, image: ImageInput, thresh: float = DEFAULT_THRESH,
            nms: float = DEFAULT_NMS) -> Detections:
-    """One photo (path, or HxWx3 uint8 RGB array) -> Detections in photo pixels."""
+    """One photo (path, HxWx3 uint8 RGB array or tensor) -> Detections in photo pixels."""
     return detect_batch(model, [image], thresh, nms)[0]
 
 
-__all__ = ["DEFAULT_NMS", "DEFAULT_THRESH", "ImageMeta", "check_detector", "detect", "detect_batch", "letterboxed",
-           "load", "postprocess", "resolve_device"]
+__all__ = ["DEFAULT_NMS", "DEFAULT_THRESH", "ImageMeta", "as_rgb", "check_detector", "detect", "detect_batch",
+           "letterboxed", "load", "model_device", "postprocess", "resolve_device"]

@@ -49,3 +49,25 @@ class DataError(DarknetPyError):
         if line is not None:
             where += f":{line}"
         super().__init__(f"{where}: {message}")
+
+
+class UsageError(DarknetPyError, ValueError):
+    """An argument or option whose value cannot work (a negative batch, two outputs on one file):
+    the message says what was given and what is expected. Also a ValueError."""
+
+
+class OutputError(DarknetPyError):
+    """An output that cannot be written: ``path: cannot write: reason``."""
+
+    def __init__(self, reason: str, path: Optional[str] = None):
+        self.reason, self.path = reason, path
+        super().__init__(f"{os.fspath(path) if path is not None else '<output>'}: {reason}")
+
+
+class ExportError(DarknetPyError):
+    """An export that cannot be made (a missing package, an unsupported precision) or whose check
+    against PyTorch failed."""
+
+
+class NoCudaError(DarknetPyError, RuntimeError):
+    """CUDA asked for where torch has none (a CPU build, or no GPU). Also a RuntimeError."""

@@ -3,8 +3,9 @@
 :class:`FastDetector` wraps a loaded :class:`~darknet_py.graph.DarknetModel` (its parameters are
 left untouched) and gives the results of :func:`darknet_py.detector.detect_batch` faster:
 
-* the network runs from a snapshot of its folded kernels (:class:`FastNet`): BN is folded in
-  float64 from the float32 parameters by ``ConvBlock.fuse`` and only then cast to fp16/bf16.
+* the network runs from a snapshot of its folded kernels (:class:`FastNet` of
+  ``layers.convolutional.FoldedConv``): BN is folded in float64 from the float32 parameters by
+  ``ConvBlock.fuse`` and only then cast to fp16/bf16.
   Casting the model first (``model.half()``) would fold from fp16-rounded BN statistics, where
   ``beta - mean*scale`` loses digits to cancellation and small variances lose their bits;
 * detection heads and everything after them run in float32, whatever the trunk's dtype: the
@@ -17,13 +18,14 @@ left untouched) and gives the results of :func:`darknet_py.detector.detect_batch
 * a residual ``[shortcut]`` adds in place into the conv output it follows when nothing else
   reads that output;
 * on CUDA, ``cuda_graph=True`` captures, per batch bucket (powers of two up to ``max_batch``),
-  the network and the decode of its ``[yolo]`` heads, and for small batches also the whole
-  post-processing (:class:`~darknet_py.batched.StaticPostprocess`): a batch-1 detection is then
+  the network and the decode of its ``[yolo]`` heads (``layers.yolo.YoloDecode``), and for small
+  batches also the whole post-processing (:class:`~darknet_py.postprocess.StaticPostprocess`): a
+  batch-1 detection is then
   two graph replays and one host synchronisation; partial batches are padded;
 * photos are prepared on the device: uint8 uploaded (pinned, non-blocking), converted and
-  resized with Darknet's two-pass bilinear batch-wide (:func:`letterbox_u8`, bit-identical to
-  :func:`darknet_py.transforms.letterbox`), grouped by photo size;
-* post-processing is batch-wide (:mod:`darknet_py.batched`), identical to the per-image path;
+  resized with Darknet's two-pass bilinear batch-wide (:func:`darknet_py.transforms.letterbox_u8`,
+  bit-identical to :func:`darknet_py.transforms.letterbox`), grouped by photo size;
+* post-processing is :mod:`darknet_py.postprocess`, the exact path's own;
 * ``compile=True`` hands network + decode (and, with CUDA graphs, the in-graph post-processing)
   to ``torch.compile`` (convolutions stay cuDNN/oneDNN calls; inductor fuses the elementwise
   tails). Fused elementwise code rounds differently from eager (measured on the CPU: decoded
@@ -43,69 +45,25 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .batched import StaticPostprocess, _divides_by_reciprocal, geometry_rows, postprocess_decoded
-from .detector import DEFAULT_NMS, DEFAULT_THRESH, check_detector, letterboxed
+from .detector import DEFAULT_NMS, DEFAULT_THRESH, as_rgb, check_detector, letterboxed
+from .device import model_device
+from .errors import UsageError
 from .graph import DarknetModel
-from .imageio import load_image, to_rgb_uint8
-from .layers.convolutional import ConvBlock
+from .layers.convolutional import ConvBlock, FoldedConv
+from .layers.head import HeadsDecoder
 from .layers.shortcut import Shortcut
-from .layers.yolo import YoloSpec
-from .postprocess import Detections
-from .transforms import (LETTERBOX_FILL, LetterboxInfo, _axis_taps, letterbox, letterbox_info, stretch, stretch_info,
-                         u8_to_float)
+from .postprocess import Detections, StaticPostprocess, nms_policy, postprocess_decoded
+from .transforms import LetterboxInfo, fit, geometry_rows, letterbox_info, letterbox_u8, u8_to_float
 
 Tensor = torch.Tensor
-ImageInput = Union[str, os.PathLike, np.ndarray]
+ImageInput = Union[str, os.PathLike, np.ndarray, Tensor]
 
-# Activations oneDNN applies inside the convolution with exactly Darknet's formula
-# (leaky: x > 0 ? x : 0.1x). Others (logistic, mish, ...) run as separate torch ops.
-_MKLDNN_UNARY = {"linear": ("none", []), "leaky": ("leaky_relu", [0.1]), "relu": ("relu", [])}
 # Elements per temporary in the batched letterbox (a batch of large photos is split).
 _LETTERBOX_CHUNK = {"cuda": 1 << 27, "cpu": 1 << 24}
 
 
 # --------------------------------------------------------------------------- network
-
-
-class FoldedConv(nn.Module):
-    """A ``ConvBlock`` for inference: its folded kernel in the target dtype and memory format,
-    then its activation (fused into a pre-packed oneDNN primitive on the CPU when possible)."""
-
-    def __init__(self, block: ConvBlock, dtype: torch.dtype, memory_format: torch.memory_format,
-                 in_shape: Tuple[int, int, int], cpu_fusion: bool):
-        super().__init__()
-        with torch.no_grad():
-            # the block's own fold (float64 from the float32 parameters, cast to float32), reused
-            # when its cache is current (ConvBlock's key: storage and version of each source tensor)
-            key = getattr(block, "_source_key", None)
-            if block.fused_weight is None or key is None or getattr(block, "_fuse_key", None) != key():
-                block.fuse()
-            w = block.fused_weight.to(dtype=dtype).contiguous(memory_format=memory_format)
-            b = block.fused_bias.to(dtype=dtype)
-        self.register_buffer("weight", w, persistent=False)
-        self.register_buffer("bias", b, persistent=False)
-        conv = block.conv
-        self.stride, self.padding, self.groups = tuple(conv.stride), tuple(conv.padding), conv.groups
-        self.act = block.act
-        self.packed: Optional[Tensor] = None
-        self.unary: Optional[Tuple[str, list]] = None
-        if cpu_fusion and w.device.type == "cpu" and dtype == torch.float32 and block.act.name in _MKLDNN_UNARY \
-                and torch.backends.mkldnn.is_available():
-            try:
-                self.packed = torch.ops.mkldnn._reorder_convolution_weight(
-                    w, list(self.padding), list(self.stride), [1, 1], self.groups, [1, *in_shape])
-                self.unary = _MKLDNN_UNARY[block.act.name]
-            except (RuntimeError, AttributeError):  # a build without these ops: plain conv below
-                self.packed = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.packed is not None:
-            attr, scalars = self.unary
-            return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, list(self.padding),
-                                                           list(self.stride), [1, 1], self.groups, attr, scalars, "")
-        return self.act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups))
 
 
 def _float_state_not_in(module: nn.Module, dtype: torch.dtype) -> bool:
@@ -137,7 +95,10 @@ class FastNet(nn.Module):
             if i in head_set:
                 layers.append(layer)
             elif isinstance(layer, ConvBlock):
-                layers.append(FoldedConv(layer, dtype, fmt, in_shape, cpu_fusion))
+                folded = FoldedConv(layer, dtype, fmt)
+                if cpu_fusion:
+                    folded.pack_for_cpu(in_shape)
+                layers.append(folded)
             elif _float_state_not_in(layer, dtype):
                 layers.append(copy.deepcopy(layer).to(dtype))
             else:
@@ -175,35 +136,6 @@ class FastNet(nn.Module):
         return [cache[i] for i in self.heads]
 
 
-class _YoloDecode:
-    """``decode_head`` of one ``[yolo]`` head with its grid and anchors made once on the device,
-    so that it can be captured in a CUDA graph (``decode_head`` builds its anchor tensor from a
-    Python list, a host-to-device copy that a capture forbids). Same operations, same values;
-    FastDetector checks the equality on the device before using it."""
-
-    def __init__(self, spec: YoloSpec, h: int, w: int, net_w: int, net_h: int, device):
-        self.a, self.classes, self.h, self.w = len(spec.mask), spec.classes, h, w
-        self.net_w, self.net_h, self.new_coords = net_w, net_h, spec.new_coords
-        self.col = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, w, 1)
-        self.row = torch.arange(h, device=device, dtype=torch.float32).view(1, h, 1, 1)
-        self.anchor = torch.tensor(spec.masked_anchors, device=device, dtype=torch.float32)
-
-    def __call__(self, out: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        n, a, c, h, w = out.shape[0], self.a, self.classes, self.h, self.w
-        p = out.view(n, a, 5 + c, h, w).permute(0, 3, 4, 1, 2)
-        anchor = self.anchor
-        bx = (self.col + p[..., 0]) / w
-        by = (self.row + p[..., 1]) / h
-        if self.new_coords:
-            bw = p[..., 2] * p[..., 2] * 4 * anchor[:, 0] / self.net_w
-            bh = p[..., 3] * p[..., 3] * 4 * anchor[:, 1] / self.net_h
-        else:
-            bw = torch.exp(p[..., 2]) * anchor[:, 0] / self.net_w
-            bh = torch.exp(p[..., 3]) * anchor[:, 1] / self.net_h
-        boxes = torch.stack((bx, by, bw, bh), -1).reshape(n, h * w * a, 4)
-        return boxes, p[..., 4].reshape(n, h * w * a), p[..., 5:].reshape(n, h * w * a, c)
-
-
 # --------------------------------------------------------------------------- photos
 
 
@@ -217,73 +149,6 @@ def _copy_pool():
         from concurrent.futures import ThreadPoolExecutor
         _POOL.append(ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) // 2))))
     return _POOL[0]
-
-
-_TAPS: Dict[tuple, tuple] = {}
-
-
-def _taps(in_n: int, out_n: int, device) -> tuple:
-    # cached per device: a host-to-device copy per call would synchronise the stream each time
-    key = (in_n, out_n, str(device))
-    taps = _TAPS.get(key)
-    if taps is None:
-        if len(_TAPS) > 256:
-            _TAPS.clear()
-        taps = _TAPS[key] = tuple(t.to(device) for t in _axis_taps(in_n, out_n, torch.float32))
-    return taps
-
-
-def letterbox_u8(batch: Tensor, net_w: int, net_h: int, *, letterboxed: bool = True,
-                 out: Optional[Tensor] = None) -> Tuple[Tensor, LetterboxInfo]:
-    """Darknet's ``letterbox_image`` (or the stretch resize) of N photos of the same size at once.
-
-    ``batch``: (N, H, W, 3) uint8 RGB on any device. Returns (N, 3, net_h, net_w) float32 (written
-    into ``out`` when given) and the photos' shared :class:`LetterboxInfo`. Bit-identical to
-    :func:`darknet_py.transforms.letterbox` / ``stretch`` per photo: the same taps
-    (``_axis_taps``) and the same elementwise float32 operations in the same order; the columns
-    are gathered from the uint8 pixels before the ``(float)u8/255.`` table (which commutes with a
-    gather), so the full-size float photo is never made.
-    """
-    if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[3] != 3:
-        raise ValueError(f"letterbox_u8: expected (N, H, W, 3) uint8, got {tuple(batch.shape)} {batch.dtype}")
-    n, in_h, in_w = int(batch.shape[0]), int(batch.shape[1]), int(batch.shape[2])
-    net_w, net_h = int(net_w), int(net_h)
-    info = (letterbox_info if letterboxed else stretch_info)(in_w, in_h, net_w, net_h)
-    dev = batch.device
-    chw = batch.permute(0, 3, 1, 2)  # load_image_stb's planar layout, as a view
-    i0, i1, w0, w1, copy_last = _taps(in_w, info.new_w, dev)
-    interp = w0 * u8_to_float(chw.index_select(-1, i0)) + w1 * u8_to_float(chw.index_select(-1, i1))
-    part = torch.where(copy_last, u8_to_float(chw[..., in_w - 1:in_w]), interp)
-    j0, j1, v0, v1, no_second = _taps(in_h, info.new_h, dev)
-    first = v0[:, None] * part.index_select(-2, j0)
-    second = v1[:, None] * part.index_select(-2, j1)
-    resized = torch.where(no_second[:, None], first, first + second)
-    if out is None:
-        out = torch.empty((n, 3, net_h, net_w), dtype=torch.float32, device=dev)
-    if (info.new_w, info.new_h) != (net_w, net_h):
-        out.fill_(LETTERBOX_FILL)
-    out[:, :, info.dy:info.dy + info.new_h, info.dx:info.dx + info.new_w] = resized
-    return out, info
-
-
-def _as_rgb(image: ImageInput):
-    # detector.detect_batch's conversion: arrays through to_rgb_uint8, paths decoded strictly;
-    # uint8 HxWx3 tensors (the streaming command's pinned frames) pass as they are
-    if torch.is_tensor(image):
-        if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an HxWx3 uint8 RGB tensor, got {tuple(image.shape)} {image.dtype}")
-        return image
-    if isinstance(image, np.ndarray):
-        if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.shape[0] and image.shape[1]:
-            return image  # what to_rgb_uint8 returns, less its copy (the upload copies anyway)
-        return to_rgb_uint8(image)[0]
-    return load_image(image)[0]
-
-
-def host_prepare(rgb: np.ndarray, net_w: int, net_h: int, letterboxed: bool) -> Tuple[Tensor, LetterboxInfo]:
-    """One photo as ``prepare_batch`` makes each row (picklable through functools.partial, for
-    data-loader workers)."""
-    return (letterbox if letterboxed else stretch)(rgb, net_w, net_h)
 
 
 # --------------------------------------------------------------------------- CUDA graphs
@@ -333,25 +198,23 @@ class FastDetector:
                  cpu_fusion: bool = True, static_post_max_batch: int = 8, cand_cap: int = 256,
                  entry_cap: int = 256, cudnn_benchmark: bool = True):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+            raise UsageError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
         check_detector(model)
         params = list(model.parameters())
         if any(p.dtype in (torch.float16, torch.bfloat16) for p in params):
-            raise ValueError("FastDetector folds batch norm in float32 and casts afterwards: pass the float32 "
+            raise UsageError("FastDetector folds batch norm in float32 and casts afterwards: pass the float32 "
                              "model (not model.half()) and choose dtype= here")
         if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            raise UsageError(f"max_batch must be >= 1, got {max_batch}")
         self.model = model.eval()
-        self.device = params[0].device if params else torch.device("cpu")
+        self.device = model_device(model)
         self.dtype = dtype
         self.channels_last = channels_last
         self.max_batch = int(max_batch)
         self.net_w, self.net_h = model.input_size
         self.letterboxed = letterboxed(model)
         self.head_specs = model.head_specs
-        last = self.head_specs[-1]
-        self.nms_kind, self.beta_nms = last.nms_kind, last.beta_nms
-        self.gate = all(h.gate_objectness for h in self.head_specs)
+        self.nms_kind, self.beta_nms, self.gate = nms_policy(self.head_specs)
         self.is_cuda = self.device.type == "cuda"
         self.cuda_graph = bool(cuda_graph) and self.is_cuda
         if self.is_cuda and cudnn_benchmark:
@@ -361,8 +224,9 @@ class FastDetector:
         self._compile_mode = None if compile is True or not compile else str(compile)
         self.static_post_max_batch = int(static_post_max_batch) if self.cuda_graph else 0
         self.cand_cap, self.entry_cap = int(cand_cap), int(entry_cap)
-        self._yolo_decoders = self._make_decoders()
-        _divides_by_reciprocal(self.device)  # probed (with host syncs) here, never inside a capture
+        # every head decoded by its own decoder module; in the graph when all of them can be
+        self._decoder = HeadsDecoder(model.netdef).to(self.device)
+        self._in_graph_decode = self._decoder.graph_safe
         # network + graph-safe decode: the unit a CUDA graph captures and torch.compile compiles
         # (inductor then also fuses the heads' and the decode's elementwise operations)
         self._net_decode = self._net_decode_eager
@@ -373,10 +237,9 @@ class FastDetector:
         self._pinned: Optional[Tensor] = None
         self._upload_done = None
         self.graph_errors: List[str] = []  # captures that failed (the eager path ran instead)
-        # the streaming command's runner protocol (darknet_py.stream): uint8 tensors are welcome;
-        # on the CPU its workers may letterbox (the same per-photo code) and call detect_prepared
-        self.accepts_tensors = True
-        self.host_prepare = None if self.is_cuda else partial(host_prepare, net_w=self.net_w, net_h=self.net_h,
+        # the streaming command's runner protocol (darknet_py.stream.Runner): on the CPU its workers
+        # prepare photos with the same per-photo code, and detect_prepared takes them
+        self.host_prepare = None if self.is_cuda else partial(fit, net_w=self.net_w, net_h=self.net_h,
                                                               letterboxed=self.letterboxed)
 
     # -- description ----------------------------------------------------------------------
@@ -386,7 +249,7 @@ class FastDetector:
         if self.compiled:
             parts.append("compiled" + (f" ({self._compile_mode})" if self._compile_mode else ""))
         if self.cuda_graph:
-            parts.append("cuda graph" + (" + in-graph decode" if self._yolo_decoders else "")
+            parts.append("cuda graph" + (" + in-graph decode" if self._in_graph_decode else "")
                          + (f" + in-graph postprocess (batch <= {self.static_post_max_batch})"
                             if self._static_post_ok() else ""))
         if any(getattr(m, "packed", None) is not None for m in self.net.layers):
@@ -394,35 +257,12 @@ class FastDetector:
         return ", ".join(parts)
 
     # -- network --------------------------------------------------------------------------
-    def _make_decoders(self) -> Optional[List[_YoloDecode]]:
-        """Graph-safe decoders when every head is a plain [yolo] (checked bit for bit against the
-        head's own decode on this device); None otherwise (heads then decode themselves)."""
-        nd = self.model.netdef
-        decs = []
-        for idx, spec in zip(nd.head_indices, self.head_specs):
-            if not isinstance(spec, YoloSpec) or type(spec).decode is not YoloSpec.decode:
-                return None
-            c, h, w = nd.shapes[idx]
-            decs.append(_YoloDecode(spec, h, w, self.net_w, self.net_h, self.device))
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for idx, spec, dec in zip(nd.head_indices, self.head_specs, decs):
-                c, h, w = nd.shapes[idx]
-                out = torch.rand((2, c, h, w), generator=gen).mul_(4).sub_(2).to(self.device)
-                if not all(torch.equal(a, b) for a, b in zip(dec(out), spec.decode(out, self.net_w, self.net_h))):
-                    return None
-        return decs
-
     def _net_decode_eager(self, x: Tensor):
         outs = self.net(x)
-        return outs, (self._decode(outs) if self._yolo_decoders is not None else None)
+        return outs, (self._decoder(outs) if self._in_graph_decode else None)
 
     def _decode(self, outs: Sequence[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        if self._yolo_decoders is not None:
-            parts = [dec(o) for dec, o in zip(self._yolo_decoders, outs)]
-        else:
-            parts = [spec.decode(o, self.net_w, self.net_h) for o, spec in zip(outs, self.head_specs)]
-        return tuple(torch.cat(t, 1) for t in zip(*parts))  # type: ignore[return-value]
+        return self._decoder(list(outs))
 
     def _bucket(self, n: int) -> int:
         b = 1
@@ -448,7 +288,7 @@ class FastDetector:
         return g
 
     def _static_post_ok(self) -> bool:
-        return self.cuda_graph and self._yolo_decoders is not None and self.static_post_max_batch > 0
+        return self.cuda_graph and self._in_graph_decode and self.static_post_max_batch > 0
 
     def _post_graph(self, batch: int, thresh: float, nms: float, net: _Captured):
         key = (batch, float(thresh), float(nms))
@@ -456,8 +296,8 @@ class FastDetector:
             boxes, obj, cls = net.outputs[1]
             post = StaticPostprocess(batch, boxes.shape[1], cls.shape[2], thresh, nms, self.nms_kind, self.beta_nms,
                                      self.cand_cap, self.entry_cap)
-            geom = torch.zeros((batch, 10), dtype=torch.float64, device=self.device)
-            geom[:, 6:] = 1.0  # any finite geometry for rows never filled
+            # any finite geometry for rows never filled
+            geom = torch.from_numpy(geometry_rows([letterbox_info(1, 1, 1, 1)] * batch)).to(self.device)
             n_valid = torch.zeros((), dtype=torch.int64, device=self.device)
             fn = post.__call__
             if self.compiled:  # ~190 small kernels fused into a few dozen: the batch-1 latency
@@ -474,7 +314,7 @@ class FastDetector:
 
     def _prepare_input(self, x: Tensor) -> Tensor:
         if not torch.is_tensor(x):
-            raise TypeError(f"expected a tensor batch, got {type(x).__name__}")
+            raise UsageError(f"expected a tensor batch, got {type(x).__name__}")
         if x.dim() == 3:
             x = x[None]
         if x.dtype == torch.uint8:
@@ -482,7 +322,7 @@ class FastDetector:
                 x = x.permute(0, 3, 1, 2)
             x = u8_to_float(x.to(self.device, non_blocking=True))
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (self.net_h, self.net_w):
-            raise ValueError(f"expected a (N, 3, {self.net_h}, {self.net_w}) batch, got {tuple(x.shape)}")
+            raise UsageError(f"expected a (N, 3, {self.net_h}, {self.net_w}) batch, got {tuple(x.shape)}")
         return x.to(self.device)
 
     @torch.no_grad()
@@ -525,7 +365,7 @@ class FastDetector:
         ``detector.postprocess(model, model(x), infos, thresh, nms)``."""
         x = self._prepare_input(x)
         if x.shape[0] != len(infos):
-            raise ValueError(f"{x.shape[0]} images but {len(infos)} infos")
+            raise UsageError(f"{x.shape[0]} images but {len(infos)} infos")
         out: List[Detections] = []
         for s in range(0, x.shape[0], self.max_batch):
             out += self._detect_chunk(x[s:s + self.max_batch], infos[s:s + self.max_batch], thresh, nms)
@@ -563,7 +403,7 @@ class FastDetector:
         out: List[Detections] = []
         images = list(images)
         for s in range(0, len(images), self.max_batch):
-            rgbs = [_as_rgb(im) for im in images[s:s + self.max_batch]]
+            rgbs = [as_rgb(im) for im in images[s:s + self.max_batch]]
             x, infos = self.prepare(rgbs)
             out += self._detect_chunk(x, infos, thresh, nms)
         return out
@@ -586,7 +426,7 @@ class FastDetector:
         for k, im in enumerate(rgbs):
             ok = im.dtype == np.uint8 if isinstance(im, np.ndarray) else torch.is_tensor(im) and im.dtype == torch.uint8
             if not ok or im.ndim != 3 or im.shape[2] != 3 or im.shape[0] == 0 or im.shape[1] == 0:
-                raise ValueError("prepare: expected HxWx3 uint8 RGB arrays (numpy, or torch tensors)")
+                raise UsageError("prepare: expected HxWx3 uint8 RGB arrays (numpy, or torch tensors)")
             groups.setdefault(tuple(im.shape[:2]), []).append(k)
         budget = _LETTERBOX_CHUNK["cuda" if self.is_cuda else "cpu"]
         batches = []
@@ -646,4 +486,4 @@ class FastDetector:
         return out
 
 
-__all__ = ["FastDetector", "FastNet", "FoldedConv", "host_prepare", "letterbox_u8"]
+__all__ = ["FastDetector", "FastNet", "FoldedConv", "letterbox_u8"]

@@ -44,12 +44,11 @@ import numpy as np
 import torch
 
 from .dataset import _resolve_listed
-from .batched import postprocess_batch
 from .detector import check_detector, detect_batch, letterboxed
 from .draw import draw_detections, group_by_box
 from .errors import DarknetPyError
 from .imageio import load_image, save_image
-from .postprocess import Detections, detections_to
+from .postprocess import Detections, detections_to, postprocess
 from .transforms import LetterboxInfo, letterbox, stretch
 
 # Files taken from folders and glob matches (what darknet_py.imageio can decode); others are skipped there.
@@ -282,7 +281,7 @@ class ModelRunner:
 
         on_device = [torch.as_tensor(im).to(self.device, non_blocking=True) for im in images]
         x, infos = prepare_batch(on_device, self.net_w, self.net_h, device=self.device, letterboxed=self.letterboxed)
-        return postprocess_batch(self.model, self.model(x), infos, thresh, nms)
+        return postprocess(self.model, self.model(x), infos, thresh, nms)
 
     @torch.inference_mode()
     def detect_prepared(self, x: torch.Tensor, infos: Sequence[LetterboxInfo], thresh: float,
@@ -290,7 +289,7 @@ class ModelRunner:
         """Photos already prepared by ``host_prepare`` and stacked: the rest of ``detect_batch``.
         (``batched.postprocess_batch``: the detector's postprocess, bit for bit, with a fixed number
         of host syncs per batch instead of several per image.)"""
-        return postprocess_batch(self.model, self.model(x.to(self.device, non_blocking=True)), infos, thresh, nms)
+        return postprocess(self.model, self.model(x.to(self.device, non_blocking=True)), infos, thresh, nms)
 
 
 def fast_runner(model, *, half: bool = False, bf16: bool = False, cuda_graph: bool = False,

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from .errors import DataError
+from .files import write_bytes
 
 CLASSES: tuple[str, ...] = ("rectangle", "ellipse", "triangle", "cross", "ring", "diamond")
 
@@ -189,13 +190,6 @@ def render_image(rng: np.random.Generator, width: int, height: int, max_objects:
     return img.astype(np.uint8), out_boxes, classes
 
 
-def _write(path: Path, data: bytes) -> None:
-    # write-then-rename so an interrupted run never leaves a half-written file in place
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def make_dataset(out_dir, *, train: int = 200, valid: int = 50, seed: int = 0, min_side: int = 160,
                  max_side: int = 512, max_objects: int = 6, jpeg_quality: int = 90,
                  name: str = "shapes") -> SynthDataset:
@@ -236,24 +230,24 @@ def make_dataset(out_dir, *, train: int = 200, valid: int = 50, seed: int = 0, m
                                         [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             if not encoded:
                 raise DataError("OpenCV could not encode a JPEG", os.fspath(img_dir / f"{stem}.jpg"))
-            _write(img_dir / f"{stem}.jpg", jpg.tobytes())
+            write_bytes(img_dir / f"{stem}.jpg", jpg.tobytes())
             rows = []
             for (x1, y1, x2, y2), c in zip(boxes, classes):
                 vals = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h)
                 rows.append(f"{c} " + " ".join(f"{v:.6f}" for v in vals) + "\n")
                 anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(c) + 1,
                              "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
-            _write(lab_dir / f"{stem}.txt", "".join(rows).encode())
+            write_bytes(lab_dir / f"{stem}.txt", "".join(rows).encode())
             images.append({"id": image_id, "file_name": f"{stem}.jpg", "width": w, "height": h})
             lines.append(f"images/{split}/{stem}.jpg\n")
         # annotation ids restart per file: each json is a separate COCO ground truth
         coco = {"images": images, "annotations": anns, "categories": categories}
         out[split] = (root / f"{split}.txt", root / f"instances_{split}.json")
-        _write(out[split][0], "".join(lines).encode())
-        _write(out[split][1], (json.dumps(coco, separators=(",", ":")) + "\n").encode())
+        write_bytes(out[split][0], "".join(lines).encode())
+        write_bytes(out[split][1], (json.dumps(coco, separators=(",", ":")) + "\n").encode())
     names_path, data_path = root / f"{name}.names", root / f"{name}.data"
-    _write(names_path, "".join(c + "\n" for c in CLASSES).encode())
-    _write(data_path, (f"classes = {len(CLASSES)}\ntrain = train.txt\nvalid = valid.txt\n"
+    write_bytes(names_path, "".join(c + "\n" for c in CLASSES).encode())
+    write_bytes(data_path, (f"classes = {len(CLASSES)}\ntrain = train.txt\nvalid = valid.txt\n"
                        f"names = {name}.names\nbackup = backup/\neval = coco\n"
                        "annotations = instances_valid.json\n").encode())
     return SynthDataset(root, data_path, names_path, out["train"][0], out["valid"][0], out["train"][1],

@@ -32,25 +32,35 @@ Deliberate deviations, only where Darknet's own output is undefined or meaningle
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 __all__ = [
+    "GEOMETRY_COLUMNS",
     "LetterboxInfo",
-    "letterbox_size",
-    "letterbox_info",
+    "correct_boxes",
+    "correct_boxes_rows",
     "darknet_resize",
-    "u8_to_float",
+    "fit",
+    "fit_info",
+    "geometry_rows",
+    "geometry_table",
     "letterbox",
-    "unletterbox",
     "letterbox_batch",
+    "letterbox_info",
+    "letterbox_size",
+    "letterbox_u8",
+    "pixel_corners",
+    "prepare_batch",
     "stretch",
     "stretch_info",
-    "prepare_batch",
-    "correct_boxes",
     "to_photo_xyxy",
+    "to_photo_xyxy_rows",
+    "u8_to_float",
+    "unletterbox",
+    "uses_letterbox",
 ]
 
 ImageLike = Union[np.ndarray, torch.Tensor]
@@ -223,21 +233,6 @@ def letterbox(img: ImageLike, net_w: int, net_h: int, *,
     return canvas, info
 
 
-def unletterbox(boxes_cxcywh_rel_net: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
-    """Inverse of :func:`letterbox` for boxes: network-relative cx,cy,w,h -> clipped photo
-    pixel corners x1,y1,x2,y2 (``correct_yolo_boxes`` with relative=1, then the drawing clip)."""
-    return to_photo_xyxy(correct_boxes(boxes_cxcywh_rel_net, info), info)
-
-
-def letterbox_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *,
-                    device: DeviceLike = None) -> Tuple[torch.Tensor, list]:
-    """:func:`letterbox` each image and stack: ``(N, 3, net_h, net_w)`` and one info per image.
-
-    Each photo keeps its own geometry, so rows are identical to the single-image call.
-    """
-    return prepare_batch(images, net_w, net_h, device=device, letterboxed=True)
-
-
 def stretch_info(img_w: int, img_h: int, net_w: int, net_h: int) -> LetterboxInfo:
     """A plain resize as a degenerate letterbox (the photo fills the canvas): :func:`correct_boxes`
     then leaves boxes as they are, which is what Darknet does for a stretched input."""
@@ -253,13 +248,34 @@ def stretch(img: ImageLike, net_w: int, net_h: int, *,
     return darknet_resize(u8_to_float(t.permute(2, 0, 1)), int(net_w), int(net_h)), info
 
 
+# --------------------------------------------------------------------------- letterbox or stretch
+
+
+def uses_letterbox(head_specs: Sequence) -> bool:
+    """Whether a network's photos are letterboxed (else stretched): Darknet reads its last layer
+    (``net.layers[net.n-1]``), so the last detection head decides; a network without one (a
+    classifier) is letterboxed, as ``predict_classifier`` does."""
+    return bool(head_specs[-1].letterbox) if head_specs else True
+
+
+def fit_info(img_w: int, img_h: int, net_w: int, net_h: int, letterboxed: bool = True) -> LetterboxInfo:
+    """The :class:`LetterboxInfo` of :func:`fit`."""
+    return (letterbox_info if letterboxed else stretch_info)(img_w, img_h, net_w, net_h)
+
+
+def fit(img: ImageLike, net_w: int, net_h: int, *, letterboxed: bool = True,
+        device: DeviceLike = None) -> Tuple[torch.Tensor, LetterboxInfo]:
+    """One photo to the network input: :func:`letterbox`, or :func:`stretch` when not ``letterboxed``."""
+    return (letterbox if letterboxed else stretch)(img, net_w, net_h, device=device)
+
+
 def prepare_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *, device: DeviceLike = None,
                   letterboxed: bool = True) -> Tuple[torch.Tensor, list]:
-    """:func:`letterbox` (or :func:`stretch` when ``letterboxed`` is False) each image and stack."""
-    prepare = letterbox if letterboxed else stretch
+    """:func:`fit` each image and stack: ``(N, 3, net_h, net_w)`` and one info per image. Each photo
+    keeps its own geometry, so rows are identical to the single-image call."""
     outs, infos = [], []
     for im in images:
-        x, info = prepare(im, net_w, net_h, device=device)
+        x, info = fit(im, net_w, net_h, letterboxed=letterboxed, device=device)
         outs.append(x)
         infos.append(info)
     if not outs:
@@ -268,42 +284,154 @@ def prepare_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *, device
     return torch.stack(outs), infos
 
 
-def correct_boxes(boxes_cxcywh_rel: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
-    """Darknet's ``correct_yolo_boxes`` with relative=1: boxes ``(..., 4)`` as cx,cy,w,h
-    relative to the network input -> cx,cy,w,h relative to the photo.
+def letterbox_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *,
+                    device: DeviceLike = None) -> Tuple[torch.Tensor, list]:
+    """:func:`letterbox` each image and stack (:func:`prepare_batch` with letterboxing)."""
+    return prepare_batch(images, net_w, net_h, device=device, letterboxed=True)
 
-    Arithmetic as in the C: the centre uses double (``(b.x - off/2./netw) / (float)ratio``, the
-    result rounded back to the box dtype), the size float32 (``b.w *= (float)netw/new_w``).
+
+_TAPS: dict = {}
+
+
+def _taps(in_n: int, out_n: int, device) -> tuple:
+    # cached per device: a host-to-device copy per call would synchronise the stream each time
+    key = (in_n, out_n, str(device))
+    taps = _TAPS.get(key)
+    if taps is None:
+        if len(_TAPS) > 256:
+            _TAPS.clear()
+        taps = _TAPS[key] = tuple(t.to(device) for t in _axis_taps(in_n, out_n, torch.float32))
+    return taps
+
+
+def letterbox_u8(batch: torch.Tensor, net_w: int, net_h: int, *, letterboxed: bool = True,
+                 out: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, LetterboxInfo]:
+    """:func:`fit` of N photos of the same size at once, on their device (the GPU path).
+
+    ``batch``: (N, H, W, 3) uint8 RGB. Returns (N, 3, net_h, net_w) float32 (written into ``out``
+    when given) and the photos' shared :class:`LetterboxInfo`. Bit-identical to :func:`fit` per
+    photo: the same taps (``_axis_taps``) and the same elementwise float32 operations in the same
+    order; the columns are gathered from the uint8 pixels before the ``(float)u8/255.`` table
+    (which commutes with a gather), so the full-size float photo is never made.
     """
-    if boxes_cxcywh_rel.shape[-1] != 4:
-        raise ValueError(f"correct_boxes: expected (..., 4) boxes, got shape {tuple(boxes_cxcywh_rel.shape)}")
-    b = boxes_cxcywh_rel
-    dt = b.dtype
-    # Half-pixel quirk: the offset is (netw-new_w)/2. (true division) while the paste used
-    # integer division, so an odd padding shifts boxes by half a network pixel (70.5 vs 70).
-    off_x = (info.net_w - info.new_w) / 2.0 / info.net_w
-    off_y = (info.net_h - info.new_h) / 2.0 / info.net_h
-    ratio_x = float(np.float32(info.new_w) / np.float32(info.net_w))  # (float)new_w/netw
-    ratio_y = float(np.float32(info.new_h) / np.float32(info.net_h))
-    grow_x = torch.tensor(np.float32(info.net_w) / np.float32(info.new_w), dtype=dt, device=b.device)
-    grow_y = torch.tensor(np.float32(info.net_h) / np.float32(info.new_h), dtype=dt, device=b.device)
-    x = ((b[..., 0].double() - off_x) / ratio_x).to(dt)
-    y = ((b[..., 1].double() - off_y) / ratio_y).to(dt)
-    return torch.stack((x, y, b[..., 2] * grow_x, b[..., 3] * grow_y), dim=-1)
+    if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[3] != 3:
+        raise ValueError(f"letterbox_u8: expected (N, H, W, 3) uint8, got {tuple(batch.shape)} {batch.dtype}")
+    n, in_h, in_w = int(batch.shape[0]), int(batch.shape[1]), int(batch.shape[2])
+    net_w, net_h = int(net_w), int(net_h)
+    info = fit_info(in_w, in_h, net_w, net_h, letterboxed)
+    dev = batch.device
+    chw = batch.permute(0, 3, 1, 2)  # load_image_stb's planar layout, as a view
+    i0, i1, w0, w1, copy_last = _taps(in_w, info.new_w, dev)
+    interp = w0 * u8_to_float(chw.index_select(-1, i0)) + w1 * u8_to_float(chw.index_select(-1, i1))
+    part = torch.where(copy_last, u8_to_float(chw[..., in_w - 1:in_w]), interp)
+    j0, j1, v0, v1, no_second = _taps(in_h, info.new_h, dev)
+    first = v0[:, None] * part.index_select(-2, j0)
+    second = v1[:, None] * part.index_select(-2, j1)
+    resized = torch.where(no_second[:, None], first, first + second)
+    if out is None:
+        out = torch.empty((n, 3, net_h, net_w), dtype=torch.float32, device=dev)
+    if (info.new_w, info.new_h) != (net_w, net_h):
+        out.fill_(LETTERBOX_FILL)
+    out[:, :, info.dy:info.dy + info.new_h, info.dx:info.dx + info.new_w] = resized
+    return out, info
+
+
+# --------------------------------------------------------------------------- the inverse: boxes back to the photo
+
+# Columns of the geometry table (float64, one row per image): what the inverse needs of each info.
+_OFF_X, _OFF_Y, _RATIO_X, _RATIO_Y, _GROW_X, _GROW_Y, _IMG_W, _IMG_H = range(8)
+GEOMETRY_COLUMNS = 8
+
+
+def geometry_rows(infos: Sequence[LetterboxInfo]) -> np.ndarray:
+    """Per image, the scalars of ``correct_yolo_boxes`` and of the drawing clip, as float64: the
+    offsets (double, ``(netw-new_w)/2./netw``: the half-pixel quirk, see :func:`correct_boxes_rows`),
+    the float32 ratios ``(float)new_w/netw``, the float32 growth factors ``(float)netw/new_w``
+    and the photo size (float32 values are exact in double)."""
+    out = np.zeros((len(infos), GEOMETRY_COLUMNS), np.float64)
+    for k, info in enumerate(infos):
+        out[k] = ((info.net_w - info.new_w) / 2.0 / info.net_w, (info.net_h - info.new_h) / 2.0 / info.net_h,
+                  float(np.float32(info.new_w) / np.float32(info.net_w)),
+                  float(np.float32(info.new_h) / np.float32(info.net_h)),
+                  float(np.float32(info.net_w) / np.float32(info.new_w)),
+                  float(np.float32(info.net_h) / np.float32(info.new_h)), info.img_w, info.img_h)
+    return out
+
+
+def geometry_table(infos: Sequence[LetterboxInfo], device) -> torch.Tensor:
+    """:func:`geometry_rows` as a float64 tensor on ``device``."""
+    return torch.from_numpy(geometry_rows(infos)).to(device)
+
+
+def _check_boxes(boxes: torch.Tensor, what: str) -> None:
+    if boxes.shape[-1] != 4:
+        raise ValueError(f"{what}: expected (..., 4) boxes, got shape {tuple(boxes.shape)}")
+
+
+def correct_boxes_rows(boxes: torch.Tensor, geom: torch.Tensor) -> torch.Tensor:
+    """Darknet's ``correct_yolo_boxes`` with relative=1, one geometry row per box: boxes (K, 4) as
+    cx, cy, w, h relative to the network input -> relative to the photo (``geom`` (K, 8)).
+
+    Arithmetic as in the C: the centre in double (``(b.x - (netw - new_w)/2./netw) / ((float)new_w/netw)``,
+    rounded back to the box dtype), the size in float32 (``b.w *= (float)netw/new_w``). The offset
+    is a true division while the paste used integer division, so an odd padding shifts boxes by
+    half a network pixel (70.5 vs 70): Darknet's half-pixel quirk, kept.
+    """
+    _check_boxes(boxes, "correct_boxes")
+    dt = boxes.dtype
+    x = (boxes[:, 0].double() - geom[:, _OFF_X]) / geom[:, _RATIO_X]
+    y = (boxes[:, 1].double() - geom[:, _OFF_Y]) / geom[:, _RATIO_Y]
+    return torch.stack((x.to(dt), y.to(dt), boxes[:, 2] * geom[:, _GROW_X].to(dt),
+                        boxes[:, 3] * geom[:, _GROW_Y].to(dt)), dim=-1)
+
+
+def to_photo_xyxy_rows(rel: torch.Tensor, geom: torch.Tensor) -> torch.Tensor:
+    """Photo-relative cx, cy, w, h (K, 4) -> photo pixel corners x1, y1, x2, y2, clipped as Darknet
+    draws them, one geometry row per box.
+
+    ``draw_detections`` computes ``left = (b.x-b.w/2.)*im.w`` etc. (the ``/2.`` makes it double)
+    and ``draw_box`` clamps every corner to ``[0, w-1]`` / ``[0, h-1]``; we keep the float values
+    (Darknet truncates to int).
+    """
+    _check_boxes(rel, "to_photo_xyxy")
+    cx, cy, w, h = rel.double().unbind(-1)
+    img_w, img_h = geom[:, _IMG_W], geom[:, _IMG_H]
+    zero = torch.zeros((), dtype=torch.float64, device=rel.device)
+    x1 = torch.clamp((cx - w / 2.0) * img_w, zero, img_w - 1)
+    x2 = torch.clamp((cx + w / 2.0) * img_w, zero, img_w - 1)
+    y1 = torch.clamp((cy - h / 2.0) * img_h, zero, img_h - 1)
+    y2 = torch.clamp((cy + h / 2.0) * img_h, zero, img_h - 1)
+    return torch.stack((x1, y1, x2, y2), dim=-1).to(rel.dtype)
+
+
+def _per_image(fn, boxes: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
+    flat = boxes.reshape(-1, 4)
+    geom = geometry_table([info], flat.device).expand(flat.shape[0], GEOMETRY_COLUMNS)
+    return fn(flat, geom).reshape(boxes.shape)
+
+
+def correct_boxes(boxes_cxcywh_rel: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
+    """:func:`correct_boxes_rows` for boxes ``(..., 4)`` of one photo."""
+    _check_boxes(boxes_cxcywh_rel, "correct_boxes")
+    return _per_image(correct_boxes_rows, boxes_cxcywh_rel, info)
 
 
 def to_photo_xyxy(boxes_cxcywh_rel_photo: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
-    """Photo-relative cx,cy,w,h -> photo pixel corners x1,y1,x2,y2, clipped like Darknet draws.
+    """:func:`to_photo_xyxy_rows` for boxes ``(..., 4)`` of one photo."""
+    _check_boxes(boxes_cxcywh_rel_photo, "to_photo_xyxy")
+    return _per_image(to_photo_xyxy_rows, boxes_cxcywh_rel_photo, info)
 
-    ``draw_detections`` computes ``left = (b.x-b.w/2.)*im.w`` etc. and ``draw_box`` clamps every
-    corner to ``[0, w-1]`` / ``[0, h-1]``; we keep the float values (Darknet truncates to int).
-    """
-    if boxes_cxcywh_rel_photo.shape[-1] != 4:
-        raise ValueError(f"to_photo_xyxy: expected (..., 4) boxes, got shape {tuple(boxes_cxcywh_rel_photo.shape)}")
-    b = boxes_cxcywh_rel_photo.double()  # Darknet's `/2.` makes this arithmetic double
-    cx, cy, w, h = b.unbind(-1)
-    x1 = ((cx - w / 2.0) * info.img_w).clamp(0, info.img_w - 1)
-    x2 = ((cx + w / 2.0) * info.img_w).clamp(0, info.img_w - 1)
-    y1 = ((cy - h / 2.0) * info.img_h).clamp(0, info.img_h - 1)
-    y2 = ((cy + h / 2.0) * info.img_h).clamp(0, info.img_h - 1)
-    return torch.stack((x1, y1, x2, y2), dim=-1).to(boxes_cxcywh_rel_photo.dtype)
+
+def unletterbox(boxes_cxcywh_rel_net: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
+    """Inverse of :func:`letterbox` (and :func:`stretch`) for boxes: network-relative cx, cy, w, h ->
+    clipped photo pixel corners x1, y1, x2, y2 (``correct_yolo_boxes``, then the drawing clip)."""
+    return to_photo_xyxy(correct_boxes(boxes_cxcywh_rel_net, info), info)
+
+
+def pixel_corners(rel: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
+    """Photo-relative cx, cy, w, h -> unclipped pixel corners as ``detector valid`` writes them:
+    ``get_network_boxes(relative=0)`` multiplies the box by the photo size in float32, then
+    ``print_cocos`` computes ``x -/+ w/2.`` in double."""
+    scale = torch.tensor([info.img_w, info.img_h, info.img_w, info.img_h], dtype=torch.float32, device=rel.device)
+    x, y, w, h = (rel.float() * scale).double().unbind(-1)
+    return torch.stack((x - w / 2.0, y - h / 2.0, x + w / 2.0, y + h / 2.0), -1)

@@ -25,16 +25,16 @@ from .boxes import iou_matrix_cxcywh
 from .dataset import (CocoAnnotations, DataConfig, LabelReport, ListedImage, category_ids, check_classes,
                       coco_image_id, read_coco_annotations, read_data_config, read_image_list, scan_labels,
                       truth_from_coco, truth_from_labels)
-from .decode import decode
-from .batched import postprocess_batch
+from .layers.head import decode_heads as decode
 from .detector import check_detector, letterboxed, load
 from .errors import DataError, ImageError
+from .files import write_text
 from .evaluation import (EvaluationReport, GroundTruth, ImageDetections, coco_detections, coco_evaluate,
                          evaluate)
 from .imageio import load_image
 from .names import default_names, read_names
-from .postprocess import darknet_nms, detections_to
-from .transforms import LetterboxInfo, darknet_resize, letterbox, u8_to_float
+from .postprocess import darknet_nms, detections_to, postprocess
+from .transforms import LetterboxInfo, darknet_resize, letterbox, pixel_corners, u8_to_float
 
 # validate_detector's constants: objectness/score threshold .005, NMS .45.
 VALID_THRESH = 0.005
@@ -79,14 +79,6 @@ class ValidationRun:
 
 
 # --------------------------------------------------------------------------- running the detector
-
-
-def _pixel_corners(rel: torch.Tensor, info: LetterboxInfo) -> torch.Tensor:
-    """``get_network_boxes(relative=0)``: the box times the photo size in float32, then the corners
-    ``x -/+ w/2.`` in double as ``print_cocos`` computes them; no clipping here."""
-    x, y, w, h = (rel.float() * torch.tensor([info.img_w, info.img_h, info.img_w, info.img_h],
-                                             dtype=torch.float32, device=rel.device)).double().unbind(-1)
-    return torch.stack((x - w / 2.0, y - h / 2.0, x + w / 2.0, y + h / 2.0), -1)
 
 
 def _prefetch(items: Sequence, load: Callable, workers: int, depth: int) -> Iterator:
@@ -160,7 +152,7 @@ def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int
     for chunk, x in _batches(model, images, list_path, batch, workers, progress, exif_orientation, False,
                              "detector valid"):
         # the whole batch at once: the per-image postprocess bit for bit, without per-image host syncs
-        dets = postprocess_batch(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=_pixel_corners)
+        dets = postprocess(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=pixel_corners)
         for (image, _, info), d in zip(chunk, detections_to(dets, "cpu")):
             run.images.append(ValidImage(image.path, image.listed, image.line, info.img_w, info.img_h, next(ids)))
             run.boxes.append(d.boxes.double().cpu().numpy())
@@ -179,12 +171,6 @@ def _basecfg(path: str) -> str:
     return name.split(".", 1)[0]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_coco_results(path, run: ValidationRun, cat_ids: Sequence[int]) -> Path:
     """``print_cocos``: one record per (box, class), Darknet's exact text layout, valid JSON."""
     records = coco_detections(run.detections(), cat_ids)
@@ -193,7 +179,7 @@ def write_coco_results(path, run: ValidationRun, cat_ids: Sequence[int]) -> Path
     # Darknet writes ",\n" after every record and seeks back over the last one; with no record at
     # all that seek eats the "[" and leaves invalid JSON, so an empty run writes "[\n]\n".
     path = Path(path)
-    _atomic_write(path, "[\n" + ",\n".join(lines) + ("\n" if lines else "") + "]\n")
+    write_text(path, "[\n" + ",\n".join(lines) + ("\n" if lines else "") + "]\n")
     return path
 
 
@@ -210,7 +196,7 @@ def write_voc_results(folder, prefix: str, run: ValidationRun, names: Sequence[s
     paths = []
     for name, lines in zip(names, rows):
         p = Path(folder) / f"{prefix}{name}.txt"
-        _atomic_write(p, "".join(lines))
+        write_text(p, "".join(lines))
         paths.append(p)
     return paths
 
@@ -223,7 +209,7 @@ def write_imagenet_results(path, run: ValidationRun) -> Path:
             out.append(f"{i} {cls + 1} {score:f} {max(x1, 0.0):f} {max(y1, 0.0):f} "
                        f"{min(x2, float(im.width)):f} {min(y2, float(im.height)):f}\n")
     path = Path(path)
-    _atomic_write(path, "".join(out))
+    write_text(path, "".join(out))
     return path
 
 

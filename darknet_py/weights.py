@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import WeightsError
+from .files import write_bytes
 
 FLOAT = np.dtype("<f4")  # W10: always little-endian float32, whatever the host
 # More images than any training run has seen (yolov3.weights: 32,013,312): a garbled header.
@@ -264,21 +265,12 @@ def weights_bytes(model, upto: Optional[int] = None, header: Optional[Header] = 
 
 
 def save_weights(model, path, upto: Optional[int] = None, header: Optional[Header] = None) -> None:
-    """Write Darknet's format atomically (temporary file, then rename): a kill never leaves half a file."""
+    """Write Darknet's format atomically (darknet_py.files): a kill never leaves half a file."""
     spath = os.fspath(path)
     data = weights_bytes(model, upto, header)
-    tmp = f"{spath}.tmp{os.getpid()}"
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, spath)
+        write_bytes(spath, data)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise WeightsError(f"cannot write weights: {exc.strerror or exc}", spath) from None
 
 

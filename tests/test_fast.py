@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import darknet_py
-from darknet_py.batched import (StaticPostprocess, batched_nms, correct_boxes_rows, geometry_table,
+from darknet_py.batched import (GEOMETRY_COLUMNS, StaticPostprocess, batched_nms, correct_boxes_rows, geometry_table,
                                 postprocess_batch, postprocess_decoded, to_photo_xyxy_rows)
 from darknet_py.decode import decode
 from darknet_py.detector import detect_batch, postprocess
@@ -551,13 +551,13 @@ def test_graph_captured_code_has_static_shapes(small, dtype):
     CPU-side guarantee that the capture needs no host synchronisation."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     fd = FastDetector(small, dtype=dtype, cpu_fusion=False)
-    assert fd._yolo_decoders is not None
+    assert fd._in_graph_decode
     with FakeTensorMode(allow_non_fake_inputs=True):
         x = torch.rand(2, 3, 96, 96, dtype=dtype).contiguous(memory_format=torch.channels_last)
         outs, (boxes, obj, cls) = fd._net_decode_eager(x)
         post = StaticPostprocess(2, boxes.shape[1], cls.shape[2], 0.3, 0.45, "diounms", 0.6, cand_cap=8,
                                  entry_cap=8)
-        packed = post(boxes, obj, cls, torch.rand(2, 10, dtype=torch.float64), torch.tensor(2))
+        packed = post(boxes, obj, cls, torch.rand(2, GEOMETRY_COLUMNS, dtype=torch.float64), torch.tensor(2))
         assert packed.shape == (2 + 1 + 16 * 8,)
         with pytest.raises(Exception):  # the guard itself works
             torch.nonzero(obj)

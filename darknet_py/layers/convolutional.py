@@ -193,6 +193,13 @@ class ConvBlock(nn.Module):
             self.fused_bias = b.to(dtype)
         self._fuse_key = self._source_key()
 
+    def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(kernel, bias) with BN folded in, refolded whenever the weights changed since the last
+        fold (a trace cannot follow the check: it folds once)."""
+        if self.fused_weight is None or (not torch.jit.is_tracing() and self._fuse_key != self._source_key()):
+            self.fuse()
+        return self.fused_weight, self.fused_bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         if self.training:
@@ -207,13 +214,83 @@ class ConvBlock(nn.Module):
                 y = self.bn(y)
             y = self.act(y)
             return y if self.blur is None else self.blur(y)
-        if self.fused_weight is None or (not torch.jit.is_tracing() and self._fuse_key != self._source_key()):
-            self.fuse()
-        if self.binarize_input:
-            x = binarize_input(x)
-        y = self.act(F.conv2d(x, self.fused_weight, self.fused_bias, conv.stride, conv.padding, conv.dilation,
-                              conv.groups))
-        return y if self.blur is None else self.blur(y)
+        weight, bias = self.folded()
+        return folded_forward(x, weight, bias, conv, self.act, self.blur, self.binarize_input)
+
+
+def folded_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, conv, act: nn.Module,
+                   blur: Optional[nn.Module], binarize: bool) -> torch.Tensor:
+    """Inference of a conv block from its folded kernel: (xnor's input binarisation,) the conv with
+    ``conv``'s stride, padding, dilation and groups, the activation, (the antialiasing blur)."""
+    if binarize:
+        x = binarize_input(x)
+    y = act(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+    return y if blur is None else blur(y)
+
+
+# Activations oneDNN applies inside the convolution with exactly Darknet's formula
+# (leaky: x > 0 ? x : 0.1x). Others (logistic, mish, ...) run as separate torch ops.
+_MKLDNN_UNARY = {"linear": ("none", []), "leaky": ("leaky_relu", [0.1]), "relu": ("relu", [])}
+
+
+class FoldedConv(nn.Module):
+    """A :class:`ConvBlock` for inference only: its folded kernel and bias (``ConvBlock.folded``) in
+    a chosen dtype and memory format, then :func:`folded_forward`; the same arithmetic as the
+    block's own inference path. The tensors are parameters (frozen), so an exported graph holds them
+    as initializers rather than inlined constants, and the block's unfolded tensors are not carried.
+    Built from the block, sharing nothing that a later change of the block's weights would update:
+    a snapshot. :meth:`pack_for_cpu` makes it one pre-packed oneDNN primitive with the activation
+    fused, where the activation allows (float32 on the CPU)."""
+
+    def __init__(self, block: ConvBlock, dtype: Optional[torch.dtype] = None,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        super().__init__()
+        with torch.no_grad():
+            w, b = block.folded()
+            dtype = dtype or w.dtype
+            self.weight = nn.Parameter(w.detach().to(dtype).contiguous(memory_format=memory_format),
+                                       requires_grad=False)
+            self.bias = nn.Parameter(b.detach().to(dtype), requires_grad=False)
+        conv = block.conv
+        self.conv = _ConvGeometry(conv.stride, conv.padding, conv.dilation, conv.groups)
+        self.act, self.blur, self.binarize_input = block.act, block.blur, block.binarize_input
+        self.packed: Optional[torch.Tensor] = None
+        self.unary: Optional[Tuple[str, list]] = None
+
+    def pack_for_cpu(self, in_shape: Tuple[int, int, int]) -> bool:
+        """Pre-pack the kernel for oneDNN with the activation fused (the arithmetic is the same up to
+        summation order); False, and the plain path stays, where that is not possible."""
+        w = self.weight
+        c = self.conv
+        if w.device.type != "cpu" or w.dtype != torch.float32 or self.act.name not in _MKLDNN_UNARY \
+                or self.blur is not None or self.binarize_input or tuple(c.dilation) != (1, 1) \
+                or not torch.backends.mkldnn.is_available():
+            return False
+        try:
+            self.packed = torch.ops.mkldnn._reorder_convolution_weight(
+                w.detach(), list(c.padding), list(c.stride), [1, 1], c.groups, [1, *in_shape])
+        except (RuntimeError, AttributeError):  # a build without these ops: the plain conv stays
+            return False
+        self.unary = _MKLDNN_UNARY[self.act.name]
+        return True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            attr, scalars = self.unary
+            c = self.conv
+            return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, list(c.padding),
+                                                           list(c.stride), [1, 1], c.groups, attr, scalars, "")
+        return folded_forward(x, self.weight, self.bias, self.conv, self.act, self.blur, self.binarize_input)
+
+
+@dataclass(frozen=True)
+class _ConvGeometry:
+    """What :func:`folded_forward` reads of an ``nn.Conv2d`` besides its tensors."""
+
+    stride: Tuple[int, ...]
+    padding: Tuple[int, ...]
+    dilation: Tuple[int, ...]
+    groups: int
 
 
 @register

@@ -29,10 +29,10 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..postprocess import NMS_KINDS
+from ..boxes import NMS_KINDS
 from .head import DetectionHead
 from .registry import LayerKind, LayerSpec, Shape, register
-from .yolo import check_head_channels, parse_anchors_and_mask
+from .yolo import YoloDecode, check_head_channels, parse_anchors_and_mask
 
 # Channels of one anchor's block before the classes.
 X, SX, Y, SY, W, SW, H, SH, OBJ = range(9)
@@ -64,13 +64,10 @@ class GaussianYoloSpec(LayerSpec, DetectionHead):
         n, _, h, w = out.shape
         a, c = len(self.mask), self.classes
         p = out.view(n, a, 9 + c, h, w).permute(0, 3, 4, 1, 2)  # (N, h, w, A, 9+C): Darknet's row order
-        col = torch.arange(w, device=out.device, dtype=out.dtype).view(1, 1, w, 1)
-        row = torch.arange(h, device=out.device, dtype=out.dtype).view(1, h, 1, 1)
-        anchor = torch.tensor(self.masked_anchors, device=out.device, dtype=out.dtype)  # (A, 2)
-        bw = torch.exp(p[..., W]) * anchor[:, 0] / net_w
-        bh = torch.exp(p[..., H]) * anchor[:, 1] / net_h
-        bx = (col + p[..., X]) / w
-        by = (row + p[..., Y]) / h
+        # get_gaussian_yolo_box is get_yolo_box on the x, y, w, h planes of the wider anchor block
+        yolo = YoloDecode(self.masked_anchors, c, h, w, net_w, net_h).to(out.device)
+        bxy, bwh = yolo.box(torch.stack((p[..., X], p[..., Y]), -1), torch.stack((p[..., W], p[..., H]), -1))
+        (bx, by), (bw, bh) = bxy.unbind(-1), bwh.unbind(-1)
         if self.yolo_point == "left_top":
             bx, by = bx + bw / 2, by + bh / 2
         elif self.yolo_point == "right_bottom":

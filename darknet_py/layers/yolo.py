@@ -1,18 +1,26 @@
-"""``[yolo]``: the YOLOv3 detection head (src/yolo_layer.c, forward_yolo_layer on CPU).
+"""``[yolo]``: the YOLOv3 detection head (src/yolo_layer.c, forward_yolo_layer on CPU), and its decode.
 
 The input has ``len(mask)*(5+classes)`` channels, anchor-major: channel ``a*(5+C)+k`` with
 k = x, y, w, h, objectness, class0... The layer's output (Darknet's ``l.output``) is the input
-with the logistic applied to x, y, objectness and the classes; w and h stay raw, to be
-decoded as ``anchor * exp(t)`` (see ``darknet_py.decode``). No weights.
+with the logistic applied to x, y, objectness and the classes; w and h stay raw. No weights.
+
+The decode (:func:`yolo_box`, the paper's formulas as Darknet's ``get_yolo_box`` computes them):
+for cell (row, col) of an h x w grid and anchor (pw, ph) in network pixels,
+``bx = (col + sigma(tx)) / w``, ``by = (row + sigma(ty)) / h``, ``bw = pw * e^tw / net_w``,
+``bh = ph * e^th / net_h``. Rows come out cell-major then anchor (``get_yolo_detections``'
+order). :class:`YoloDecode` is that decode as a module with its grid and anchors as buffers, so
+that it traces (ONNX, TorchScript) and can be captured in a CUDA graph; ``detect``,
+``FastDetector``, ``export --decode`` and the training loss all use it.
 
 AlexeyAB's keys, as its CPU ``forward_yolo_layer`` applies them to ``l.output``:
 
 - ``scale_x_y=S``: after the logistic, x and y become ``S*x - (S-1)/2``
   (``scal_add_cpu(2*l.w*l.h, l.scale_x_y, -0.5*(l.scale_x_y - 1), ...)``); ``get_yolo_box`` then
-  reads them unchanged, ``(col + x) / w``. So ``l.output`` holds the scaled centre offsets.
+  reads them unchanged, ``(col + x) / w``. So ``l.output`` holds the scaled centre offsets and the
+  decode needs nothing more.
 - ``new_coords=1`` (yolov4-csp, yolov7): no logistic at all here (the convolution before has
   ``activation=logistic``); the same ``scal_add`` on x, y; ``get_yolo_box`` decodes
-  ``w = (x_w)^2 * 4 * anchor_w / net_w`` instead of the exponential (``decode(new_coords=True)``).
+  ``w = (x_w)^2 * 4 * anchor_w / net_w`` instead of the exponential.
 """
 from __future__ import annotations
 
@@ -23,9 +31,11 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..postprocess import NMS_KINDS
+from ..boxes import NMS_KINDS
 from .head import DetectionHead
 from .registry import LayerKind, LayerSpec, Shape, register
+
+Tensor = torch.Tensor
 
 
 @dataclass
@@ -46,13 +56,66 @@ class YoloSpec(LayerSpec, DetectionHead):
     nms_kind: str = "default"
     beta_nms: float = 0.6
 
-    def decode(self, out, net_w, net_h):
-        from ..decode import decode_head
-        return decode_head(out, self.masked_anchors, self.classes, net_w, net_h, self.new_coords)
+    def decoder(self, h: int, w: int, net_w: int, net_h: int) -> "YoloDecode":
+        return YoloDecode(self.masked_anchors, self.classes, h, w, net_w, net_h, self.new_coords)
 
     @property
     def masked_anchors(self) -> List[Tuple[float, float]]:
         return [self.anchors[m] for m in self.mask]
+
+
+def yolo_box(xy: Tensor, twh: Tensor, grid: Tensor, anchors: Tensor, grid_size: Tensor, net_size: Tensor,
+             new_coords: bool = False) -> Tuple[Tensor, Tensor]:
+    """Darknet's ``get_yolo_box`` on (x, y) and (w, h) pairs in the last dimension: the centre
+    ``(grid + xy) / grid_size`` (``(col + x) / w``, ``(row + y) / h``) and the size
+    ``e^twh * anchor / net_size`` (``4 * twh^2 * anchor / net_size`` with ``new_coords``), both
+    relative to the network input; ``xy`` holds ``l.output`` after the logistic, ``twh`` raw.
+    Broadcasting over cells and anchors."""
+    bxy = (grid + xy) / grid_size
+    if new_coords:
+        bwh = twh * twh * 4 * anchors / net_size
+    else:
+        bwh = torch.exp(twh) * anchors / net_size
+    return bxy, bwh
+
+
+class YoloDecode(nn.Module):
+    """One ``[yolo]`` head's decode: ``l.output`` (N, A*(5+C), h, w) -> boxes (N, h*w*A, 4) as cx, cy,
+    w, h relative to the network input, objectness (N, h*w*A) and class probabilities (N, h*w*A, C).
+
+    The grid, the anchors and the sizes are non-persistent buffers made once (they follow
+    ``.to(device)``), kept in float64 and rounded to the output's dtype when used, which is how a
+    Python number enters a float32 (or float16) computation; so the module runs in any dtype and
+    holds no host-to-device copy (a CUDA graph may capture it). Divisions are by tensors, true
+    divisions on every device, as Darknet's C divides."""
+
+    graph_safe = True
+
+    def __init__(self, anchors: Sequence[Tuple[float, float]], classes: int, h: int, w: int, net_w: int, net_h: int,
+                 new_coords: bool = False):
+        super().__init__()
+        self.a, self.classes, self.h, self.w = len(anchors), int(classes), int(h), int(w)
+        self.new_coords = bool(new_coords)
+        row, col = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                  indexing="ij")
+        self.register_buffer("grid", torch.stack((col, row), -1).view(1, h, w, 1, 2), persistent=False)
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float64).view(-1, 2), persistent=False)
+        self.register_buffer("grid_size", torch.tensor([w, h], dtype=torch.float64), persistent=False)
+        self.register_buffer("net_size", torch.tensor([net_w, net_h], dtype=torch.float64), persistent=False)
+
+    def box(self, xy: Tensor, twh: Tensor) -> Tuple[Tensor, Tensor]:
+        """:func:`yolo_box` of (N, h, w, A, 2) pairs with this head's grid and anchors."""
+        dt = xy.dtype
+        return yolo_box(xy, twh, self.grid.to(dt), self.anchors.to(dt), self.grid_size.to(dt), self.net_size.to(dt),
+                        self.new_coords)
+
+    def forward(self, out: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        a, c, h, w = self.a, self.classes, self.h, self.w
+        p = out.reshape(-1, a, 5 + c, h, w).permute(0, 3, 4, 1, 2)  # (N, h, w, A, 5+C): Darknet's row order
+        bxy, bwh = self.box(p[..., 0:2], p[..., 2:4])
+        rows = h * w * a
+        return (torch.cat((bxy, bwh), -1).reshape(-1, rows, 4), p[..., 4].reshape(-1, rows),
+                p[..., 5:].reshape(-1, rows, c))
 
 
 class YoloHead(nn.Module):

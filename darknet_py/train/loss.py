@@ -23,7 +23,6 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..decode import decode_head
 from ..layers.yolo import YoloSpec
 
 Tensor = torch.Tensor
@@ -68,8 +67,8 @@ def _head_targets(raw: Tensor, truths: Tensor, counts: Tensor, spec: YoloSpec, n
     act = torch.sigmoid(r)
     act[:, :, 2:4] = r[:, :, 2:4]  # Darknet's l.output: logistic on all but w, h
     ncell = n * a_n * h * w
-    masked = [spec.anchors[m] for m in spec.mask]
-    boxes, _, _ = decode_head(act.view(n, -1, h, w), masked, c_n, net_w, net_h)  # get_yolo_box
+    masked = spec.masked_anchors
+    boxes, _, _ = spec.decode(act.view(n, -1, h, w), net_w, net_h)  # get_yolo_box
     px, py, pw, ph = boxes.view(n, h, w, a_n, 4).permute(4, 0, 3, 1, 2)  # each (N, A, H, W)
     obj = act[:, :, 4]  # (N, A, H, W)
     cls_p = act[:, :, 5:].permute(0, 1, 3, 4, 2).reshape(ncell, c_n)

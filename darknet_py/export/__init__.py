@@ -1,0 +1,19 @@
+"""Export a DarknetModel, and prove the file: every export runs the written file right away and
+compares it with PyTorch (darknet_py.export.check).
+
+- :mod:`.graphs`: what is traced (raw heads or decoded rows, folded convolutions);
+- :mod:`.onnx`: ONNX, run by onnxruntime;
+- :mod:`.torchscript`: TorchScript, loaded back with ``torch.jit.load``;
+- :mod:`.checkpoint`: a PyTorch checkpoint (``.pt``), loaded back with ``torch.load``.
+
+A new backend is one module here that writes its file and checks it with :mod:`.check`.
+"""
+from ..errors import ExportError
+from .check import RTOL_FP16, RTOL_FP32, ExportReport, sample_input, synthetic_image
+from .checkpoint import export_checkpoint
+from .graphs import DECODED_NAME, INPUT_NAME, DecodedHeads
+from .onnx import OPSET, export_onnx
+from .torchscript import export_torchscript
+
+__all__ = ["DECODED_NAME", "DecodedHeads", "ExportError", "ExportReport", "INPUT_NAME", "OPSET", "RTOL_FP16",
+           "RTOL_FP32", "export_checkpoint", "export_onnx", "export_torchscript", "sample_input", "synthetic_image"]

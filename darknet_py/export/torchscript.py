@@ -1,0 +1,80 @@
+"""TorchScript export of a DarknetModel, checked by loading the file back.
+
+A traced archive that ``torch.jit.load`` runs without darknet_py: raw, a tuple of head tensors;
+decoded, one tensor (darknet_py.export.graphs). The trace holds its constants on the device the
+model was on; load it elsewhere with ``torch.jit.load(path, map_location=...)`` (checked both
+ways between CPU and CUDA).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..errors import ExportError
+from ..files import atomic_output
+from ..graph import DarknetModel
+from .check import (RTOL_FP16, RTOL_FP32, ExportReport, batch_of, check_batch, check_tolerance, compare, dtype_name,
+                    fp32_rel, half_on_cpu_errors, reference, writing)
+from .graphs import INPUT_NAME, check_model, eval_mode
+from .onnx import output_shapes, plan
+
+
+def export_torchscript(model: DarknetModel, path, *, batch: int = 1, decode: bool = False, half: bool = False,
+                       sample: Optional[np.ndarray] = None) -> ExportReport:
+    """Write ``model`` as a traced TorchScript archive (``torch.jit.load`` needs no darknet_py).
+
+    The trace is checked by torch.jit (a second trace at batch 3 must give the same graph: the
+    batch is free, the input size fixed); the saved file is then loaded back and compared with
+    the PyTorch model at ``batch`` and at 3. Raw: a tuple of head tensors; decoded: one tensor.
+    """
+    check_model(model)
+    batch = check_batch(batch)
+    with eval_mode(model):
+        return _export_torchscript(model, os.fspath(path), batch, decode, half, sample)
+
+
+def _export_torchscript(model, path, batch, decode, half, sample) -> ExportReport:
+    m, ref_module, exported, names, x1, device, dtype = plan(model, decode, half, sample)
+    x = batch_of(x1, batch).to(device=device, dtype=dtype)
+    other = 3 if batch != 3 else 1
+    x_other = batch_of(x1, other).to(device=device, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        with torch.no_grad(), half_on_cpu_errors(x):
+            try:
+                traced = torch.jit.trace(exported, (x,), check_trace=True, check_inputs=[(x_other,)],
+                                         check_tolerance=RTOL_FP16 if half else RTOL_FP32)
+            except torch.jit.TracingCheckError as e:
+                raise ExportError(f"torch.jit.trace does not reproduce the model: {e}") from e
+    with writing(path), atomic_output(path) as fh:
+        torch.jit.save(traced, fh)
+    del traced
+
+    loaded = torch.jit.load(path, map_location=device)
+    loaded.eval()
+    max_abs = max_rel = 0.0
+    batches = [batch, other]
+    for xb in (x, x_other):
+        with torch.no_grad():
+            out = loaded(xb)
+        got = [o.float().cpu().numpy() for o in ([out] if isinstance(out, torch.Tensor) else out)]
+        a, r = compare(got, reference(ref_module, xb), names)
+        max_abs, max_rel = max(max_abs, a), max(max_rel, r)
+        if xb is x:
+            got_first = got
+    c, h, w = model.netdef.input_shape
+    inputs = [(INPUT_NAME, ["batch", c, h, w])]
+    outputs = list(zip(names, output_shapes(m, ref_module, decode, "batch")))
+    report = ExportReport(path, "torchscript", None, inputs, outputs, os.path.getsize(path), max_abs, max_rel,
+                          dtype_name(half), batches, f"torch.jit.load (torch {torch.__version__}, {device})",
+                          f"PyTorch ({dtype_name(half)})", RTOL_FP16 if half else RTOL_FP32)
+    if half:
+        report.fp32_rel_diff = fp32_rel(model, x, decode, got_first)
+    return check_tolerance(report)
+
+
+__all__ = ["export_torchscript"]
