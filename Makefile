@@ -14,6 +14,11 @@ install:
 test:
 	$(PYTHON) -m pytest -q tests
 
+# ruff over the project; mypy over config/, layers/ and postprocess/ (ruff.toml, mypy.ini)
+lint:
+	$(PYTHON) -m ruff check darknet_py tools
+	$(PYTHON) -m mypy
+
 # The shipped model on the sample photo: prints the detections, writes predictions.jpg.
 demo:
 	$(PYTHON) -m darknet_py detect cfg/yolov3-tiny-shapes.cfg weights/yolov3-tiny-shapes.weights data/shapes.jpg \

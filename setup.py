@@ -19,7 +19,9 @@ setup(
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
         # precision-recall curves (darknet-py detector map --plot)
         "plot": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16", "matplotlib>=3.5"],
+        # the suite and `make lint` (ruff and mypy pinned: their rules change between releases)
+        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16", "matplotlib>=3.5",
+                 "ruff==0.17.6", "mypy==2.4.1"],
     },
     entry_points={"console_scripts": ["darknet-py=darknet_py.cli:main"]},
 )

@@ -18,11 +18,10 @@ from __future__ import annotations
 import numbers
 import os
 from dataclasses import dataclass
-from typing import List, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, UsageError
 
 __all__ = ["AnchorResult", "shape_iou", "kmeans_anchors", "dataset_boxes", "calc_anchors", "round_anchors"]
 
@@ -43,7 +42,7 @@ class AnchorResult:
     def cfg_line(self) -> str:
         return "anchors = " + ", ".join(f"{int(w)},{int(h)}" for w, h in self.rounded)
 
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         k = len(self.anchors)
         out = [self.cfg_line(),
                f"avg IoU = {100.0 * self.mean_iou:.2f} %",
@@ -71,20 +70,20 @@ def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _check_wh(wh) -> np.ndarray:
     arr = np.asarray(wh, np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"boxes must be an (N, 2) array of width, height; got shape {arr.shape}")
+        raise UsageError(f"boxes must be an (N, 2) array of width, height; got shape {arr.shape}")
     if len(arr) == 0:
-        raise ValueError("no boxes to cluster")
+        raise UsageError("no boxes to cluster")
     bad = ~(np.isfinite(arr).all(1) & (arr > 0).all(1))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{int(bad.sum())} boxes with a width or height that is not a positive finite number "
+        raise UsageError(f"{int(bad.sum())} boxes with a width or height that is not a positive finite number "
                          f"(first: row {i}: {arr[i, 0]!r}, {arr[i, 1]!r})")
     return arr
 
@@ -118,7 +117,7 @@ def _pair_distance(w: np.ndarray, h: np.ndarray, cw: np.ndarray, ch: np.ndarray)
 
 
 def _nearest(w: np.ndarray, h: np.ndarray, cw: np.ndarray, ch: np.ndarray
-             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each box: the highest-IoU centroid (the first on ties, like ``shape_iou(...).argmax(1)``, with
     the same arithmetic), its distance 1 - IoU, and the distance to the second nearest (2 when k = 1)."""
     inter = np.minimum(w[None, :], cw[:, None])
@@ -137,7 +136,7 @@ def _nearest(w: np.ndarray, h: np.ndarray, cw: np.ndarray, ch: np.ndarray
 _SLACK = 1e-9  # a box is skipped only when its bounds clear this margin, so rounding never decides
 
 
-def _lloyd(wh: np.ndarray, weight: np.ndarray, cent: np.ndarray, max_iter: int) -> Tuple[np.ndarray, int]:
+def _lloyd(wh: np.ndarray, weight: np.ndarray, cent: np.ndarray, max_iter: int) -> tuple[np.ndarray, int]:
     """Lloyd's k-means under d = 1 - IoU: assign each box to its highest-IoU centroid, move each centroid
     to the weighted mean (w, h) of its members, until no assignment changes. Returns the centroids and
     the number of assignment passes.
@@ -223,7 +222,7 @@ def _fill_empty(w, h, cw, ch, assign: np.ndarray, size: np.ndarray) -> None:
         pos += 1
 
 
-def _score(wh: np.ndarray, weight: np.ndarray, anchors: np.ndarray) -> Tuple[float, np.ndarray]:
+def _score(wh: np.ndarray, weight: np.ndarray, anchors: np.ndarray) -> tuple[float, np.ndarray]:
     iou = shape_iou(wh, round_anchors(anchors))
     best = iou.argmax(1)
     mean = float(np.dot(weight, iou[np.arange(len(wh)), best]) / weight.sum())
@@ -238,7 +237,7 @@ def kmeans_anchors(wh: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100
     arr = _check_wh(wh)
     uniq, counts = np.unique(arr, axis=0, return_counts=True)
     if k > len(uniq):
-        raise ValueError(f"k={k} clusters but only {len(uniq)} distinct box sizes "
+        raise UsageError(f"k={k} clusters but only {len(uniq)} distinct box sizes "
                          f"({len(arr)} boxes): use at most {len(uniq)} clusters")
     weight = counts.astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -255,7 +254,9 @@ def kmeans_anchors(wh: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 100
 
 def dataset_boxes(data_path, width: int, height: int, on_bad: str = "error") -> np.ndarray:
     """(N, 2) w * width, h * height of every box in the ``.data`` file's ``train`` list."""
-    from .dataset import read_data_config, read_image_list, scan_labels
+    from .config.data import read_data_config
+    from .config.lists import read_image_list
+    from .dataset import scan_labels
 
     width = _positive_int("width", width)
     height = _positive_int("height", height)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UsageError
+
 Tensor = torch.Tensor
 
 # The overlap an NMS compares with its threshold ([yolo] nms_kind in AlexeyAB's cfgs): Darknet's
@@ -69,7 +71,7 @@ def overlap_matrix(a: Tensor, b: Tensor, kind: str = "default", beta: float = 0.
         return diou_matrix_cxcywh(a, b, GREEDY_DIOU_BETA)
     if kind == "diounms":
         return diou_matrix_cxcywh(a, b, beta)
-    raise ValueError(f"unknown nms kind {kind!r}; expected one of {', '.join(NMS_KINDS)}")
+    raise UsageError(f"unknown nms kind {kind!r}; expected one of {', '.join(NMS_KINDS)}")
 
 
 def overlap_pairs(a: Tensor, b: Tensor, kind: str = "default", beta: float = 0.6) -> Tensor:

@@ -15,11 +15,10 @@ mis-shaped tensor is listed in one error.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
 
 import torch
 
-from .errors import WeightsError
+from .errors import UsageError, WeightsError
 from .files import atomic_output
 from .graph import DarknetModel, build_model
 from .weights import Header, is_torch_file_head, layer_tensors
@@ -28,7 +27,7 @@ FORMAT = "darknet-py checkpoint"
 VERSION = 1
 
 
-def checkpoint_names(model: DarknetModel) -> List[tuple]:
+def checkpoint_names(model: DarknetModel) -> list[tuple]:
     """(readable name, tensor) for every tensor of the weights file, in file order."""
     out = []
     for i, tensors in layer_tensors(model):
@@ -40,7 +39,7 @@ def checkpoint_names(model: DarknetModel) -> List[tuple]:
 def save_checkpoint(model: DarknetModel, path) -> None:
     """Write ``model`` as a checkpoint, atomically (darknet_py.files)."""
     if not model.netdef.cfg_text:
-        raise ValueError("the model carries no cfg text (build it from a cfg file or bytes)")
+        raise UsageError("the model carries no cfg text (build it from a cfg file or bytes)")
     h = model.header or Header()
     state = {name: t.detach().to("cpu", torch.float32).contiguous().clone() for name, t in checkpoint_names(model)}
     payload = {"format": FORMAT, "version": VERSION, "cfg": model.netdef.cfg_text,
@@ -55,7 +54,8 @@ def save_checkpoint(model: DarknetModel, path) -> None:
 
 
 def is_checkpoint(path) -> bool:
-    """A zip (torch.save's format) or pickle file, by its magic bytes (W11)."""
+    """A zip (torch.save's format) or pickle file, by its magic bytes: a .pt given where weights
+    are expected is read as what it is."""
     try:
         with open(os.fspath(path), "rb") as fh:
             head = fh.read(4)
@@ -64,7 +64,7 @@ def is_checkpoint(path) -> bool:
     return is_torch_file_head(head)
 
 
-def read_checkpoint(path) -> Dict:
+def read_checkpoint(path) -> dict:
     spath = os.fspath(path)
     try:
         payload = torch.load(spath, map_location="cpu", weights_only=True)
@@ -77,14 +77,15 @@ def read_checkpoint(path) -> Dict:
     return payload
 
 
-def load_state(model: DarknetModel, state: Dict[str, torch.Tensor], path: Optional[str] = None) -> None:
+def load_state(model: DarknetModel, state: dict[str, torch.Tensor], path: str | None = None) -> None:
     """Copy a checkpoint's tensors into ``model``; all problems are reported together."""
     expected = dict(checkpoint_names(model))
     problems = []
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing:
-        problems.append(f"missing: {', '.join(missing[:5])}" + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+        problems.append(f"missing: {', '.join(missing[:5])}{more}")
     if unexpected:
         problems.append(f"unexpected: {', '.join(unexpected[:5])}"
                         + (f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""))

@@ -4,7 +4,6 @@ layer's, after its ``[softmax]``), highest first, ties to the lower index."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
 
 import torch
 
@@ -17,8 +16,8 @@ from .transforms import letterbox
 
 @dataclass
 class Prediction:
-    indices: List[int]
-    scores: List[float]
+    indices: list[int]
+    scores: list[float]
 
 
 def check_classifier(model: DarknetModel) -> None:

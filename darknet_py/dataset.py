@@ -1,10 +1,9 @@
-"""Darknet's dataset layout: ``.data`` files, image lists, YOLO label files, COCO annotations.
+"""Darknet's dataset layout beyond the list files: YOLO label files and ground truth, COCO ids
+and annotations (the .data file, names and image lists are darknet_py.config's).
 
 Pure data (numpy, no torch). Every problem is reported with the file and line it comes from,
-and nothing is clamped or dropped silently (the D-cases of docs/bad-inputs.md):
+and nothing is clamped or dropped silently:
 
-- image lists: CRLF and a BOM are fine, trailing blank lines are ignored, blank lines in the
-  middle and missing files are errors that list every offending line;
 - label files: one ``class cx cy w h`` row per object, normalised to the photo; a bad row is an
   error, or with ``on_bad="skip"`` it is left out and counted in a per-file report;
 - a missing label file is a negative sample (Darknet's behaviour), counted and reported.
@@ -15,148 +14,27 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import DataError
+from .config.data import DataConfig, read_data_config
+from .config.lists import ListedImage, quote_problems, read_image_list
+from .config.text import read_text, text_lines
+from .errors import DataError, UsageError
 from .evaluation import GroundTruth
-from .names import _read_text, read_data_entries, resolve_data_path
 
 # Darknet's coco_ids (examples/detector.c): class index of the 80-class models -> COCO category id.
 COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
             33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
             60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
 
-EVAL_KINDS = ("voc", "coco", "imagenet")
-_MAX_LISTED = 10  # problems quoted in one error message; the count says how many there were
-
-
-def _quote(problems: Sequence[Tuple[int, str]], what: str) -> str:
-    shown = "; ".join(f"line {line}: {msg}" for line, msg in problems[:_MAX_LISTED])
-    more = f"; and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-    return f"{len(problems)} {what}: {shown}{more}"
-
-
-# --------------------------------------------------------------------------- .data files
-
-
-@dataclass
-class DataConfig:
-    """A parsed ``.data`` file; paths resolve as :func:`darknet_py.names.resolve_data_path`."""
-
-    path: Path
-    entries: Dict[str, Tuple[str, int]]
-
-    def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
-        return self.entries[key][0] if key in self.entries else default
-
-    def line(self, key: str) -> Optional[int]:
-        return self.entries[key][1] if key in self.entries else None
-
-    def file(self, key: str) -> Optional[Path]:
-        """The existing file a key names (None when the key is absent); a missing one is an error."""
-        value = self.get(key)
-        if value is None:
-            return None
-        p = resolve_data_path(value, self.path)
-        if not p.exists():
-            raise DataError(f"{key} = {value}: no such file (looked in {os.getcwd()} and beside the .data file)",
-                            os.fspath(self.path), self.line(key))
-        return p
-
-    def require(self, key: str, why: str) -> Path:
-        p = self.file(key)
-        if p is None:
-            raise DataError(f"no '{key}' key: {why}", os.fspath(self.path))
-        return p
-
-    @property
-    def classes(self) -> Optional[int]:
-        value = self.get("classes")
-        if value is None:
-            return None
-        if not re.fullmatch(r"\d+", value) or int(value) <= 0:
-            raise DataError(f"classes = {value}: expected a positive integer", os.fspath(self.path),
-                            self.line("classes"))
-        return int(value)
-
-    @property
-    def eval(self) -> str:
-        value = self.get("eval", "voc")
-        # Darknet compares with strcmp and writes VOC files for anything else, typos included.
-        if value not in EVAL_KINDS:
-            raise DataError(f"eval = {value}: expected one of {', '.join(EVAL_KINDS)}", os.fspath(self.path),
-                            self.line("eval"))
-        return value
-
-    @property
-    def results(self) -> Path:
-        # Darknet's default prefix, relative to the working directory like every Darknet output.
-        return Path(self.get("results", "results"))
-
-
-def read_data_config(path) -> DataConfig:
-    return DataConfig(Path(os.fspath(path)), read_data_entries(path))
-
 
 def check_classes(data: DataConfig, model_classes: int) -> None:
     """The .data file's ``classes`` (when given) must agree with the network's heads."""
-    classes = data.classes
-    if classes is not None and classes != model_classes:
-        raise DataError(f"classes = {classes} but the network's heads have classes={model_classes}",
-                        os.fspath(data.path), data.line("classes"))
-
-
-# --------------------------------------------------------------------------- image lists
-
-
-@dataclass(frozen=True)
-class ListedImage:
-    path: Path    # the file, resolved
-    listed: str   # the path as written in the list
-    line: int     # its line in the list
-    base: Optional[Path] = None  # folder a relative path was resolved against (None: working directory)
-
-
-def _resolve_listed(value: str, list_dir: Path) -> Tuple[Optional[Path], Optional[Path]]:
-    p = Path(value)
-    if p.is_absolute() or p.exists():  # Darknet opens list entries relative to the working directory
-        return (p if p.exists() else None), None
-    beside = list_dir / p  # ...and a list that travels with its images works from anywhere
-    return (beside if beside.exists() else None), list_dir
-
-
-def read_image_list(path, what: str = "image list") -> List[ListedImage]:
-    """One image path per line (Darknet's ``get_paths``), every entry checked to exist."""
-    spath = os.fspath(path)
-    lines = _read_text(path, what).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    while lines and not lines[-1].strip():  # a final newline or trailing blank lines are harmless
-        lines.pop()
-    images: List[ListedImage] = []
-    problems: List[Tuple[int, str]] = []
-    list_dir = Path(spath).parent
-    for lineno, raw in enumerate(lines, start=1):
-        value = raw.strip()
-        if not value:
-            # Darknet would try to open "" ("Cannot load image", AlexeyAB/Yolo_mark#132).
-            problems.append((lineno, "blank line"))
-            continue
-        found, base = _resolve_listed(value, list_dir)
-        if found is None:
-            problems.append((lineno, f"'{value}' not found"))
-        elif found.is_dir():
-            problems.append((lineno, f"'{value}' is a directory"))
-        else:
-            images.append(ListedImage(found, value, lineno, base))
-    if problems:
-        raise DataError(_quote(problems, "bad entries in the list (paths are tried relative to the working "
-                                         f"directory, then to {list_dir or '.'})"), spath, problems[0][0])
-    if not images:
-        raise DataError(f"{what} lists no images", spath)
-    return images
+    data.check_classes(model_classes)
 
 
 # --------------------------------------------------------------------------- label files
@@ -201,14 +79,14 @@ class Labels:
     boxes: np.ndarray                 # (N, 4) float64
     classes: np.ndarray               # (N,) int64
     rows: np.ndarray                  # (N,) line number of each box
-    missing: bool = False             # no label file: a negative sample (counted, D4)
-    skipped: List[Tuple[int, str]] = field(default_factory=list)  # bad rows left out (on_bad="skip")
+    missing: bool = False             # no label file: a negative sample, as in Darknet (counted)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # bad rows left out (on_bad="skip")
 
 
 _INT = re.compile(r"[+-]?\d+")
 
 
-def _check_row(fields: List[str], classes: int) -> Tuple[Optional[str], Optional[Tuple[int, List[float]]]]:
+def _check_row(fields: list[str], classes: int) -> tuple[str | None, tuple[int, list[float]] | None]:
     if len(fields) != 5:
         return f"expected 5 values 'class cx cy w h', found {len(fields)}: '{' '.join(fields)}'", None
     if not _INT.fullmatch(fields[0]):
@@ -236,23 +114,22 @@ def _check_row(fields: List[str], classes: int) -> Tuple[Optional[str], Optional
 
 
 def read_labels(path, classes: int, on_bad: str = "error") -> Labels:
-    """A YOLO label file. Bad rows (D3) raise DataError at their line, or are skipped and listed."""
+    """A YOLO label file. Bad rows raise DataError at their line, or are skipped and listed."""
     if on_bad not in ("error", "skip"):
-        raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
+        raise UsageError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
     p = Path(os.fspath(path))
     if not p.exists():
         return Labels(p, np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0, np.int64), missing=True)
-    text = _read_text(p, "label file")
     boxes, cls, rows, skipped = [], [], [], []
-    for lineno, raw in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
+    for lineno, raw in enumerate(text_lines(read_text(p, "label file"), False), start=1):
         fields = raw.split()
         if not fields:  # Darknet's fscanf skips blank lines, and so do we
             continue
         problem, row = _check_row(fields, classes)
         if problem is not None:
             if on_bad == "error":
-                raise DataError(problem + " (use on_bad='skip' / --on-bad-label skip to leave bad rows out)",
-                                os.fspath(p), lineno)
+                raise DataError(problem + " (on_bad='skip' leaves bad rows out)", os.fspath(p), lineno,
+                                option=("on_bad", "skip"))
             skipped.append((lineno, problem))
             continue
         cls.append(row[0])
@@ -268,20 +145,20 @@ class LabelReport:
 
     files: int = 0
     boxes: int = 0
-    missing: List[Path] = field(default_factory=list)
-    skipped: Dict[Path, List[Tuple[int, str]]] = field(default_factory=dict)
+    missing: list[Path] = field(default_factory=list)
+    skipped: dict[Path, list[tuple[int, str]]] = field(default_factory=dict)
 
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         out = [f"labels: {self.files} files, {self.boxes} boxes"]
         if self.missing:
             shown = ", ".join(str(p) for p in self.missing[:3]) + (", ..." if len(self.missing) > 3 else "")
             out.append(f"labels: {len(self.missing)} images have no label file and count as negatives ({shown})")
         for p, rows in self.skipped.items():
-            out.append(f"labels: {p}: skipped {_quote(rows, 'bad rows')}")
+            out.append(f"labels: {p}: skipped {quote_problems(rows, 'bad rows')}")
         return out
 
 
-def scan_labels(images: Sequence[ListedImage], classes: int, on_bad: str = "error") -> Tuple[List[Labels],
+def scan_labels(images: Sequence[ListedImage], classes: int, on_bad: str = "error") -> tuple[list[Labels],
                                                                                              LabelReport]:
     """Read every listed image's label file up front, so a bad row fails before a long run."""
     report = LabelReport()
@@ -309,7 +186,7 @@ def truth_from_labels(labels: Labels, image_id: int, file_name: str, width: int,
 # --------------------------------------------------------------------------- COCO ids and annotations
 
 
-def category_ids(classes: int, coco: bool) -> List[int]:
+def category_ids(classes: int, coco: bool) -> list[int]:
     """Category id of each class: Darknet's 80->91 map for ``eval=coco``, otherwise class + 1."""
     if not coco:
         return list(range(1, classes + 1))
@@ -337,9 +214,9 @@ class CocoAnnotations:
     """A COCO ``instances_*.json``: images by file name, boxes by image id."""
 
     path: Path
-    images: Dict[str, dict]                  # file name (basename) -> {"id", "width", "height"}
-    annotations: Dict[int, List[dict]]       # image id -> its annotations
-    categories: Dict[int, str]               # category id -> name
+    images: dict[str, dict]                  # file name (basename) -> {"id", "width", "height"}
+    annotations: dict[int, list[dict]]       # image id -> its annotations
+    categories: dict[int, str]               # category id -> name
 
     def image(self, file_path: str) -> dict:
         name = Path(file_path).name
@@ -352,13 +229,13 @@ class CocoAnnotations:
 def read_coco_annotations(path) -> CocoAnnotations:
     spath = os.fspath(path)
     try:
-        doc = json.loads(_read_text(path, "COCO annotation file"))
+        doc = json.loads(read_text(path, "COCO annotation file"))
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON: {exc.msg}", spath, exc.lineno) from None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations",
                                                                                     "categories")):
         raise DataError("expected a COCO object with 'images', 'annotations' and 'categories' lists", spath)
-    images: Dict[str, dict] = {}
+    images: dict[str, dict] = {}
     try:
         for im in doc["images"]:
             name = Path(im["file_name"]).name
@@ -367,7 +244,7 @@ def read_coco_annotations(path) -> CocoAnnotations:
             images[name] = {"id": int(im["id"]), "width": int(im["width"]), "height": int(im["height"])}
         categories = {int(c["id"]): str(c["name"]) for c in doc["categories"]}
         known = {im["id"] for im in images.values()}
-        annotations: Dict[int, List[dict]] = {}
+        annotations: dict[int, list[dict]] = {}
         for i, ann in enumerate(doc["annotations"]):
             bbox = [float(v) for v in ann["bbox"]]
             where = f"annotation {i} (id {ann.get('id')})"
@@ -386,7 +263,7 @@ def read_coco_annotations(path) -> CocoAnnotations:
     return CocoAnnotations(Path(spath), images, annotations, categories)
 
 
-def truth_from_coco(coco: CocoAnnotations, file_path: str, class_of: Dict[int, int]) -> GroundTruth:
+def truth_from_coco(coco: CocoAnnotations, file_path: str, class_of: dict[int, int]) -> GroundTruth:
     """An image's COCO annotations as GroundTruth; crowd regions are kept as ignored truths."""
     im = coco.image(file_path)
     anns = coco.annotations.get(im["id"], [])

@@ -9,7 +9,8 @@ says whether the photo is letterboxed and which NMS follows, as Darknet reads
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 import torch
@@ -26,8 +27,8 @@ from .transforms import prepare_batch, uses_letterbox
 ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
-def load(cfg, weights=None, device: Union[str, torch.device] = "cpu", *, width: Optional[int] = None,
-         height: Optional[int] = None, upto: Optional[int] = None, channels_last: bool = True,
+def load(cfg, weights=None, device: str | torch.device = "cpu", *, width: int | None = None,
+         height: int | None = None, upto: int | None = None, channels_last: bool = True,
          **weights_kwargs) -> DarknetModel:
     """Build the network a cfg defines, load Darknet weights (optional), move it, set eval mode.
 
@@ -70,7 +71,7 @@ def check_rgb_model(model: DarknetModel) -> None:
                        "channels=3 networks only", path=model.netdef.path, line=model.netdef.net.line, section="net")
 
 
-def as_rgb(image: ImageInput) -> Union[np.ndarray, torch.Tensor]:
+def as_rgb(image: ImageInput) -> np.ndarray | torch.Tensor:
     """A photo as detection takes it: HxWx3 uint8 RGB. Paths are decoded strictly
     (darknet_py.imageio); arrays go through ``to_rgb_uint8`` (a C-contiguous uint8 HxWx3 one as it
     is: detection only reads it); uint8 HxWx3 tensors (the streaming command's pinned frames) pass as they are."""
@@ -89,7 +90,7 @@ def as_rgb(image: ImageInput) -> Union[np.ndarray, torch.Tensor]:
 
 @torch.inference_mode()
 def detect_batch(model: DarknetModel, images: Sequence[ImageInput], thresh: float = DEFAULT_THRESH,
-                 nms: float = DEFAULT_NMS) -> List[Detections]:
+                 nms: float = DEFAULT_NMS) -> list[Detections]:
     """Several photos (paths, arrays or uint8 tensors, see :func:`as_rgb`) in one forward pass."""
     check_detector(model)
     dev = model_device(model)

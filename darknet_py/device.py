@@ -7,7 +7,7 @@ environment and takes ``cuda:LOCAL_RANK`` when CUDA is asked for (or available, 
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Union
+from typing import Union
 
 import torch
 import torch.distributed as dist
@@ -66,7 +66,7 @@ class Distributed:
             dev = torch.device("cuda", self.local_rank if self.active else torch.cuda.current_device())
         return dev
 
-    def start(self, backend: Optional[str] = None) -> None:
+    def start(self, backend: str | None = None) -> None:
         """Join the process group (a no-op in one process). ``backend``: "nccl" or "gloo"; gloo
         carries Python objects whatever the device."""
         if self.active and not dist.is_initialized():
@@ -79,7 +79,7 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def gather(self, obj) -> Optional[list]:
+    def gather(self, obj) -> list | None:
         if not self.active:
             return [obj]
         out = [None] * self.world if self.main else None
@@ -93,7 +93,7 @@ class Distributed:
         dist.all_gather_object(out, obj)
         return out
 
-    def sum(self, values: List[float], device: DeviceLike = "cpu") -> List[float]:
+    def sum(self, values: list[float], device: DeviceLike = "cpu") -> list[float]:
         """Element-wise sum over the processes (on ``device``: NCCL reduces CUDA tensors only)."""
         if not self.active:
             return values

@@ -6,7 +6,7 @@ Darknet renders labels from its bundled glyph images; we use OpenCV's font inste
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -23,13 +23,13 @@ def _ramp(channel: int, x: int, top: int) -> float:
     return (1 - ratio) * _RAMP[i][channel] + ratio * _RAMP[j][channel]
 
 
-def class_color(cls: int, classes: int) -> Tuple[int, int, int]:
+def class_color(cls: int, classes: int) -> tuple[int, int, int]:
     """Darknet's colour of a class, as RGB 0..255."""
     offset = cls * 123457 % max(classes, 1)
     return tuple(int(round(255 * _ramp(ch, offset, max(classes, 1)))) for ch in (2, 1, 0))  # type: ignore
 
 
-def group_by_box(dets: Detections) -> List[Tuple[int, List[int]]]:
+def group_by_box(dets: Detections) -> list[tuple[int, list[int]]]:
     """(box index, detection rows) per box, boxes in order of their best score. Within a box the
     rows go in class-index order, as Darknet prints them and builds the label (its colour is the
     first class's)."""

@@ -3,18 +3,41 @@ expected and what was found, so the CLI can print ``str(err)`` and exit non-zero
 from __future__ import annotations
 
 import os
-from typing import Optional
+from collections.abc import Mapping
 
 
 class DarknetPyError(Exception):
-    """Base of every error darknet-py raises on bad input."""
+    """Base of every error darknet-py raises on bad input.
+
+    ``option``: where a library argument would get past the error, (keyword, value) as the
+    message spells it (``on_bad='skip'``); the command line then names its own option instead.
+    """
+
+    option: tuple[str, str] | None = None
+
+    def spelt(self, flags: Mapping[str, str]) -> str:
+        """The message with ``option``'s library spelling replaced by the command line's (see
+        :func:`spell_option`)."""
+        return spell_option(str(self), self.option, flags)
+
+
+def spell_option(text: str, option: tuple[str, str] | None, flags: Mapping[str, str]) -> str:
+    """``text`` with the library spelling of ``option`` = (keyword, value), ``keyword='value'`` or
+    ``keyword=value``, replaced by the command line's: ``flags[keyword]`` formatted with the value
+    (``"--on-bad-label {}"`` -> ``--on-bad-label skip``)."""
+    if option is None or option[0] not in flags:
+        return text
+    key, value = option
+    for api in (f"{key}={value!r}", f"{key}={value}"):
+        text = text.replace(api, flags[key].format(value))
+    return text
 
 
 class CfgError(DarknetPyError):
     """A .cfg file that cannot define a network: ``path:line: [section #i] message``."""
 
-    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None,
-                 section: Optional[str] = None, index: Optional[int] = None):
+    def __init__(self, message: str, path: str | None = None, line: int | None = None,
+                 section: str | None = None, index: int | None = None):
         self.message, self.path, self.line, self.section, self.index = message, path, line, section, index
         where = os.fspath(path) if path is not None else "<cfg>"
         if line is not None:
@@ -27,7 +50,7 @@ class CfgError(DarknetPyError):
 class WeightsError(DarknetPyError):
     """A .weights file that does not fit its cfg, with byte counts."""
 
-    def __init__(self, message: str, path: Optional[str] = None):
+    def __init__(self, message: str, path: str | None = None):
         self.message, self.path = message, path
         super().__init__(f"{os.fspath(path) if path is not None else '<weights>'}: {message}")
 
@@ -35,7 +58,7 @@ class WeightsError(DarknetPyError):
 class ImageError(DarknetPyError):
     """An image that cannot be decoded faithfully."""
 
-    def __init__(self, reason: str, path: Optional[str] = None):
+    def __init__(self, reason: str, path: str | None = None):
         self.reason, self.path = reason, path
         super().__init__(f"{os.fspath(path) if path is not None else '<image>'}: {reason}")
 
@@ -43,8 +66,9 @@ class ImageError(DarknetPyError):
 class DataError(DarknetPyError):
     """A .data / .names / list file that is malformed."""
 
-    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None):
-        self.message, self.path, self.line = message, path, line
+    def __init__(self, message: str, path: str | None = None, line: int | None = None,
+                 option: tuple[str, str] | None = None):
+        self.message, self.path, self.line, self.option = message, path, line, option
         where = os.fspath(path) if path is not None else "<data>"
         if line is not None:
             where += f":{line}"
@@ -59,7 +83,7 @@ class UsageError(DarknetPyError, ValueError):
 class OutputError(DarknetPyError):
     """An output that cannot be written: ``path: cannot write: reason``."""
 
-    def __init__(self, reason: str, path: Optional[str] = None):
+    def __init__(self, reason: str, path: str | None = None):
         self.reason, self.path = reason, path
         super().__init__(f"{os.fspath(path) if path is not None else '<output>'}: {reason}")
 

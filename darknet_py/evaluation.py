@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .errors import DataError
+from .defaults import MAP_CONF_THRESH, MAP_IOU
+from .errors import DataError, UsageError
 
 # Pair budget per chunk of the vectorised detection x truth IoU computation (memory bound only).
 _PAIR_CHUNK = 1 << 22
@@ -75,7 +76,7 @@ class MatchResult:
     truth: np.ndarray        # (D,) int64 row of that truth in its GroundTruth arrays, -1 if none
     npos: np.ndarray         # (C,) int64 non-ignored truths per class
     image_npos: np.ndarray   # (images,) int64 non-ignored truths per image
-    iou_thresh: float = 0.5
+    iou_thresh: float = MAP_IOU
 
     @property
     def num_classes(self) -> int:
@@ -216,7 +217,7 @@ def voc_ap(recall, precision, convention: str = "all") -> float:
         mpre = np.maximum.accumulate(np.concatenate(([0.0], prec, [0.0]))[::-1])[::-1]
         i = np.flatnonzero(mrec[1:] != mrec[:-1])
         return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
-    raise ValueError(f"unknown AP convention {convention!r}: expected '11point' or 'all'")
+    raise UsageError(f"unknown AP convention {convention!r}: expected '11point' or 'all'")
 
 
 def _boxes(a) -> np.ndarray:
@@ -232,13 +233,13 @@ def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
-def match_detections(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections], iou: float = 0.5,
+def match_detections(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections], iou: float = MAP_IOU,
                      num_classes: int | None = None) -> MatchResult:
     """VOC / AlexeyAB matching (see the module docstring). Detections find their image by image_id."""
     where = {}
     for i, t in enumerate(truths):
         if t.image_id in where:
-            raise ValueError(f"image_id {t.image_id} appears twice in the ground truth")
+            raise UsageError(f"image_id {t.image_id} appears twice in the ground truth")
         where[t.image_id] = i
     t_cls, t_ign, t_box = [], [], []
     for t in truths:
@@ -246,16 +247,16 @@ def match_detections(truths: Sequence[GroundTruth], detections: Sequence[ImageDe
         t_box.append(_boxes(t.boxes))
         t_ign.append(np.zeros(len(t_cls[-1]), bool) if t.ignore is None else np.asarray(t.ignore, bool).reshape(-1))
         if not len(t_cls[-1]) == len(t_box[-1]) == len(t_ign[-1]):
-            raise ValueError(f"ground truth of image_id {t.image_id}: boxes, classes and ignore differ in length")
+            raise UsageError(f"ground truth of image_id {t.image_id}: boxes, classes and ignore differ in length")
     d_img, d_idx, d_cls, d_sc, d_box = [], [], [], [], []
     for d in detections:
         if d.image_id not in where:
-            raise ValueError(f"detections for image_id {d.image_id}, which has no ground truth entry")
+            raise UsageError(f"detections for image_id {d.image_id}, which has no ground truth entry")
         d_cls.append(np.asarray(d.classes, np.int64).reshape(-1))
         d_sc.append(np.asarray(d.scores, np.float64).reshape(-1))
         d_box.append(_boxes(d.boxes))
         if not len(d_cls[-1]) == len(d_sc[-1]) == len(d_box[-1]):
-            raise ValueError(f"detections of image_id {d.image_id}: boxes, scores and classes differ in length")
+            raise UsageError(f"detections of image_id {d.image_id}: boxes, scores and classes differ in length")
         d_img.append(np.full(len(d_sc[-1]), where[d.image_id], np.int64))
         d_idx.append(np.arange(len(d_sc[-1]), dtype=np.int64))
 
@@ -270,7 +271,7 @@ def match_detections(truths: Sequence[GroundTruth], detections: Sequence[ImageDe
     top = int(max(cls.max(initial=-1), tcls.max(initial=-1))) + 1
     nc = top if num_classes is None else int(num_classes)
     if min(cls.min(initial=0), tcls.min(initial=0)) < 0 or top > nc:
-        raise ValueError(f"class index outside 0..{nc - 1}")
+        raise UsageError(f"class index outside 0..{nc - 1}")
 
     order = np.argsort(-sc, kind="stable")  # ranking; stable keeps input order for equal scores
     img, idx, cls, sc, box = img[order], idx[order], cls[order], sc[order], box[order]
@@ -356,7 +357,7 @@ def _per_image_ap(match: MatchResult) -> tuple[float, int, int]:
 
 
 def per_image_ap(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections],
-                 iou: float = 0.5) -> tuple[float, int, int]:
+                 iou: float = MAP_IOU) -> tuple[float, int, int]:
     """(mean all-point AP over images with truth, images averaged, images without truth)."""
     return _per_image_ap(match_detections(truths, detections, iou))
 
@@ -418,7 +419,7 @@ def coco_detections(detections: Sequence[ImageDetections], category_ids: Sequenc
     classes = np.concatenate([np.asarray(d.classes, np.int64).reshape(-1) for d in detections])
     ids = np.repeat([int(d.image_id) for d in detections], [len(np.ravel(d.scores)) for d in detections])
     if not len(boxes) == len(scores) == len(classes):
-        raise ValueError("detections: boxes, scores and classes differ in length")
+        raise UsageError("detections: boxes, scores and classes differ in length")
     cats = classes + 1 if category_ids is None else np.asarray(category_ids, np.int64)[classes]
     vals = c_float6(np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1],
                               scores], axis=1))
@@ -457,7 +458,7 @@ def coco_evaluate(ground_truth, results, image_ids: Sequence[int] | None = None)
         ids = sorted(gt.getImgIds()) if image_ids is None else sorted({int(i) for i in image_ids})
         unknown = set(ids) - set(gt.getImgIds())
         if unknown:
-            raise ValueError(f"{len(unknown)} image ids are not in the COCO ground truth, e.g. {min(unknown)}")
+            raise UsageError(f"{len(unknown)} image ids are not in the COCO ground truth, e.g. {min(unknown)}")
         wanted = set(ids)
         # loadRes adds keys to each record; it also rejects records of images the truth lacks
         recs = [dict(r, bbox=list(r["bbox"])) for r in results if r["image_id"] in wanted]
@@ -474,7 +475,7 @@ def coco_evaluate(ground_truth, results, image_ids: Sequence[int] | None = None)
 
 
 def evaluate(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections], names: Sequence[str],
-             category_ids: Sequence[int] | None = None, iou: float = 0.5, conf_thresh: float = 0.25,
+             category_ids: Sequence[int] | None = None, iou: float = MAP_IOU, conf_thresh: float = MAP_CONF_THRESH,
              coco: bool = True) -> EvaluationReport:
     """Every metric of the module at once (see the module docstring)."""
     names = [str(n) for n in names]
@@ -526,7 +527,8 @@ def plot_pr_curves(report: EvaluationReport, path: str | os.PathLike) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise DataError("matplotlib is needed for --plot: pip install 'darknet-py[plot]'") from None
+        raise DataError("matplotlib is needed to plot the precision-recall curves: pip install "
+                        "'darknet-py[plot]'") from None
     # Figure + Agg canvas directly: no pyplot global state, no backend switch in the caller's process
     fig = Figure(figsize=(8, 6), dpi=100)
     FigureCanvasAgg(fig)

@@ -39,8 +39,9 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Sequence
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -83,8 +84,8 @@ class FastNet(nn.Module):
         self.dtype = dtype
         self.channels_last = channels_last
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.inputs: List[List[int]] = [list(ins) for ins in model.inputs]
-        self.heads: List[int] = list(model.heads)
+        self.inputs: list[list[int]] = [list(ins) for ins in model.inputs]
+        self.heads: list[int] = list(model.heads)
         keep = set(model.keep)
         self.keep = keep
         head_set = set(nd.head_indices)
@@ -115,11 +116,11 @@ class FastNet(nn.Module):
                     and nd.shapes[i - 1] == nd.shapes[ins[1]]:
                 self.add_inplace[i] = True
 
-    def forward(self, x: Tensor) -> List[Tensor]:
+    def forward(self, x: Tensor) -> list[Tensor]:
         x = x.to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        cache: List[Optional[Tensor]] = [None] * len(self.layers)
+        cache: list[Tensor | None] = [None] * len(self.layers)
         inp = x
         for i, layer in enumerate(self.layers):
             args = [x if j == i - 1 else (inp if j < 0 else cache[j]) for j in self.inputs[i]]
@@ -194,7 +195,7 @@ class FastDetector:
     """
 
     def __init__(self, model: DarknetModel, *, dtype: torch.dtype = torch.float32, channels_last: bool = True,
-                 cuda_graph: bool = False, compile: Union[bool, str] = False, max_batch: int = 64,
+                 cuda_graph: bool = False, compile: bool | str = False, max_batch: int = 64,
                  cpu_fusion: bool = True, static_post_max_batch: int = 8, cand_cap: int = 256,
                  entry_cap: int = 256, cudnn_benchmark: bool = True):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -232,13 +233,14 @@ class FastDetector:
         self._net_decode = self._net_decode_eager
         if self.compiled:
             self._net_decode = torch.compile(self._net_decode_eager, mode=self._compile_mode, dynamic=False)
-        self._net_graphs: Dict[int, _Captured] = {}
-        self._post_graphs: Dict[tuple, Tuple[_Captured, StaticPostprocess]] = {}
-        self._pinned: Optional[Tensor] = None
+        self._net_graphs: dict[int, _Captured] = {}
+        self._post_graphs: dict[tuple, tuple[_Captured, StaticPostprocess]] = {}
+        self._pinned: Tensor | None = None
         self._upload_done = None
-        self.graph_errors: List[str] = []  # captures that failed (the eager path ran instead)
+        self.graph_errors: list[str] = []  # captures that failed (the eager path ran instead)
         # the streaming command's runner protocol (darknet_py.stream.Runner): on the CPU its workers
         # prepare photos with the same per-photo code, and detect_prepared takes them
+        self.accepts_tensors = True
         self.host_prepare = None if self.is_cuda else partial(fit, net_w=self.net_w, net_h=self.net_h,
                                                               letterboxed=self.letterboxed)
 
@@ -261,7 +263,7 @@ class FastDetector:
         outs = self.net(x)
         return outs, (self._decoder(outs) if self._in_graph_decode else None)
 
-    def _decode(self, outs: Sequence[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    def _decode(self, outs: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         return self._decoder(list(outs))
 
     def _bucket(self, n: int) -> int:
@@ -270,7 +272,7 @@ class FastDetector:
             b *= 2
         return min(b, self.max_batch)
 
-    def _net_graph(self, batch: int) -> Optional[_Captured]:
+    def _net_graph(self, batch: int) -> _Captured | None:
         g = self._net_graphs.get(batch)
         if g is None and batch not in self._net_graphs:
             x = torch.zeros((batch, 3, self.net_h, self.net_w), dtype=self.dtype, device=self.device)
@@ -281,7 +283,7 @@ class FastDetector:
                 g = _Captured(self._net_decode, (x,))
             except Exception as e:  # noqa: BLE001 - any capture failure: run eagerly, say why
                 self.graph_errors.append(f"network, batch {batch}: {type(e).__name__}: {e}")
-                warnings.warn(f"CUDA graph capture failed ({self.graph_errors[-1]}); running eagerly")
+                warnings.warn(f"CUDA graph capture failed ({self.graph_errors[-1]}); running eagerly", stacklevel=2)
                 torch.cuda.synchronize()
                 g = None
             self._net_graphs[batch] = g
@@ -307,7 +309,8 @@ class FastDetector:
                 self._post_graphs[key] = (g, post, {"infos": None})
             except Exception as e:  # noqa: BLE001
                 self.graph_errors.append(f"postprocess, batch {batch}: {type(e).__name__}: {e}")
-                warnings.warn(f"CUDA graph capture failed ({self.graph_errors[-1]}); post-processing eagerly")
+                warnings.warn(f"CUDA graph capture failed ({self.graph_errors[-1]}); post-processing eagerly",
+                              stacklevel=2)
                 torch.cuda.synchronize()
                 self._post_graphs[key] = None
         return self._post_graphs[key]
@@ -326,7 +329,7 @@ class FastDetector:
         return x.to(self.device)
 
     @torch.no_grad()
-    def _run(self, x: Tensor) -> Tuple[List[Tensor], Optional[tuple], Optional[_Captured]]:
+    def _run(self, x: Tensor) -> tuple[list[Tensor], tuple | None, _Captured | None]:
         """Network (+ decode of [yolo] heads) on at most max_batch rows: (head outputs float32,
         decoded (boxes, objectness, classes) or None, the graph replayed or None). A graph's
         decoded tensors cover its whole bucket: slice them to the rows."""
@@ -341,7 +344,7 @@ class FastDetector:
         return outs, decoded, None
 
     @torch.no_grad()
-    def forward(self, x: Tensor) -> List[Tensor]:
+    def forward(self, x: Tensor) -> list[Tensor]:
         """Letterboxed float batch (N, 3, net_h, net_w) (or uint8, converted by Darknet's
         ``u8/255.``) -> the heads' outputs, float32 NCHW, as ``model(x)`` returns them (copies:
         a graph's own outputs are overwritten by its next replay)."""
@@ -359,19 +362,19 @@ class FastDetector:
     # -- detection ------------------------------------------------------------------------
     @torch.no_grad()
     def detect_tensor(self, x: Tensor, infos: Sequence[LetterboxInfo], thresh: float = DEFAULT_THRESH,
-                      nms: float = DEFAULT_NMS) -> List[Detections]:
+                      nms: float = DEFAULT_NMS) -> list[Detections]:
         """A prepared batch (letterboxed float, or uint8 (N,3,H,W)/(N,H,W,3) at network size) and
         one :class:`LetterboxInfo` per row -> one Detections per row, as
         ``detector.postprocess(model, model(x), infos, thresh, nms)``."""
         x = self._prepare_input(x)
         if x.shape[0] != len(infos):
             raise UsageError(f"{x.shape[0]} images but {len(infos)} infos")
-        out: List[Detections] = []
+        out: list[Detections] = []
         for s in range(0, x.shape[0], self.max_batch):
             out += self._detect_chunk(x[s:s + self.max_batch], infos[s:s + self.max_batch], thresh, nms)
         return out
 
-    def _detect_chunk(self, x: Tensor, infos: Sequence[LetterboxInfo], thresh: float, nms: float) -> List[Detections]:
+    def _detect_chunk(self, x: Tensor, infos: Sequence[LetterboxInfo], thresh: float, nms: float) -> list[Detections]:
         n = x.shape[0]
         if n == 0:
             return []
@@ -397,10 +400,10 @@ class FastDetector:
 
     @torch.no_grad()
     def detect_batch(self, images: Sequence[ImageInput], thresh: float = DEFAULT_THRESH,
-                     nms: float = DEFAULT_NMS) -> List[Detections]:
+                     nms: float = DEFAULT_NMS) -> list[Detections]:
         """Photos (HxWx3 uint8 RGB arrays, or paths decoded strictly) -> one Detections each, as
         :func:`darknet_py.detector.detect_batch` (batches of at most ``max_batch``)."""
-        out: List[Detections] = []
+        out: list[Detections] = []
         images = list(images)
         for s in range(0, len(images), self.max_batch):
             rgbs = [as_rgb(im) for im in images[s:s + self.max_batch]]
@@ -415,14 +418,14 @@ class FastDetector:
 
     # -- photo preparation ----------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, rgbs: Sequence[np.ndarray]) -> Tuple[Tensor, List[LetterboxInfo]]:
+    def prepare(self, rgbs: Sequence[np.ndarray]) -> tuple[Tensor, list[LetterboxInfo]]:
         """HxWx3 uint8 RGB arrays -> (N, 3, net_h, net_w) float32 on the device and their infos,
         equal to ``darknet_py.transforms.prepare_batch`` (letterbox or stretch as the model's
         last head says). Photos of the same size are uploaded as uint8 and resized together."""
         n = len(rgbs)
         x = torch.empty((n, 3, self.net_h, self.net_w), dtype=torch.float32, device=self.device)
-        infos: List[Optional[LetterboxInfo]] = [None] * n
-        groups: Dict[tuple, List[int]] = {}
+        infos: list[LetterboxInfo | None] = [None] * n
+        groups: dict[tuple, list[int]] = {}
         for k, im in enumerate(rgbs):
             ok = im.dtype == np.uint8 if isinstance(im, np.ndarray) else torch.is_tensor(im) and im.dtype == torch.uint8
             if not ok or im.ndim != 3 or im.shape[2] != 3 or im.shape[0] == 0 or im.shape[1] == 0:
@@ -446,7 +449,7 @@ class FastDetector:
                 infos[k] = info
         return x, infos  # type: ignore[return-value]
 
-    def _upload(self, batches: List[List[np.ndarray]]) -> List[Tensor]:
+    def _upload(self, batches: list[list[np.ndarray]]) -> list[Tensor]:
         """Each list of same-size uint8 photos -> one (n, H, W, 3) tensor on the device; on CUDA
         through one pinned staging buffer and a single non-blocking copy (tensors: their own copy,
         non-blocking when the caller pinned them)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import IO, Iterator, Union
+from collections.abc import Iterator
+from typing import IO, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 

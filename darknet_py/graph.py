@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -18,8 +18,8 @@ import torch.nn as nn
 from .config.reader import CfgDocument, Section, parse_cfg_text, read_cfg
 from .errors import CfgError
 from .layers import LAYERS, LayerKind, LayerSpec, Shape
-from .layers.net import NET_TRAINING_KEYS, NetSpec, parse_net
 from .layers.head import DetectionHead
+from .layers.net import NET_TRAINING_KEYS, NetSpec, parse_net
 from .layers.yolo import YoloSpec
 
 
@@ -27,30 +27,30 @@ from .layers.yolo import YoloSpec
 class NetworkDef:
     """A cfg, validated: what each layer is, reads and outputs."""
 
-    path: Optional[str]
+    path: str | None
     net: NetSpec
-    sections: List[Section]
-    specs: List[LayerSpec]
-    kinds: List[Type[LayerKind]]
-    shapes: List[Shape]  # output (C, H, W) of each layer
+    sections: list[Section]
+    specs: list[LayerSpec]
+    kinds: list[type[LayerKind]]
+    shapes: list[Shape]  # output (C, H, W) of each layer
     input_shape: Shape
     cfg_text: str = ""  # the cfg as read, so a checkpoint can carry its own network definition
 
     @property
-    def yolo_indices(self) -> List[int]:
+    def yolo_indices(self) -> list[int]:
         return [s.index for s in self.specs if isinstance(s, YoloSpec)]
 
     @property
-    def yolo_specs(self) -> List[YoloSpec]:
+    def yolo_specs(self) -> list[YoloSpec]:
         return [s for s in self.specs if isinstance(s, YoloSpec)]
 
     @property
-    def head_indices(self) -> List[int]:
+    def head_indices(self) -> list[int]:
         """Layers whose outputs ``detect`` decodes: every kind with a DetectionHead spec."""
         return [s.index for s in self.specs if isinstance(s, DetectionHead)]
 
     @property
-    def head_specs(self) -> List[DetectionHead]:
+    def head_specs(self) -> list[DetectionHead]:
         return [s for s in self.specs if isinstance(s, DetectionHead)]
 
     @property
@@ -85,8 +85,8 @@ def _check_common_keys(section: Section) -> None:
                                 "(remove it, or use `darknet-py partial`)", key)
 
 
-def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Optional[int] = None,
-                  height: Optional[int] = None) -> NetworkDef:
+def parse_network(cfg: str | os.PathLike | CfgDocument | bytes, *, width: int | None = None,
+                  height: int | None = None) -> NetworkDef:
     """Validate a cfg (path, bytes or parsed document); ``width``/``height`` override ``[net]``."""
     if isinstance(cfg, CfgDocument):
         doc = cfg
@@ -103,9 +103,9 @@ def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Op
         net.height = int(height)
     if len(doc.sections) < 2:
         raise CfgError("the cfg defines no layers after [net]", path=doc.path, line=net_section.line)
-    specs: List[LayerSpec] = []
-    kinds: List[Type[LayerKind]] = []
-    shapes: List[Shape] = []
+    specs: list[LayerSpec] = []
+    kinds: list[type[LayerKind]] = []
+    shapes: list[Shape] = []
     input_shape: Shape = (net.channels, net.height, net.width)
     for section in doc.layers:
         kind = LAYERS.get(section)
@@ -125,7 +125,7 @@ def parse_network(cfg: Union[str, os.PathLike, CfgDocument, bytes], *, width: Op
     return NetworkDef(doc.path, net, doc.sections, specs, kinds, shapes, input_shape, doc.text)
 
 
-def _raise_typo_of_missing_key(section: Section, kind: Type[LayerKind]) -> None:
+def _raise_typo_of_missing_key(section: Section, kind: type[LayerKind]) -> None:
     # A misspelt required key (filter=255) makes parse fail with "missing required key 'filters'"
     # before check_all_used can name the typo; an unread unknown key close to a known key that the
     # section lacks is that typo, so report it with its did-you-mean instead.
@@ -137,7 +137,7 @@ def _raise_typo_of_missing_key(section: Section, kind: Type[LayerKind]) -> None:
                            path=section.path, line=opt.line, section=section.kind, index=section.index) from None
 
 
-def _known_keys(kind: Type[LayerKind]) -> Tuple[str, ...]:
+def _known_keys(kind: type[LayerKind]) -> tuple[str, ...]:
     return tuple(kind.keys) + tuple(kind.training_keys) + COMMON_TRAINING_KEYS + WEIGHT_FILE_KEYS
 
 
@@ -153,15 +153,15 @@ class DarknetModel(nn.Module):
             in_shapes = [netdef.input_shape if j < 0 else netdef.shapes[j] for j in spec.input_layers()]
             layers.append(kind.build(spec, in_shapes))
         self.layers = nn.ModuleList(layers)
-        self.inputs: List[List[int]] = [spec.input_layers() for spec in netdef.specs]
+        self.inputs: list[list[int]] = [spec.input_layers() for spec in netdef.specs]
         # Detectors return their heads' outputs; a network without heads (a classifier) its last layer's.
-        self.heads: List[int] = netdef.head_indices or [len(netdef.specs) - 1]
+        self.heads: list[int] = netdef.head_indices or [len(netdef.specs) - 1]
         needed = {j for i, ins in enumerate(self.inputs) for j in ins if j != i - 1 and j >= 0}
         self.keep = sorted(needed | set(self.heads))  # outputs held past the next layer
         self.header = None  # set by load_weights: (major, minor, revision, seen, seen_bytes)
         self.channels_last = False
 
-    def to_channels_last(self, enable: bool = True) -> "DarknetModel":
+    def to_channels_last(self, enable: bool = True) -> DarknetModel:
         """NHWC kernels and activations: faster convolutions on CPU (oneDNN) and for fp16 on GPU.
         Outputs stay NCHW; the weights file is unaffected."""
         self.to(memory_format=torch.channels_last if enable else torch.contiguous_format)
@@ -169,24 +169,24 @@ class DarknetModel(nn.Module):
         return self
 
     @property
-    def yolo_specs(self) -> List[YoloSpec]:
+    def yolo_specs(self) -> list[YoloSpec]:
         return self.netdef.yolo_specs
 
     @property
-    def head_specs(self) -> List[DetectionHead]:
+    def head_specs(self) -> list[DetectionHead]:
         return self.netdef.head_specs
 
     @property
-    def input_size(self) -> Tuple[int, int]:
+    def input_size(self) -> tuple[int, int]:
         """(width, height) of the network input."""
         return self.netdef.net.width, self.netdef.net.height
 
-    def forward(self, x: torch.Tensor, raw: bool = False) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor, raw: bool = False) -> list[torch.Tensor]:
         """``raw=True`` returns what enters each head layer (logits, no logistic): the training
         loss works on those for numerically safe log-sigmoids."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        cache: List[Optional[torch.Tensor]] = [None] * len(self.layers)
+        cache: list[torch.Tensor | None] = [None] * len(self.layers)
         keep = set(self.keep)
         heads = set(self.heads) if raw else ()
         inp = x
@@ -198,17 +198,17 @@ class DarknetModel(nn.Module):
         return [cache[i] for i in self.heads]
 
     # -- Darknet weights ---------------------------------------------------------------------
-    def load_weights(self, path, upto: Optional[int] = None, **kwargs) -> "DarknetModel":
+    def load_weights(self, path, upto: int | None = None, **kwargs) -> DarknetModel:
         from .weights import load_weights
         load_weights(self, path, upto=upto, **kwargs)
         return self
 
-    def save_weights(self, path, upto: Optional[int] = None) -> None:
+    def save_weights(self, path, upto: int | None = None) -> None:
         from .weights import save_weights
         save_weights(self, path, upto=upto)
 
 
-def build_model(cfg, *, width: Optional[int] = None, height: Optional[int] = None) -> DarknetModel:
+def build_model(cfg, *, width: int | None = None, height: int | None = None) -> DarknetModel:
     """cfg (path / bytes / CfgDocument / NetworkDef) -> DarknetModel with freshly initialised weights."""
     netdef = cfg if isinstance(cfg, NetworkDef) else parse_network(cfg, width=width, height=height)
     return DarknetModel(netdef)

@@ -3,7 +3,7 @@
 Darknet (via stb_image) turns any readable image into 3-channel 8-bit RGB and substitutes a gray
 image for anything it cannot read; OpenCV returns ``None`` or silently fills a truncated JPEG.
 Here every such case is either converted explicitly (and recorded in ``ImageMeta.notes``) or
-rejected with ``ImageError("path: reason")`` (see docs/bad-inputs.md, cases I1-I14).
+rejected with ``ImageError("path: reason")``.
 
 Files are read with Python's ``open`` and decoded from memory with ``cv2.imdecode`` (``cv2.imread``
 fails on non-ASCII paths on some platforms, and nothing is ever passed to a shell). The format is
@@ -22,7 +22,7 @@ import re
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 import cv2
 import numpy as np
@@ -42,7 +42,7 @@ _SAVE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 class ImageMeta:
     """Where an RGB array came from and which conversions produced it."""
 
-    path: Optional[str]          # None for arrays given through the API
+    path: str | None          # None for arrays given through the API
     width: int                   # of the returned RGB array (after EXIF orientation)
     height: int
     source_channels: int         # 1 gray, 2 gray+alpha, 3 colour, 4 colour+alpha (or CMYK JPEG)
@@ -53,7 +53,7 @@ class ImageMeta:
 
 # ---------------------------------------------------------------------------------------- sniffing
 
-def _sniff(head: bytes) -> Optional[str]:
+def _sniff(head: bytes) -> str | None:
     """The format named by the first bytes of a file, or None."""
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
@@ -103,11 +103,11 @@ def _tiff_ifd0(buf: bytes) -> dict[int, int]:
 
 @dataclass
 class _Header:
-    size: Optional[tuple[int, int]] = None  # (width, height) as stored
-    channels: Optional[int] = None
+    size: tuple[int, int] | None = None  # (width, height) as stored
+    channels: int | None = None
     orientation: int = 1
     complete: bool = True
-    frames_note: Optional[str] = None
+    frames_note: str | None = None
 
 
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC share the range
@@ -258,7 +258,7 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
     return a
 
 
-def _to_uint8(a: np.ndarray, shape: tuple, path: Optional[str]) -> tuple[np.ndarray, list[str]]:
+def _to_uint8(a: np.ndarray, shape: tuple, path: str | None) -> tuple[np.ndarray, list[str]]:
     if a.dtype == np.uint8:
         return a, []
     if a.dtype == np.uint16:
@@ -277,7 +277,7 @@ def _to_uint8(a: np.ndarray, shape: tuple, path: Optional[str]) -> tuple[np.ndar
                      "(expected uint8, uint16 or float in [0, 1])", path=path)
 
 
-def _normalise(a: np.ndarray, *, bgr: bool, path: Optional[str]) -> tuple[np.ndarray, int, list[str]]:
+def _normalise(a: np.ndarray, *, bgr: bool, path: str | None) -> tuple[np.ndarray, int, list[str]]:
     """Any supported layout -> C-contiguous HxWx3 uint8 RGB, the source channel count, and notes."""
     shape = tuple(a.shape)
     if a.ndim == 2:
@@ -306,7 +306,7 @@ def _normalise(a: np.ndarray, *, bgr: bool, path: Optional[str]) -> tuple[np.nda
 
 # --------------------------------------------------------------------------------------- public
 
-def to_rgb_uint8(array: np.ndarray, *, path: Optional[str] = None) -> tuple[np.ndarray, ImageMeta]:
+def to_rgb_uint8(array: np.ndarray, *, path: str | None = None) -> tuple[np.ndarray, ImageMeta]:
     """An array given through the Python API (already RGB, not BGR) -> a new HxWx3 uint8 RGB array.
 
     Accepts HxW, HxWx1 (gray, replicated), HxWx3, HxWx2 / HxWx4 (alpha dropped); uint8 as is,

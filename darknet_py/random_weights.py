@@ -8,8 +8,6 @@ its logits have a useful spread: a few percent of predictions pass the usual thr
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .graph import DarknetModel
@@ -22,7 +20,7 @@ _HEAD_STD = {"xy": 1.0, "wh": 0.3, "obj": 1.0, "cls": 1.0}
 
 
 @torch.no_grad()
-def randomize(model: DarknetModel, calibration: Optional[torch.Tensor] = None, seed: int = 0,
+def randomize(model: DarknetModel, calibration: torch.Tensor | None = None, seed: int = 0,
               objectness_rate: float = 0.004) -> DarknetModel:
     """Fill ``model`` in place with calibrated random weights; returns it (in eval mode).
 
@@ -53,7 +51,7 @@ def randomize(model: DarknetModel, calibration: Optional[torch.Tensor] = None, s
     return model
 
 
-def _init_conv(block: ConvBlock, x: torch.Tensor, gen: torch.Generator, head_spec: Optional[YoloHead],
+def _init_conv(block: ConvBlock, x: torch.Tensor, gen: torch.Generator, head_spec: YoloHead | None,
                objectness_rate: float) -> None:
     w = block.conv.weight
     fan_in = w.shape[1] * w.shape[2] * w.shape[3]

@@ -22,10 +22,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
 
 import torch
 
+from .config.text import read_text
 from .errors import DataError
 
 Tensor = torch.Tensor
@@ -36,14 +36,14 @@ _INT_RE = re.compile(r"[+-]?\d+\Z", re.ASCII)
 class SoftmaxTree:
     """Darknet's ``tree`` struct, as plain tuples (node i is line i of the file)."""
 
-    path: Optional[str]
-    names: Tuple[str, ...]
-    parent: Tuple[int, ...]
-    child: Tuple[int, ...]          # group holding node i's children, -1 for a leaf
-    group: Tuple[int, ...]          # group of node i
-    group_offset: Tuple[int, ...]   # first node of each group
-    group_size: Tuple[int, ...]
-    _depth_levels: Tuple[Tuple[int, ...], ...] = field(default=(), repr=False, compare=False)
+    path: str | None
+    names: tuple[str, ...]
+    parent: tuple[int, ...]
+    child: tuple[int, ...]          # group holding node i's children, -1 for a leaf
+    group: tuple[int, ...]          # group of node i
+    group_offset: tuple[int, ...]   # first node of each group
+    group_size: tuple[int, ...]
+    _depth_levels: tuple[tuple[int, ...], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -54,14 +54,14 @@ class SoftmaxTree:
         return len(self.group_size)
 
     @property
-    def leaf(self) -> Tuple[bool, ...]:
+    def leaf(self) -> tuple[bool, ...]:
         return tuple(c < 0 for c in self.child)
 
 
-def parse_tree_text(text: str, path: Optional[str] = None) -> SoftmaxTree:
+def parse_tree_text(text: str, path: str | None = None) -> SoftmaxTree:
     """The text of a tree file -> SoftmaxTree (DataError with the file line on a bad file)."""
-    names: List[str] = []
-    parents: List[int] = []
+    names: list[str] = []
+    parents: list[int] = []
     lines = text.split("\n")
     if lines and lines[-1] == "":  # the newline ending the last line
         lines = lines[:-1]
@@ -118,17 +118,7 @@ def parse_tree_text(text: str, path: Optional[str] = None) -> SoftmaxTree:
 
 
 def read_tree(path) -> SoftmaxTree:
-    spath = os.fspath(path)
-    try:
-        with open(spath, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise DataError(f"cannot read the tree file: {exc.strerror or exc}", spath) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"invalid UTF-8 at byte {exc.start}: not a Darknet tree file", spath) from None
-    return parse_tree_text(text, spath)
+    return parse_tree_text(read_text(path, "Darknet tree file"), os.fspath(path))
 
 
 # -- tensor code -------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ that reads and writes the files.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
 
 from .graph import NetworkDef, parse_network
 from .weights import Header
@@ -35,8 +34,8 @@ class LayerRow:
 
 @dataclass
 class Summary:
-    path: Optional[str]
-    rows: List[LayerRow]
+    path: str | None
+    rows: list[LayerRow]
     input_shape: tuple
 
     @property
@@ -47,10 +46,10 @@ class Summary:
     def floats(self) -> int:
         return sum(r.floats for r in self.rows)
 
-    def weights_bytes(self, header: Optional[Header] = None) -> int:
+    def weights_bytes(self, header: Header | None = None) -> int:
         return (header or Header()).size + 4 * self.floats
 
-    def lines(self, cfg_lines: bool = False) -> List[str]:
+    def lines(self, cfg_lines: bool = False) -> list[str]:
         """The table; ``cfg_lines`` adds the cfg line each layer comes from."""
         def fmt(s):  # Darknet prints w x h x c
             return f"{s[2]:4d} x{s[1]:4d} x{s[0]:4d}"
@@ -78,7 +77,7 @@ def _describe(kind, spec) -> str:
     return ""
 
 
-def summarize(cfg, *, width: Optional[int] = None, height: Optional[int] = None) -> Summary:
+def summarize(cfg, *, width: int | None = None, height: int | None = None) -> Summary:
     """The table for a cfg (path, bytes or parsed NetworkDef) at its own or the given size."""
     netdef: NetworkDef = cfg if isinstance(cfg, NetworkDef) else parse_network(cfg, width=width, height=height)
     rows = []

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, UsageError
 from .files import write_bytes
 
 CLASSES: tuple[str, ...] = ("rectangle", "ellipse", "triangle", "cross", "ring", "diamond")
@@ -114,7 +114,7 @@ def shape_mask(cls: int, w: int, h: int, rng: np.random.Generator) -> np.ndarray
         return (u * u + v * v <= 1 + _EPS) & ~inner
     if cls == 5:  # diamond through the four edge midpoints
         return np.abs(u) + np.abs(v) <= 1 + _EPS
-    raise ValueError(f"class {cls} out of range 0..{len(CLASSES) - 1}")
+    raise UsageError(f"class {cls} out of range 0..{len(CLASSES) - 1}")
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

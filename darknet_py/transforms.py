@@ -31,11 +31,14 @@ Deliberate deviations, only where Darknet's own output is undefined or meaningle
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Union
 
 import numpy as np
 import torch
+
+from .errors import UsageError
 
 __all__ = [
     "GEOMETRY_COLUMNS",
@@ -91,7 +94,7 @@ class LetterboxInfo:
     dy: int
 
 
-def letterbox_size(img_w: int, img_h: int, net_w: int, net_h: int) -> Tuple[int, int]:
+def letterbox_size(img_w: int, img_h: int, net_w: int, net_h: int) -> tuple[int, int]:
     """Darknet's ``new_w, new_h`` for a photo of ``img_w x img_h`` in a ``net_w x net_h`` input.
 
     Same rule in ``letterbox_image`` (src/image.c) and ``correct_yolo_boxes``
@@ -100,7 +103,7 @@ def letterbox_size(img_w: int, img_h: int, net_w: int, net_h: int) -> Tuple[int,
     """
     for name, v in (("img_w", img_w), ("img_h", img_h), ("net_w", net_w), ("net_h", net_h)):
         if int(v) != v or v <= 0:
-            raise ValueError(f"letterbox_size: {name} must be a positive integer, got {v!r}")
+            raise UsageError(f"letterbox_size: {name} must be a positive integer, got {v!r}")
     img_w, img_h, net_w, net_h = int(img_w), int(img_h), int(net_w), int(net_h)
     # The comparison is in float32 in Darknet; in float64 a tie could fall the other way.
     if np.float32(net_w) / np.float32(img_w) < np.float32(net_h) / np.float32(img_h):
@@ -164,11 +167,11 @@ def darknet_resize(img: torch.Tensor, out_w: int, out_h: int) -> torch.Tensor:
     if not torch.is_tensor(img) or not img.is_floating_point():
         raise TypeError("darknet_resize: img must be a floating-point torch.Tensor")
     if img.dim() < 3:
-        raise ValueError(f"darknet_resize: img must be (C,H,W) or (N,C,H,W), got shape {tuple(img.shape)}")
+        raise UsageError(f"darknet_resize: img must be (C,H,W) or (N,C,H,W), got shape {tuple(img.shape)}")
     out_w, out_h = int(out_w), int(out_h)
     in_h, in_w = int(img.shape[-2]), int(img.shape[-1])
     if out_w <= 0 or out_h <= 0 or in_w <= 0 or in_h <= 0:
-        raise ValueError(f"darknet_resize: sizes must be positive, got {in_w}x{in_h} -> {out_w}x{out_h}")
+        raise UsageError(f"darknet_resize: sizes must be positive, got {in_w}x{in_h} -> {out_w}x{out_h}")
     dev, dt = img.device, img.dtype
 
     # Horizontal pass -> part (..., in_h, out_w).
@@ -201,7 +204,7 @@ def _as_u8_hwc(img: ImageLike, device: DeviceLike) -> torch.Tensor:
     if t.dtype != torch.uint8:
         raise TypeError(f"letterbox: expected uint8 RGB pixels, got dtype {t.dtype}")
     if t.dim() != 3 or t.shape[2] != 3 or t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"letterbox: expected an HxWx3 RGB image, got shape {tuple(t.shape)}")
+        raise UsageError(f"letterbox: expected an HxWx3 RGB image, got shape {tuple(t.shape)}")
     return t.to(device) if device is not None else t
 
 
@@ -215,7 +218,7 @@ def u8_to_float(img_u8: torch.Tensor) -> torch.Tensor:
 
 
 def letterbox(img: ImageLike, net_w: int, net_h: int, *,
-              device: DeviceLike = None) -> Tuple[torch.Tensor, LetterboxInfo]:
+              device: DeviceLike = None) -> tuple[torch.Tensor, LetterboxInfo]:
     """Darknet's ``letterbox_image``: fit the photo inside ``net_w x net_h`` keeping its aspect.
 
     ``img`` is an HxWx3 uint8 RGB array (numpy or torch).  The result is a ``(3, net_h, net_w)``
@@ -240,7 +243,7 @@ def stretch_info(img_w: int, img_h: int, net_w: int, net_h: int) -> LetterboxInf
 
 
 def stretch(img: ImageLike, net_w: int, net_h: int, *,
-            device: DeviceLike = None) -> Tuple[torch.Tensor, LetterboxInfo]:
+            device: DeviceLike = None) -> tuple[torch.Tensor, LetterboxInfo]:
     """Darknet's ``resize_image`` of the whole photo to ``net_w x net_h`` (no aspect kept): how
     YOLOv1's ``test_yolo`` and ``validate_detector_recall`` prepare a photo."""
     t = _as_u8_hwc(img, device)
@@ -264,13 +267,13 @@ def fit_info(img_w: int, img_h: int, net_w: int, net_h: int, letterboxed: bool =
 
 
 def fit(img: ImageLike, net_w: int, net_h: int, *, letterboxed: bool = True,
-        device: DeviceLike = None) -> Tuple[torch.Tensor, LetterboxInfo]:
+        device: DeviceLike = None) -> tuple[torch.Tensor, LetterboxInfo]:
     """One photo to the network input: :func:`letterbox`, or :func:`stretch` when not ``letterboxed``."""
     return (letterbox if letterboxed else stretch)(img, net_w, net_h, device=device)
 
 
 def prepare_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *, device: DeviceLike = None,
-                  letterboxed: bool = True) -> Tuple[torch.Tensor, list]:
+                  letterboxed: bool = True) -> tuple[torch.Tensor, list]:
     """:func:`fit` each image and stack: ``(N, 3, net_h, net_w)`` and one info per image. Each photo
     keeps its own geometry, so rows are identical to the single-image call."""
     outs, infos = [], []
@@ -285,7 +288,7 @@ def prepare_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *, device
 
 
 def letterbox_batch(images: Sequence[ImageLike], net_w: int, net_h: int, *,
-                    device: DeviceLike = None) -> Tuple[torch.Tensor, list]:
+                    device: DeviceLike = None) -> tuple[torch.Tensor, list]:
     """:func:`letterbox` each image and stack (:func:`prepare_batch` with letterboxing)."""
     return prepare_batch(images, net_w, net_h, device=device, letterboxed=True)
 
@@ -305,7 +308,7 @@ def _taps(in_n: int, out_n: int, device) -> tuple:
 
 
 def letterbox_u8(batch: torch.Tensor, net_w: int, net_h: int, *, letterboxed: bool = True,
-                 out: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, LetterboxInfo]:
+                 out: torch.Tensor | None = None) -> tuple[torch.Tensor, LetterboxInfo]:
     """:func:`fit` of N photos of the same size at once, on their device (the GPU path).
 
     ``batch``: (N, H, W, 3) uint8 RGB. Returns (N, 3, net_h, net_w) float32 (written into ``out``
@@ -315,7 +318,7 @@ def letterbox_u8(batch: torch.Tensor, net_w: int, net_h: int, *, letterboxed: bo
     (which commutes with a gather), so the full-size float photo is never made.
     """
     if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[3] != 3:
-        raise ValueError(f"letterbox_u8: expected (N, H, W, 3) uint8, got {tuple(batch.shape)} {batch.dtype}")
+        raise UsageError(f"letterbox_u8: expected (N, H, W, 3) uint8, got {tuple(batch.shape)} {batch.dtype}")
     n, in_h, in_w = int(batch.shape[0]), int(batch.shape[1]), int(batch.shape[2])
     net_w, net_h = int(net_w), int(net_h)
     info = fit_info(in_w, in_h, net_w, net_h, letterboxed)
@@ -365,7 +368,7 @@ def geometry_table(infos: Sequence[LetterboxInfo], device) -> torch.Tensor:
 
 def _check_boxes(boxes: torch.Tensor, what: str) -> None:
     if boxes.shape[-1] != 4:
-        raise ValueError(f"{what}: expected (..., 4) boxes, got shape {tuple(boxes.shape)}")
+        raise UsageError(f"{what}: expected (..., 4) boxes, got shape {tuple(boxes.shape)}")
 
 
 def correct_boxes_rows(boxes: torch.Tensor, geom: torch.Tensor) -> torch.Tensor:

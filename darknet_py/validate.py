@@ -12,37 +12,47 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .boxes import iou_matrix_cxcywh
-from .dataset import (CocoAnnotations, DataConfig, LabelReport, ListedImage, category_ids, check_classes,
-                      coco_image_id, read_coco_annotations, read_data_config, read_image_list, scan_labels,
-                      truth_from_coco, truth_from_labels)
-from .layers.head import decode_heads as decode
+from .config.data import DataConfig, read_data_config
+from .config.lists import ListedImage, read_image_list
+from .config.names import default_names, read_names
+from .dataset import (
+    CocoAnnotations,
+    LabelReport,
+    category_ids,
+    coco_image_id,
+    read_coco_annotations,
+    scan_labels,
+    truth_from_coco,
+    truth_from_labels,
+)
 from .detector import check_detector, letterboxed, load
-from .errors import DataError, ImageError
+from .device import model_device
+from .errors import DataError, UsageError
+from .evaluation import EvaluationReport, GroundTruth, ImageDetections, coco_detections, coco_evaluate, evaluate
 from .files import write_text
-from .evaluation import (EvaluationReport, GroundTruth, ImageDetections, coco_detections, coco_evaluate,
-                         evaluate)
-from .imageio import load_image
-from .names import default_names, read_names
+from .layers.head import decode_heads
 from .postprocess import darknet_nms, detections_to, postprocess
-from .transforms import LetterboxInfo, darknet_resize, letterbox, pixel_corners, u8_to_float
-
-# validate_detector's constants: objectness/score threshold .005, NMS .45.
-VALID_THRESH = 0.005
-VALID_NMS = 0.45
-# validate_detector_recall's: threshold .001, objectness NMS .4, a truth is found at IoU > .5.
-RECALL_THRESH = 0.001
-RECALL_NMS = 0.4
-RECALL_IOU = 0.5
+from .postprocess.thresholds import (
+    MAP_CONF_THRESH,
+    MAP_IOU,
+    RECALL_IOU,
+    RECALL_NMS,
+    RECALL_THRESH,
+    VALID_NMS,
+    VALID_THRESH,
+)
+from .stream.feed import PhotoFeed, default_workers
+from .transforms import fit, pixel_corners
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,13 @@ class ValidImage:
 class ValidationRun:
     """Detections of every listed image, as Darknet's ``dets`` after NMS: one row per (box, class)."""
 
-    images: List[ValidImage]
-    boxes: List[np.ndarray]    # (D, 4) float64 photo pixel corners, not clipped (Darknet's bbox in pixels)
-    scores: List[np.ndarray]   # (D,) objectness * class probability
-    classes: List[np.ndarray]  # (D,) int64
+    images: list[ValidImage]
+    boxes: list[np.ndarray]    # (D, 4) float64 photo pixel corners, not clipped (Darknet's bbox in pixels)
+    scores: list[np.ndarray]   # (D,) objectness * class probability
+    classes: list[np.ndarray]  # (D,) int64
     seconds: float
 
-    def detections(self) -> List[ImageDetections]:
+    def detections(self) -> list[ImageDetections]:
         """Boxes clipped to [0, w] x [0, h] as ``print_cocos`` writes them: what ``map`` evaluates."""
         out = []
         for im, b, s, c in zip(self.images, self.boxes, self.scores, self.classes):
@@ -81,53 +91,31 @@ class ValidationRun:
 # --------------------------------------------------------------------------- running the detector
 
 
-def _prefetch(items: Sequence, load: Callable, workers: int, depth: int) -> Iterator:
-    """``load(item)`` for every item, in order, ``depth`` ahead on a thread pool (cv2 decoding and
-    torch resizing release the GIL, so threads overlap them with the network)."""
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        it = iter(items)
-        pending = deque(pool.submit(load, item) for _, item in zip(range(depth), it))
-        while pending:
-            fut = pending.popleft()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
-            yield fut.result()
-
-
-def _progress(total: int, enabled: Optional[bool], desc: str):
+def _progress(total: int, enabled: bool | None, desc: str):
     from tqdm import tqdm
 
     # disable=None: a bar on a terminal, silence in pipes and logs
     return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, file=sys.stderr)
 
 
-def _loader(net_w: int, net_h: int, list_path: str, exif: bool, stretch: bool):
-    def load_one(image: ListedImage):
-        try:
-            rgb, _ = load_image(image.path, exif_orientation=exif)
-        except ImageError as exc:  # an unreadable photo would silently change the score: stop, name it
-            raise DataError(str(exc), list_path, image.line) from None
-        h, w = rgb.shape[:2]
-        if stretch:  # validate_detector_recall resizes without letterbox (and YOLOv1 always does)
-            x = darknet_resize(u8_to_float(torch.from_numpy(rgb).permute(2, 0, 1)), net_w, net_h)
-            info = LetterboxInfo(w, h, net_w, net_h, net_w, net_h, 0, 0)
-        else:
-            x, info = letterbox(rgb, net_w, net_h)
-        return image, x, info
-    return load_one
-
-
-def _batches(model, images: Sequence[ListedImage], list_path: str, batch: int, workers: Optional[int],
-             progress: Optional[bool], exif: bool, stretch: bool, desc: str):
+def _batches(model, images: Sequence[ListedImage], list_path: str, batch: int, workers: int | None,
+             progress: bool | None, exif: bool, stretch: bool, desc: str):
+    """(chunk of (image, x, info), stacked input on the model's device), ``batch`` photos at a time,
+    from the streaming command's photo feed; photos stretched when ``stretch`` (or the network
+    says so), else letterboxed."""
     net_w, net_h = model.input_size
-    device = next(model.parameters()).device
-    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
-    load_one = _loader(net_w, net_h, list_path, exif, stretch or not letterboxed(model))
+    device = model_device(model)
+    workers = workers if workers is not None else default_workers(device.type == "cuda")
+    prepare = partial(fit, net_w=net_w, net_h=net_h, letterboxed=not stretch and letterboxed(model))
     chunk = []
-    with _progress(len(images), progress, desc) as bar:
-        for item in _prefetch(images, load_one, workers, depth=2 * batch):
-            chunk.append(item)
+    with _progress(len(images), progress, desc) as bar, \
+            PhotoFeed([os.fspath(im.path) for im in images], prepare, workers=workers, batch=batch,
+                      exif_orientation=exif) as feed:
+        for image in images:
+            sample = feed.next()
+            if "error" in sample:  # an unreadable photo would silently change the score: stop, name it
+                raise DataError(sample["error"], list_path, image.line)
+            chunk.append((image, sample["x"], sample["info"]))
             if len(chunk) == batch:
                 yield chunk, torch.stack([c[1] for c in chunk]).to(device, non_blocking=True)
                 bar.update(len(chunk))
@@ -140,12 +128,12 @@ def _batches(model, images: Sequence[ListedImage], list_path: str, batch: int, w
 @torch.inference_mode()
 def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int], *, list_path: str = "<list>",
                    thresh: float = VALID_THRESH, nms: float = VALID_NMS, batch: int = 8,
-                   workers: Optional[int] = None, progress: Optional[bool] = False,
+                   workers: int | None = None, progress: bool | None = False,
                    exif_orientation: bool = True) -> ValidationRun:
     """Darknet's validation pass over listed images, ``batch`` at a time on the model's device."""
     check_detector(model)
     if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+        raise UsageError(f"batch must be >= 1, got {batch}")
     start = time.perf_counter()
     run = ValidationRun([], [], [], [], 0.0)
     ids = iter(image_ids)
@@ -183,10 +171,10 @@ def write_coco_results(path, run: ValidationRun, cat_ids: Sequence[int]) -> Path
     return path
 
 
-def write_voc_results(folder, prefix: str, run: ValidationRun, names: Sequence[str]) -> List[Path]:
+def write_voc_results(folder, prefix: str, run: ValidationRun, names: Sequence[str]) -> list[Path]:
     """``print_detector_detections``: per class ``<prefix><name>.txt`` lines ``id score x1 y1 x2 y2``
     with 1-based corners clipped to [1, w] x [1, h] (the VOC devkit's pixel convention)."""
-    rows: List[List[str]] = [[] for _ in names]
+    rows: list[list[str]] = [[] for _ in names]
     for im, b, s, c in zip(run.images, run.boxes, run.scores, run.classes):
         ident = _basecfg(im.listed)
         for (x1, y1, x2, y2), score, cls in zip(b.tolist(), s.tolist(), c.tolist()):
@@ -220,10 +208,10 @@ def write_imagenet_results(path, run: ValidationRun) -> Path:
 class ValidSetup:
     data: DataConfig
     model: torch.nn.Module
-    names: List[str]
-    images: List[ListedImage]
+    names: list[str]
+    images: list[ListedImage]
     list_path: Path
-    coco: Optional[CocoAnnotations]
+    coco: CocoAnnotations | None
 
 
 def _setup(data_path, cfg, weights, device, width, height, model=None) -> ValidSetup:
@@ -234,14 +222,14 @@ def _setup(data_path, cfg, weights, device, width, height, model=None) -> ValidS
         model = load(cfg, weights, device=device, width=width, height=height)
     check_detector(model)
     classes = model.netdef.classes
-    check_classes(data, classes)
+    data.check_classes(classes)
     names_path = data.file("names")
     names = read_names(names_path, classes) if names_path else default_names(classes)
     ann = data.file("annotations")
     return ValidSetup(data, model, names, images, list_path, read_coco_annotations(ann) if ann else None)
 
 
-def image_ids_for(setup: ValidSetup, from_names: bool) -> List[int]:
+def image_ids_for(setup: ValidSetup, from_names: bool) -> list[int]:
     """COCO ids from the annotations json, or Darknet's file-name rule, or list positions."""
     if setup.coco is not None:
         ids = [setup.coco.image(im.listed)["id"] for im in setup.images]
@@ -258,10 +246,10 @@ def image_ids_for(setup: ValidSetup, from_names: bool) -> List[int]:
     return ids
 
 
-def detector_valid(data_path, cfg, weights, *, out: Optional[str] = None, results: Optional[str] = None,
+def detector_valid(data_path, cfg, weights, *, out: str | None = None, results: str | None = None,
                    device="cpu", batch: int = 8, thresh: float = VALID_THRESH, nms: float = VALID_NMS,
-                   width: Optional[int] = None, height: Optional[int] = None, progress: Optional[bool] = False,
-                   workers: Optional[int] = None, model=None) -> Tuple[ValidationRun, List[Path]]:
+                   width: int | None = None, height: int | None = None, progress: bool | None = False,
+                   workers: int | None = None, model=None) -> tuple[ValidationRun, list[Path]]:
     """``darknet detector valid``: detections over ``valid``, written where ``results`` says."""
     setup = _setup(data_path, cfg, weights, device, width, height, model)
     kind = setup.data.eval
@@ -287,15 +275,16 @@ def detector_valid(data_path, cfg, weights, *, out: Optional[str] = None, result
 @dataclass
 class MapResult:
     report: EvaluationReport
-    labels: Optional[LabelReport]  # None when the truth came from a COCO json
+    labels: LabelReport | None  # None when the truth came from a COCO json
     run: ValidationRun
     truth_source: str
 
 
 def detector_map(data_path, cfg, weights, *, device="cpu", batch: int = 8, thresh: float = VALID_THRESH,
-                 nms: float = VALID_NMS, iou: float = 0.5, conf_thresh: float = 0.25, on_bad_label: str = "error",
-                 width: Optional[int] = None, height: Optional[int] = None, progress: Optional[bool] = False,
-                 workers: Optional[int] = None, model=None) -> MapResult:
+                 nms: float = VALID_NMS, iou: float = MAP_IOU, conf_thresh: float = MAP_CONF_THRESH,
+                 on_bad_label: str = "error",
+                 width: int | None = None, height: int | None = None, progress: bool | None = False,
+                 workers: int | None = None, model=None) -> MapResult:
     """Detections over ``valid`` (as ``detector valid`` makes them) against the truth: the YOLO
     label files found the Darknet way, or the COCO json that ``annotations =`` names."""
     setup = _setup(data_path, cfg, weights, device, width, height, model)
@@ -308,7 +297,7 @@ def detector_map(data_path, cfg, weights, *, device="cpu", batch: int = 8, thres
     ids = image_ids_for(setup, from_names=False)
     run = run_detections(setup.model, setup.images, ids, list_path=os.fspath(setup.list_path), thresh=thresh,
                          nms=nms, batch=batch, workers=workers, progress=progress)
-    truths: List[GroundTruth] = []
+    truths: list[GroundTruth] = []
     if setup.coco is not None:
         class_of = {c: i for i, c in enumerate(cat_ids)}
         for im in run.images:
@@ -344,7 +333,7 @@ class RecallResult:
     def recall(self) -> float:
         return self.correct / self.truths if self.truths else float("nan")
 
-    def line(self, index: Optional[int] = None) -> str:
+    def line(self, index: int | None = None) -> str:
         """Darknet's progress line: ``i correct total RPs/Img IOU Recall``."""
         i = self.images - 1 if index is None else index
         iou = 100 * self.avg_iou if self.truths else float("nan")
@@ -355,8 +344,8 @@ class RecallResult:
 @torch.inference_mode()
 def detector_recall(data_path, cfg, weights, *, device="cpu", batch: int = 8, thresh: float = RECALL_THRESH,
                     nms: float = RECALL_NMS, iou: float = RECALL_IOU, on_bad_label: str = "error",
-                    width: Optional[int] = None, height: Optional[int] = None, progress: Optional[bool] = False,
-                    workers: Optional[int] = None, model=None, each: Optional[Callable[[RecallResult], None]] = None
+                    width: int | None = None, height: int | None = None, progress: bool | None = False,
+                    workers: int | None = None, model=None, each: Callable[[RecallResult], None] | None = None
                     ) -> RecallResult:
     """``validate_detector_recall``: how many truths some proposal covers at IoU > ``iou``.
 
@@ -373,7 +362,7 @@ def detector_recall(data_path, cfg, weights, *, device="cpu", batch: int = 8, th
     iou_sum = 0.0
     for chunk, x in _batches(model, setup.images, os.fspath(setup.list_path), batch, workers, progress, True, True,
                              "detector recall"):
-        boxes, obj, _ = decode(model(x), model.head_specs, net_w, net_h)
+        boxes, obj, _ = decode_heads(model(x), model.head_specs, net_w, net_h)
         for i in range(len(chunk)):
             keep = obj[i] > thresh
             b, o = boxes[i][keep].double(), obj[i][keep]

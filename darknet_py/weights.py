@@ -16,15 +16,14 @@ import os
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .errors import WeightsError
+from .errors import UsageError, WeightsError
 from .files import write_bytes
 
-FLOAT = np.dtype("<f4")  # W10: always little-endian float32, whatever the host
+FLOAT = np.dtype("<f4")  # Darknet's files are little-endian float32, whatever the host reading them
 # More images than any training run has seen (yolov3.weights: 32,013,312): a garbled header.
 ABSURD_SEEN = 10**12
 
@@ -52,7 +51,7 @@ def seen_width(major: int, minor: int) -> int:
 
 
 def is_torch_file_head(head: bytes) -> bool:
-    """W11: torch.save's zip archive, or a bare pickle (protocols 2-5), by its first bytes."""
+    """torch.save's zip archive, or a bare pickle (protocols 2-5), by its first bytes."""
     return head[:4] == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
@@ -83,17 +82,17 @@ def _sniff(data: bytes, path: str) -> None:
         raise WeightsError(f"this is a text file ({chars[:40]!r}...), not a Darknet .weights file", path)
 
 
-def read_header(data: bytes, path: str, *, seen_bytes: Optional[int] = None, force_header: bool = False) -> Header:
+def read_header(data: bytes, path: str, *, seen_bytes: int | None = None, force_header: bool = False) -> Header:
     if len(data) < 16:
         raise WeightsError(f"not a darknet weights file ({len(data)} bytes; the header alone takes 16 or 20)", path)
     major, minor, revision = struct.unpack_from("<iii", data, 0)
     if major >= 1000 or minor >= 1000:
-        # Wording "not supported" is the W4 contract of docs/bad-inputs.md (users grep for it).
+        # "not supported": the wording every refusal of a known Darknet format uses (users grep for it)
         raise WeightsError(f"header {major}.{minor}.{revision} marks transposed [connected] weights: not "
                            "supported by darknet-py", path)
     width = seen_bytes if seen_bytes is not None else seen_width(major, minor)
     if width not in (4, 8):
-        raise ValueError(f"seen_bytes must be 4 or 8, not {width}")
+        raise UsageError(f"seen_bytes must be 4 or 8, not {width}")
     if len(data) < 12 + width:
         raise WeightsError(f"not a darknet weights file ({len(data)} bytes; the header alone takes {12 + width})",
                            path)
@@ -105,14 +104,14 @@ def read_header(data: bytes, path: str, *, seen_bytes: Optional[int] = None, for
     return header
 
 
-def _implausible(h: Header) -> Optional[str]:
+def _implausible(h: Header) -> str | None:
     if min(h.major, h.minor, h.revision) < 0 or h.seen > ABSURD_SEEN:
         return (f"implausible header: major={h.major} minor={h.minor} revision={h.revision} seen={h.seen}; "
                 "not a darknet weights file? (force_header=True reads it anyway)")
     return None
 
 
-def layer_tensors(model, upto: Optional[int] = None) -> List[Tuple[int, List[Tuple[str, torch.Tensor]]]]:
+def layer_tensors(model, upto: int | None = None) -> list[tuple[int, list[tuple[str, torch.Tensor]]]]:
     """(layer index, [(name, tensor)]) in file order for layers [0, upto), skipping those without bytes."""
     n = len(model.layers) if upto is None else upto
     out = []
@@ -123,7 +122,7 @@ def layer_tensors(model, upto: Optional[int] = None) -> List[Tuple[int, List[Tup
     return out
 
 
-def count_floats(model, upto: Optional[int] = None) -> int:
+def count_floats(model, upto: int | None = None) -> int:
     return sum(t.numel() for _, ts in layer_tensors(model, upto) for _, t in ts)
 
 
@@ -132,12 +131,12 @@ def _layer_name(model, i: int) -> str:
     return f"layer {i} [{model.netdef.sections[i + 1].kind}] (cfg line {spec.line})"
 
 
-def _check_upto(model, upto: Optional[int]) -> None:
+def _check_upto(model, upto: int | None) -> None:
     if upto is not None and not 0 <= upto <= len(model.layers):
-        raise ValueError(f"upto={upto}: expected 0..{len(model.layers)} (the number of layers to load)")
+        raise UsageError(f"upto={upto}: expected 0..{len(model.layers)} (the number of layers to load)")
 
 
-def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optional[int] = None,
+def load_weights(model, path, upto: int | None = None, *, seen_bytes: int | None = None,
                  allow_trailing_bytes: bool = False, strict: bool = False, force_header: bool = False) -> Header:
     """Load a Darknet .weights file into ``model`` (layers [0, upto) when ``upto`` is given).
 
@@ -155,7 +154,8 @@ def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optiona
         raise WeightsError("not a darknet weights file (empty file)", spath)
     _sniff(bytes(data[:64]), spath)
     # Plausibility is judged below, once the size is known: a 0.2 header followed by a 4-byte 'seen'
-    # reads the first float into the high half of 'seen', which looks absurd; the W7 hint names the cause.
+    # reads the first float into the high half of 'seen', which looks absurd; the size hint below
+    # names the cause.
     header = read_header(bytes(data[:20]), spath, seen_bytes=seen_bytes, force_header=True)
     plan = layer_tensors(model, upto)
     need = sum(t.numel() for _, ts in plan for _, t in ts)
@@ -170,7 +170,7 @@ def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optiona
     alt = 4 if header.seen_bytes == 8 else 8
     hint = ""
     if mismatch and seen_bytes is None and diff == alt - header.seen_bytes:
-        # W7: off by exactly 4 bytes is the signature of a writer that disagreed with Darknet's
+        # Off by exactly 4 bytes is the signature of a writer that disagreed with Darknet's
         # version rule for the width of 'seen' (PyTorch-YOLOv3#842, AlexeyAB#1601).
         hint = (f"; off by exactly 4 bytes: if the header's 'seen' field is {alt} bytes wide (not {header.seen_bytes} "
                 f"as version {header.major}.{header.minor}.{header.revision} implies), pass seen_bytes={alt}")
@@ -216,7 +216,7 @@ def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optiona
                 neg = int(np.count_nonzero(chunk < 0))
                 if neg:
                     problems.append(f"{_layer_name(model, i)}: {name} has {neg} negative variances")
-    # W9 strict: refuse before copying anything, so a refused file leaves the model as it was
+    # strict: refuse before copying anything, so a refused file leaves the model as it was
     # (checking while copying left it half-overwritten with the NaN values it refused).
     if strict and problems:
         raise WeightsError(problems[0], spath)
@@ -229,7 +229,7 @@ def load_weights(model, path, upto: Optional[int] = None, *, seen_bytes: Optiona
     return header
 
 
-def layers_in_file(model, path, *, seen_bytes: Optional[int] = None) -> Optional[int]:
+def layers_in_file(model, path, *, seen_bytes: int | None = None) -> int | None:
     """How many leading layers a weights file holds when it ends exactly at a layer boundary (a
     backbone such as darknet53.conv.74, which Darknet's ``train`` loads as far as it goes);
     None when it does not end on a boundary (then ``load_weights`` explains the mismatch)."""
@@ -253,7 +253,7 @@ def layers_in_file(model, path, *, seen_bytes: Optional[int] = None) -> Optional
     return len(model.layers) if 4 * floats == avail else None
 
 
-def weights_bytes(model, upto: Optional[int] = None, header: Optional[Header] = None) -> bytes:
+def weights_bytes(model, upto: int | None = None, header: Header | None = None) -> bytes:
     """The .weights file content for ``model`` (layers [0, upto))."""
     _check_upto(model, upto)
     header = header or getattr(model, "header", None) or Header()
@@ -264,7 +264,7 @@ def weights_bytes(model, upto: Optional[int] = None, header: Optional[Header] = 
     return b"".join(parts)
 
 
-def save_weights(model, path, upto: Optional[int] = None, header: Optional[Header] = None) -> None:
+def save_weights(model, path, upto: int | None = None, header: Header | None = None) -> None:
     """Write Darknet's format atomically (darknet_py.files): a kill never leaves half a file."""
     spath = os.fspath(path)
     data = weights_bytes(model, upto, header)
@@ -274,8 +274,8 @@ def save_weights(model, path, upto: Optional[int] = None, header: Optional[Heade
         raise WeightsError(f"cannot write weights: {exc.strerror or exc}", spath) from None
 
 
-def weights_report(model) -> List[dict]:
-    """Per-layer statistics (W12): a cfg that fits the file by size but not by meaning shows up here."""
+def weights_report(model) -> list[dict]:
+    """Per-layer statistics: a cfg that fits the file by size but not by meaning shows up here."""
     rows = []
     for i, tensors in layer_tensors(model):
         row = {"layer": i, "kind": model.netdef.sections[i + 1].kind, "line": model.netdef.specs[i].line,

@@ -244,7 +244,7 @@ def test_video_frames_in_batches_and_annotated_copy(model, names, video, tmp_pat
     assert len(err) == 2 and str(bad) in err[0] and "cannot open the video" in err[0]
 
 
-class _NumpyRunner:
+class _NumpyRunner(stream.CustomRunner):
     """A runner with only FastDetector's interface (numpy photos in, Detections out)."""
 
     def __init__(self, model):
@@ -311,7 +311,7 @@ def _box_iou(a, b) -> float:
     return w * h / union if union > 0 else float(a == b)
 
 
-class _ChecksumRunner:
+class _ChecksumRunner(stream.CustomRunner):
     """A runner that takes the photos themselves (no worker-side preparation, so they come through
     the PhotoRing) and keeps only a digest of each, as a runner must (the slot is reused later)."""
 
@@ -442,7 +442,9 @@ def test_inputs_and_refusals(photos, tmp_path, capsys):
     assert [i.rel for i in items] == ["b.png.jpg", "sub/a.jpg"] and all(i.kind == "image" for i in items)
     (empty := tmp_path / "empty" / "deeper").mkdir(parents=True)
     [e] = stream.expand_inputs([str(empty.parent)])
-    assert e.kind == "error" and "--recursive" in e.error
+    assert e.kind == "error" and "recursive=True" in e.error  # the library names its argument...
+    assert main(["detect", *BASE, str(empty.parent), *OPTS]) == 1
+    assert "--recursive" in capsys.readouterr().err  # ...the command line its option
     [e] = stream.expand_inputs([str(tmp_path / "*.nothing")])
     assert e.kind == "error" and "no image or video files match" in e.error
     cams = stream.expand_inputs(["0"], cameras=[2])
@@ -490,7 +492,7 @@ def test_rounds_merge_in_input_order(model, names, photos, monkeypatch):
     """The torchrun merge with several rounds (2 items per process per round) and failures spread
     over both ranks: rank 0's output equals one process's."""
     folder, good, _ = photos
-    monkeypatch.setattr(stream, "ROUND_ITEMS", 2)
+    monkeypatch.setattr(stream.engine, "ROUND_ITEMS", 2)
     items = stream.expand_inputs([str(folder), str(folder / "missing.jpg"), good[0]])
     opts = dict(thresh=THRESH, batch=2, workers=0)
 

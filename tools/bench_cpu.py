@@ -97,6 +97,7 @@ def build(config: str, cfg: Path, weights: Path, size: int, threads: int):
     """A zero-argument function running ``config`` once (models loaded here, outside the timing)."""
     import cv2
     import torch
+
     import darknet_py
     from darknet_py.detector import postprocess
     from darknet_py.transforms import letterbox

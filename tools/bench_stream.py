@@ -231,7 +231,7 @@ class Bench:
         weights = tmp / "random.weights"
         cfg = make_weights(Path(a.cfg), weights, a.size, tmp, paths[:8], a.objectness_rate, a.class_shift)
         dev = "cuda" if self.cuda else "cpu"
-        workers = a.workers if a.workers is not None else cli._default_workers(self.cuda, 1)
+        workers = a.workers if a.workers is not None else stream.default_workers(self.cuda, 1)
         exact_batch = a.batch or (8 if self.cuda else 1)
         fast_batch = a.fast_batch or 64
 

@@ -38,10 +38,10 @@ def main() -> int:
     ap.add_argument("--no-eval", action="store_true", help="train only (evaluation needs pycocotools)")
     args = ap.parse_args()
 
+    import torch
+
     from darknet_py.synth import make_dataset
     from darknet_py.train.trainer import TrainOptions, train
-
-    import torch
 
     out = Path(args.out)
     start = time.perf_counter()

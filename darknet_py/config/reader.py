@@ -15,8 +15,9 @@ import difflib
 import os
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Union
 
 from ..errors import CfgError
 
@@ -46,12 +47,12 @@ class Section:
     kind: str
     line: int
     index: int
-    path: Optional[str] = None
-    options: Dict[str, Option] = field(default_factory=dict)
-    duplicates: List[Option] = field(default_factory=list)  # later repeats of a key, in file order
+    path: str | None = None
+    options: dict[str, Option] = field(default_factory=dict)
+    duplicates: list[Option] = field(default_factory=list)  # later repeats of a key, in file order
 
     # -- error helpers -------------------------------------------------------------------
-    def error(self, message: str, key: Optional[str] = None) -> CfgError:
+    def error(self, message: str, key: str | None = None) -> CfgError:
         line = self.options[key].line if key is not None and key in self.options else self.line
         return CfgError(message, path=self.path, line=line, section=self.kind, index=self.index)
 
@@ -59,7 +60,7 @@ class Section:
     def has(self, key: str) -> bool:
         return key in self.options
 
-    def raw(self, key: str) -> Optional[str]:
+    def raw(self, key: str) -> str | None:
         opt = self.options.get(key)
         if opt is None:
             return None
@@ -72,14 +73,14 @@ class Section:
             raise self.error(f"missing required key '{key}'")
         return value
 
-    def get_str(self, key: str, default: Optional[str] = None, *, required: bool = False) -> Optional[str]:
+    def get_str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
         if required:
             return self._required(key)
         value = self.raw(key)
         return default if value is None else value
 
-    def get_int(self, key: str, default: Optional[int] = None, *, required: bool = False,
-                min: Optional[int] = None, max: Optional[int] = None, choices: Optional[Sequence[int]] = None) -> int:
+    def get_int(self, key: str, default: int | None = None, *, required: bool = False,
+                min: int | None = None, max: int | None = None, choices: Sequence[int] | None = None) -> int:
         value = self._required(key) if required else self.raw(key)
         if value is None:
             return default  # type: ignore[return-value]
@@ -97,8 +98,8 @@ class Section:
             # Python refuses to convert more than 4300 digits (sys.int_info.str_digits_check_threshold)
             raise self.error(f"{key}={text[:20]}...: integer of {len(text)} characters is too large", key) from None
 
-    def get_float(self, key: str, default: Optional[float] = None, *, required: bool = False,
-                  min: Optional[float] = None, max: Optional[float] = None) -> float:
+    def get_float(self, key: str, default: float | None = None, *, required: bool = False,
+                  min: float | None = None, max: float | None = None) -> float:
         value = self._required(key) if required else self.raw(key)
         if value is None:
             return default  # type: ignore[return-value]
@@ -112,15 +113,15 @@ class Section:
         # Darknet reads flags with atoi: only 0/1 mean anything; "true" would silently be 0.
         return bool(self.get_int(key, int(default), choices=(0, 1)))
 
-    def get_int_list(self, key: str, default: Optional[List[int]] = None, *, required: bool = False) -> List[int]:
+    def get_int_list(self, key: str, default: list[int] | None = None, *, required: bool = False) -> list[int]:
         items = self._list(key, required, _INT_RE, "integers")
         return default if items is None else [self._to_int(key, v) for v in items]  # type: ignore[return-value]
 
-    def get_float_list(self, key: str, default: Optional[List[float]] = None, *, required: bool = False) -> List[float]:
+    def get_float_list(self, key: str, default: list[float] | None = None, *, required: bool = False) -> list[float]:
         items = self._list(key, required, _FLOAT_RE, "numbers")
         return default if items is None else [float(v) for v in items]  # type: ignore[return-value]
 
-    def _list(self, key: str, required: bool, pattern, what: str) -> Optional[List[str]]:
+    def _list(self, key: str, required: bool, pattern, what: str) -> list[str] | None:
         value = self._required(key) if required else self.raw(key)
         if value is None:
             return None
@@ -139,7 +140,7 @@ class Section:
         if hi is not None and number > hi:
             raise self.error(f"{key}={text}: expected a value <= {hi}", key)
 
-    def mark_used(self, keys: Iterable[str]) -> List[str]:
+    def mark_used(self, keys: Iterable[str]) -> list[str]:
         """Accept keys that are kept but do not change inference (training keys); returns those present."""
         present = []
         for key in keys:
@@ -149,20 +150,20 @@ class Section:
         return present
 
     def check_duplicates(self, harmless: Iterable[str] = ()) -> None:
-        """C11: a repeated key means different nets in Darknet (first wins) and OpenCV (last wins):
+        """A repeated key means different nets in Darknet (first wins) and OpenCV (last wins):
         an error, unless the key only matters to training (pjreddie's yolov3-openimages.cfg sets
         batch twice), where Darknet's reading, the first, is kept with a warning."""
         harmless = set(harmless)
         for dup in self.duplicates:
             first = self.options[dup.key]
             if dup.key in harmless:
-                warnings.warn(f"{self.path}:{dup.line}: [{self.kind}] repeats '{dup.key}' (first at line {first.line}); "
-                              f"using the first, {dup.key}={first.value}, as Darknet does", stacklevel=3)
+                warnings.warn(f"{self.path}:{dup.line}: [{self.kind}] repeats '{dup.key}' (first at line "
+                              f"{first.line}); using the first, {dup.key}={first.value}, as Darknet does", stacklevel=3)
                 continue
             raise CfgError(f"duplicate key '{dup.key}' (also at line {first.line}): Darknet reads the first, "
                            "OpenCV the last", path=self.path, line=dup.line, section=self.kind, index=self.index)
 
-    def unused(self) -> List[Option]:
+    def unused(self) -> list[Option]:
         return [opt for opt in self.options.values() if not opt.used]
 
     def check_all_used(self, known: Iterable[str] = ()) -> None:
@@ -184,8 +185,8 @@ class Section:
 
 @dataclass
 class CfgDocument:
-    path: Optional[str]
-    sections: List[Section]
+    path: str | None
+    sections: list[Section]
     text: str = ""  # the file as read (undecodable bytes in comments replaced): kept with checkpoints
 
     @property
@@ -193,12 +194,12 @@ class CfgDocument:
         return self.sections[0]
 
     @property
-    def layers(self) -> List[Section]:
+    def layers(self) -> list[Section]:
         return self.sections[1:]
 
 
-def _sniff_non_cfg(data: bytes, path: Optional[str]) -> None:
-    """C3: HTML pages, Git LFS pointers and binaries are common mistakes; say so at line 1."""
+def _sniff_non_cfg(data: bytes, path: str | None) -> None:
+    """HTML pages, Git LFS pointers and binaries are common mistakes; say so at line 1."""
     head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     # "<html" further in only counts when the text starts with markup ("<!-- x --><html>"): a cfg whose
     # first comment mentions "<html>" is still a cfg.
@@ -214,18 +215,18 @@ def _sniff_non_cfg(data: bytes, path: Optional[str]) -> None:
 
 
 
-def parse_cfg_text(data: Union[bytes, str], path: Optional[PathLike] = None) -> CfgDocument:
+def parse_cfg_text(data: bytes | str, path: PathLike | None = None) -> CfgDocument:
     """Parse cfg bytes/text. Errors name ``path:line``."""
     spath = os.fspath(path) if path is not None else None
     if isinstance(data, str):
         data = data.encode("utf-8")
     _sniff_non_cfg(data, spath)
     if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # C4: a UTF-8 BOM makes darknet's first line a key line (segfault); drop it
+        data = data[3:]  # a UTF-8 BOM makes darknet's first line a key line (segfault); drop it
     raw_lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
 
-    sections: List[Section] = []
-    net_line: Optional[int] = None
+    sections: list[Section] = []
+    net_line: int | None = None
     for lineno, raw in enumerate(raw_lines, start=1):
         try:
             line = raw.decode("utf-8")
@@ -289,7 +290,7 @@ def parse_cfg_text(data: Union[bytes, str], path: Optional[PathLike] = None) -> 
 
 
 def read_cfg(path: PathLike) -> CfgDocument:
-    """Read a cfg file (C1: missing/directory/unreadable paths raise CfgError with the OS reason)."""
+    """Read a cfg file (missing, directory and unreadable paths raise CfgError with the OS reason)."""
     spath = os.fspath(path)
     try:
         with open(spath, "rb") as fh:

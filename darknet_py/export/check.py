@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ RTOL_FP32 = 1e-4
 # graph is off by O(1), so 5e-2 still separates a faithful export from a broken one.
 RTOL_FP16 = 5e-2
 
-Shape = List[Union[int, str]]
+Shape = list[Union[int, str]]
 
 
 _FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "pt": "PyTorch checkpoint"}
@@ -43,21 +44,21 @@ class ExportReport:
 
     path: str
     format: str                      # "onnx", "torchscript" or "pt"
-    opset: Optional[int]             # ONNX only
-    inputs: List[Tuple[str, Shape]]  # (name, shape with 'batch' for a dynamic batch)
-    outputs: List[Tuple[str, Shape]]
+    opset: int | None             # ONNX only
+    inputs: list[tuple[str, Shape]]  # (name, shape with 'batch' for a dynamic batch)
+    outputs: list[tuple[str, Shape]]
     file_bytes: int
     max_abs_diff: float              # against PyTorch on the sample image, all outputs and checked batches
     max_rel_diff: float              # max|diff| / max|reference| per output (decoded: per column group), largest
     dtype: str                       # "float32" or "float16"
-    checked_batches: List[int] = field(default_factory=list)
+    checked_batches: list[int] = field(default_factory=list)
     runtime: str = ""                # what ran the file for the check
     reference: str = ""              # what it was compared with
     tolerance: float = 0.0           # the relative tolerance that applied
-    fp32_rel_diff: Optional[float] = None  # half only: largest relative difference to the float32 model
-    notes: List[str] = field(default_factory=list)  # what else the file holds, one line each
+    fp32_rel_diff: float | None = None  # half only: largest relative difference to the float32 model
+    notes: list[str] = field(default_factory=list)  # what else the file holds, one line each
 
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         head = f"wrote {self.path} ({_FORMAT_NAMES[self.format]}"
         if self.opset is not None:
             head += f", opset {self.opset}"
@@ -91,7 +92,7 @@ def synthetic_image(width: int = 640, height: int = 480) -> np.ndarray:
     return img
 
 
-def sample_input(model: DarknetModel, sample: Optional[np.ndarray] = None) -> torch.Tensor:
+def sample_input(model: DarknetModel, sample: np.ndarray | None = None) -> torch.Tensor:
     """(1, C, H, W) float32: the sample (or the synthetic picture) letterboxed to the network."""
     img = synthetic_image() if sample is None else np.asarray(sample)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
@@ -137,7 +138,7 @@ def half_on_cpu_errors(x: torch.Tensor):
         raise
 
 
-def reference(module: nn.Module, x: torch.Tensor) -> List[np.ndarray]:
+def reference(module: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
     """What PyTorch gives for ``x``: the outputs the export must reproduce."""
     with torch.no_grad(), half_on_cpu_errors(x):
         out = module(x)
@@ -155,7 +156,7 @@ def column_groups(name: str, array: np.ndarray):
     return [(name, array)]
 
 
-def compare(got: Sequence[np.ndarray], ref: Sequence[np.ndarray], names: Sequence[str]) -> Tuple[float, float]:
+def compare(got: Sequence[np.ndarray], ref: Sequence[np.ndarray], names: Sequence[str]) -> tuple[float, float]:
     if len(got) != len(ref):
         raise ExportError(f"the export returned {len(got)} outputs, PyTorch {len(ref)}")
     max_abs = max_rel = 0.0
@@ -165,7 +166,7 @@ def compare(got: Sequence[np.ndarray], ref: Sequence[np.ndarray], names: Sequenc
         if g.shape != r.shape:
             raise ExportError(f"output {name}: the export gives shape {g.shape}, PyTorch {r.shape}")
         pairs += [(part, gp, rp) for (part, gp), (_, rp) in zip(column_groups(name, g), column_groups(name, r))]
-    for name, g, r in pairs:
+    for _, g, r in pairs:
         both = np.isfinite(g) & np.isfinite(r)
         if (~both & ~(g == r)).any():  # a NaN, or an infinity on one side only (same infinities are equal)
             diff = math.inf

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from .check import ExportReport, check_tolerance, compare, reference, sample_inp
 from .graphs import INPUT_NAME, RawHeads, check_model, eval_mode, output_names
 
 
-def export_checkpoint(model: DarknetModel, path, *, sample: Optional[np.ndarray] = None) -> ExportReport:
+def export_checkpoint(model: DarknetModel, path, *, sample: np.ndarray | None = None) -> ExportReport:
     """Write ``model`` as a checkpoint at ``path``; the reloaded file must give the model's outputs
     exactly (the same float32 tensors, the same cfg)."""
     check_model(model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -75,7 +75,7 @@ class RawHeads(nn.Module):
         self.model = model
         self.train(model.training)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.model(x))
 
 
@@ -100,7 +100,7 @@ def eval_mode(model: nn.Module):
             m.training = mode
 
 
-def prepared(model: DarknetModel, half: bool) -> Tuple[DarknetModel, DarknetModel]:
+def prepared(model: DarknetModel, half: bool) -> tuple[DarknetModel, DarknetModel]:
     """(reference, lean).
 
     reference: the model itself (float32; run as the user has it, NHWC or not) or, for ``half``, a
@@ -128,7 +128,7 @@ def target(m: DarknetModel, decode: bool) -> nn.Module:
     return (DecodedHeads(m) if decode else RawHeads(m)).eval()
 
 
-def output_names(m: DarknetModel, decode: bool) -> List[str]:
+def output_names(m: DarknetModel, decode: bool) -> list[str]:
     return [DECODED_NAME] if decode else [f"yolo_{i}" for i in m.heads]
 
 

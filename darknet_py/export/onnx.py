@@ -17,18 +17,31 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from ..device import model_device
 from ..errors import ExportError
 from ..files import write_bytes
 from ..graph import DarknetModel
-from .check import (RTOL_FP16, RTOL_FP32, ExportReport, Shape, batch_of, check_batch, check_tolerance, compare,
-                    dtype_name, fp32_rel, reference, sample_input, writing)
+from .check import (
+    RTOL_FP16,
+    RTOL_FP32,
+    ExportReport,
+    Shape,
+    batch_of,
+    check_batch,
+    check_tolerance,
+    compare,
+    dtype_name,
+    fp32_rel,
+    reference,
+    sample_input,
+    writing,
+)
 from .graphs import INPUT_NAME, check_model, eval_mode, output_names, prepared, target
-from ..device import model_device
 
 OPSET = 17
 
@@ -42,7 +55,7 @@ def plan(model, decode: bool, half: bool, sample):
             model_device(m), torch.float16 if half else torch.float32)
 
 
-def output_shapes(m: DarknetModel, traced, decode: bool, lead: Union[int, str]) -> List[Shape]:
+def output_shapes(m: DarknetModel, traced, decode: bool, lead: int | str) -> list[Shape]:
     if decode:
         n_cols = 5 + (m.yolo_specs[0].classes if m.yolo_specs else 0)
         return [[lead, traced.num_rows, n_cols]]
@@ -59,7 +72,7 @@ def _import_onnx():
     return onnx, onnxruntime
 
 
-def _onnx_shapes(values) -> List[Tuple[str, Shape]]:
+def _onnx_shapes(values) -> list[tuple[str, Shape]]:
     out = []
     for v in values:
         dims = [d.dim_param if d.dim_param else int(d.dim_value) for d in v.type.tensor_type.shape.dim]
@@ -111,7 +124,7 @@ def _register_symbolics() -> None:
 
 
 def export_onnx(model: DarknetModel, path, *, batch: int = 1, dynamic: bool = False, decode: bool = False,
-                half: bool = False, opset: int = OPSET, sample: Optional[np.ndarray] = None) -> ExportReport:
+                half: bool = False, opset: int = OPSET, sample: np.ndarray | None = None) -> ExportReport:
     """Write ``model`` as ONNX at ``path`` and check it with onnxruntime; see the module docstring.
 
     ``batch``: the batch size of the traced input (the fixed batch unless ``dynamic``);
@@ -132,7 +145,7 @@ def export_onnx(model: DarknetModel, path, *, batch: int = 1, dynamic: bool = Fa
 def _export_onnx(onnx, ort, model, path, batch, dynamic, decode, half, opset, sample) -> ExportReport:
     m, ref_module, exported, names, x1, device, dtype = plan(model, decode, half, sample)
     x = batch_of(x1, batch).to(device=device, dtype=dtype)
-    dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None
+    dynamic_axes: dict[str, dict[int, str]] | None = None
     if dynamic:
         dynamic_axes = {n: {0: "batch"} for n in [INPUT_NAME] + names}
     _register_symbolics()
@@ -153,7 +166,7 @@ def _export_onnx(onnx, ort, model, path, batch, dynamic, decode, half, opset, sa
     # come from a reversed Slice that is not constant-folded) and names them 'Whereyolo_16_dim_0'
     # and the like; the shapes are known, so state them. The full check below runs ONNX shape
     # inference against them, so a wrong one would be rejected.
-    lead: Union[int, str] = "batch" if dynamic else batch
+    lead: int | str = "batch" if dynamic else batch
     expected = output_shapes(m, ref_module, decode, lead)
     if [shape for _, shape in _onnx_shapes(proto.graph.output)] != expected:
         _set_output_shapes(proto, expected)
@@ -171,7 +184,7 @@ def _export_onnx(onnx, ort, model, path, batch, dynamic, decode, half, opset, sa
     sess, provider = _ort_session(ort, path, device)  # from the file: what a consumer will load
     batches = [batch] + ([3] if dynamic and batch != 3 else [])
     max_abs = max_rel = 0.0
-    got_first: List[np.ndarray] = []
+    got_first: list[np.ndarray] = []
     for b in batches:
         xb = x if b == batch else batch_of(x1, b).to(device=device, dtype=dtype)
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional
 
 import numpy as np
 import torch
@@ -17,14 +16,26 @@ import torch
 from ..errors import ExportError
 from ..files import atomic_output
 from ..graph import DarknetModel
-from .check import (RTOL_FP16, RTOL_FP32, ExportReport, batch_of, check_batch, check_tolerance, compare, dtype_name,
-                    fp32_rel, half_on_cpu_errors, reference, writing)
+from .check import (
+    RTOL_FP16,
+    RTOL_FP32,
+    ExportReport,
+    batch_of,
+    check_batch,
+    check_tolerance,
+    compare,
+    dtype_name,
+    fp32_rel,
+    half_on_cpu_errors,
+    reference,
+    writing,
+)
 from .graphs import INPUT_NAME, check_model, eval_mode
 from .onnx import output_shapes, plan
 
 
 def export_torchscript(model: DarknetModel, path, *, batch: int = 1, decode: bool = False, half: bool = False,
-                       sample: Optional[np.ndarray] = None) -> ExportReport:
+                       sample: np.ndarray | None = None) -> ExportReport:
     """Write ``model`` as a traced TorchScript archive (``torch.jit.load`` needs no darknet_py).
 
     The trace is checked by torch.jit (a second trace at batch 3 must give the same graph: the

@@ -16,7 +16,7 @@ some layers, see ``COMPUTED_ONLY_IN``; relu6 is min(max(x, 0), 6) as in AlexeyAB
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Tuple
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,7 @@ def _leaky(x: Tensor) -> Tensor:
     return F.leaky_relu(x, 0.1)
 
 
-ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "linear": lambda x: x,
     "logistic": torch.sigmoid,
     "loggy": lambda x: 2.0 * torch.sigmoid(x) - 1.0,
@@ -88,7 +88,7 @@ ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {
 # CUDA) has no case for them and returns 0. [convolutional] calls all of them by name, [shortcut]
 # swish and mish.
 _CONV = ("convolutional", "conv")
-COMPUTED_ONLY_IN: Dict[str, Tuple[str, ...]] = {
+COMPUTED_ONLY_IN: dict[str, tuple[str, ...]] = {
     "swish": _CONV + ("shortcut",),
     "mish": _CONV + ("shortcut",),
     "hard_mish": _CONV,
@@ -100,7 +100,7 @@ COMPUTED_ONLY_IN: Dict[str, Tuple[str, ...]] = {
 
 # In-place forms, used when no gradient is needed: the input is always a fresh conv/add result,
 # and skipping one full-size write per layer is measurable on the CPU.
-_INPLACE: Dict[str, Callable[[Tensor], Tensor]] = {
+_INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
     "linear": lambda x: x,
     "leaky": lambda x: F.leaky_relu_(x, 0.1),
     "revleaky": lambda x: F.leaky_relu_(x, 0.1),

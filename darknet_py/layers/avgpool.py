@@ -4,7 +4,7 @@ The classifiers' last spatial layer (Darknet-19, Darknet-53, ResNet). Output c x
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

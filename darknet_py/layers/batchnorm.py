@@ -15,7 +15,7 @@ formula above is what its code computes otherwise (its GPU path uses ``sqrt(var 
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -26,13 +26,16 @@ from .registry import LayerKind, LayerSpec, Shape, register
 
 
 class BatchNorm(nn.Module):
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, channels: int):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))  # Darknet's scales
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
-    def darknet_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+    def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
         return [("weight", self.weight), ("running_mean", self.running_mean), ("running_var", self.running_var)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,15 +7,15 @@ variance. Darknet's default activation here is logistic, as for convolutions.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .activations import Activation, check_activation
-from .convolutional import BN_EPS
+from .convolutional import BN_EPS, bn_stats
 from .registry import LayerKind, LayerSpec, Shape, register
 
 
@@ -33,11 +33,11 @@ class Connected(nn.Module):
         self.bn = nn.BatchNorm1d(outputs, eps=1e-5, momentum=0.01) if batch_normalize else None
         self.act = Activation(activation)
 
-    def darknet_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+    def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
         out = [("fc.bias", self.fc.bias), ("fc.weight", self.fc.weight)]
         if self.bn is not None:
-            out += [("bn.weight", self.bn.weight), ("bn.running_mean", self.bn.running_mean),
-                    ("bn.running_var", self.bn.running_var)]
+            mean, var = bn_stats(self.bn)
+            out += [("bn.weight", self.bn.weight), ("bn.running_mean", mean), ("bn.running_var", var)]
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,8 @@ class Connected(nn.Module):
         else:
             # forward_connected_layer with BN: normalize (pjreddie's CPU eps outside the root),
             # scale, then add the biases (the BN shift), as for convolutions.
-            y = (y - self.bn.running_mean) / (self.bn.running_var.sqrt() + BN_EPS) * self.bn.weight + self.fc.bias
+            mean, var = bn_stats(self.bn)
+            y = (y - mean) / (var.sqrt() + BN_EPS) * self.bn.weight + self.fc.bias
         return self.act(y).view(n, -1, 1, 1)
 
 

@@ -15,8 +15,8 @@ kind. The loss keys (``classes``, ``temperature``, ``cls_normalizer``, ``max_del
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn

@@ -42,8 +42,9 @@ the wrong pixels there; AlexeyAB and both CUDA paths compute the convolution, as
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -65,7 +66,7 @@ class ConvSpec(LayerSpec):
     groups: int
     batch_normalize: bool
     activation: str
-    stride_y: Optional[int] = None  # None: the same as stride
+    stride_y: int | None = None  # None: the same as stride
     dilation: int = 1
     binary: bool = False
     xnor: bool = False
@@ -73,9 +74,14 @@ class ConvSpec(LayerSpec):
     antialiasing: int = 0  # 0 none, 1 a 3x3 blur, 2 a 2x2 blur after the conv (AlexeyAB)
 
     @property
-    def strides(self) -> Tuple[int, int]:
+    def strides(self) -> tuple[int, int]:
         """(y, x)."""
         return (self.stride if self.stride_y is None else self.stride_y, self.stride)
+
+
+def bn_stats(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(running_mean, running_var) of a torch batch norm that tracks them (Darknet's always do)."""
+    return cast(torch.Tensor, bn.running_mean), cast(torch.Tensor, bn.running_var)
 
 
 def binarize_weights(w: torch.Tensor) -> torch.Tensor:
@@ -98,7 +104,9 @@ class AntiAliasBlur(nn.Module):
     """AlexeyAB's antialiasing (``make_convolutional_layer``'s ``input_layer``): a fixed depthwise
     blur, linear, no bias, with the stride the host layer gave up."""
 
-    def __init__(self, channels: int, kind: int, stride: Tuple[int, int]):
+    weight: torch.Tensor
+
+    def __init__(self, channels: int, kind: int, stride: tuple[int, int]):
         super().__init__()
         if kind == 2:
             kernel, self.padding = torch.full((2, 2), 0.25), 0
@@ -113,7 +121,7 @@ class AntiAliasBlur(nn.Module):
         return F.conv2d(x, self.weight.to(x.dtype), None, self.stride, self.padding, 1, self.channels)
 
 
-def blur_out_shape(spec, out_h: int, out_w: int, w: int, h: int, section) -> Tuple[int, int]:
+def blur_out_shape(spec, out_h: int, out_w: int, w: int, h: int, section) -> tuple[int, int]:
     """(out_h, out_w) after the antialiasing blur that takes the stride of a conv or maxpool
     (``spec.antialiasing``, ``spec.strides``); ``w x h`` is the layer's input, for the error."""
     (sy, sx), (size, pad) = spec.strides, ((2, 0) if spec.antialiasing == 2 else (3, 1))
@@ -148,7 +156,7 @@ class ConvBlock(nn.Module):
         self._fuse_key = None
 
     @classmethod
-    def from_spec(cls, spec: ConvSpec, in_channels: int) -> "ConvBlock":
+    def from_spec(cls, spec: ConvSpec, in_channels: int) -> ConvBlock:
         return cls(in_channels, spec.filters, spec.size, spec.strides, spec.padding, spec.groups,
                    spec.batch_normalize, spec.activation, dilation=spec.dilation, binary=spec.binary,
                    xnor=spec.xnor, flipped=spec.flipped, antialiasing=spec.antialiasing)
@@ -160,11 +168,12 @@ class ConvBlock(nn.Module):
         # matrix in C order, so loading copies into and saving reads from the kernels themselves.
         return w.permute(1, 2, 3, 0) if self.flipped else w
 
-    def darknet_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+    def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
         if self.bn is not None:
-            return [("bn.bias", self.bn.bias), ("bn.weight", self.bn.weight), ("bn.running_mean", self.bn.running_mean),
-                    ("bn.running_var", self.bn.running_var), ("conv.weight", self._file_weight())]
-        return [("conv.bias", self.conv.bias), ("conv.weight", self._file_weight())]
+            mean, var = bn_stats(self.bn)
+            return [("bn.bias", self.bn.bias), ("bn.weight", self.bn.weight), ("bn.running_mean", mean),
+                    ("bn.running_var", var), ("conv.weight", self._file_weight())]
+        return [("conv.bias", cast(torch.Tensor, self.conv.bias)), ("conv.weight", self._file_weight())]
 
     # -- inference: BN folded into the conv ------------------------------------------------
     def _source_key(self):
@@ -180,11 +189,12 @@ class ConvBlock(nn.Module):
             if self.binary_weights:
                 w = binarize_weights(w)  # binarised before BN, as forward_convolutional_layer runs them
             if self.bn is not None:
-                scale = self.bn.weight.double() / (self.bn.running_var.double().sqrt() + BN_EPS)
-                b = self.bn.bias.double() - self.bn.running_mean.double() * scale
+                mean, var = bn_stats(self.bn)
+                scale = self.bn.weight.double() / (var.double().sqrt() + BN_EPS)
+                b = self.bn.bias.double() - mean.double() * scale
                 w = w * scale.view(-1, 1, 1, 1)
             else:
-                b = self.conv.bias.double()
+                b = cast(torch.Tensor, self.conv.bias).double()
             dtype = self.conv.weight.dtype
             # keep the kernel's memory format (channels_last when the model was converted to it)
             fmt = torch.channels_last if self.conv.weight.is_contiguous(memory_format=torch.channels_last) \
@@ -193,7 +203,7 @@ class ConvBlock(nn.Module):
             self.fused_bias = b.to(dtype)
         self._fuse_key = self._source_key()
 
-    def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(kernel, bias) with BN folded in, refolded whenever the weights changed since the last
         fold (a trace cannot follow the check: it folds once)."""
         if self.fused_weight is None or (not torch.jit.is_tracing() and self._fuse_key != self._source_key()):
@@ -219,7 +229,7 @@ class ConvBlock(nn.Module):
 
 
 def folded_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, conv, act: nn.Module,
-                   blur: Optional[nn.Module], binarize: bool) -> torch.Tensor:
+                   blur: nn.Module | None, binarize: bool) -> torch.Tensor:
     """Inference of a conv block from its folded kernel: (xnor's input binarisation,) the conv with
     ``conv``'s stride, padding, dilation and groups, the activation, (the antialiasing blur)."""
     if binarize:
@@ -242,7 +252,7 @@ class FoldedConv(nn.Module):
     a snapshot. :meth:`pack_for_cpu` makes it one pre-packed oneDNN primitive with the activation
     fused, where the activation allows (float32 on the CPU)."""
 
-    def __init__(self, block: ConvBlock, dtype: Optional[torch.dtype] = None,
+    def __init__(self, block: ConvBlock, dtype: torch.dtype | None = None,
                  memory_format: torch.memory_format = torch.contiguous_format):
         super().__init__()
         with torch.no_grad():
@@ -252,12 +262,12 @@ class FoldedConv(nn.Module):
                                        requires_grad=False)
             self.bias = nn.Parameter(b.detach().to(dtype), requires_grad=False)
         conv = block.conv
-        self.conv = _ConvGeometry(conv.stride, conv.padding, conv.dilation, conv.groups)
+        self.conv = _ConvGeometry(conv.stride, cast(tuple[int, ...], conv.padding), conv.dilation, conv.groups)
         self.act, self.blur, self.binarize_input = block.act, block.blur, block.binarize_input
-        self.packed: Optional[torch.Tensor] = None
-        self.unary: Optional[Tuple[str, list]] = None
+        self.packed: torch.Tensor | None = None
+        self.unary: tuple[str, list] | None = None
 
-    def pack_for_cpu(self, in_shape: Tuple[int, int, int]) -> bool:
+    def pack_for_cpu(self, in_shape: tuple[int, int, int]) -> bool:
         """Pre-pack the kernel for oneDNN with the activation fused (the arithmetic is the same up to
         summation order); False, and the plain path stays, where that is not possible."""
         w = self.weight
@@ -275,7 +285,7 @@ class FoldedConv(nn.Module):
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None:
+        if self.packed is not None and self.unary is not None:
             attr, scalars = self.unary
             c = self.conv
             return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, list(c.padding),
@@ -287,9 +297,9 @@ class FoldedConv(nn.Module):
 class _ConvGeometry:
     """What :func:`folded_forward` reads of an ``nn.Conv2d`` besides its tensors."""
 
-    stride: Tuple[int, ...]
-    padding: Tuple[int, ...]
-    dilation: Tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
     groups: int
 
 
@@ -358,7 +368,7 @@ class Convolutional(LayerKind):
                         stride_y if stride_y != stride_x else None, dilation, binary, xnor, flipped, antialiasing)
 
     @classmethod
-    def _host_shape(cls, spec: ConvSpec, h: int, w: int) -> Tuple[int, int]:
+    def _host_shape(cls, spec: ConvSpec, h: int, w: int) -> tuple[int, int]:
         """Output (h, w) of the conv itself: stride 1 when an antialiasing blur takes the stride."""
         sy, sx = (1, 1) if spec.antialiasing else spec.strides
         return (h + 2 * spec.padding - spec.size) // sy + 1, (w + 2 * spec.padding - spec.size) // sx + 1

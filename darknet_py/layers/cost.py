@@ -2,7 +2,7 @@
 input through unchanged, so its keys are accepted and kept for training. No weights."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn as nn
 

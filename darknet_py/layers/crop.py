@@ -11,8 +11,8 @@ follow the CPU code, which the two agree with whenever ``w - crop_width`` is eve
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn

@@ -32,8 +32,8 @@ keeps its own defaults (.5 / .45), so pass ``thresh=.2, nms=.4`` to reproduce ``
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn

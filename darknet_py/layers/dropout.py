@@ -2,8 +2,8 @@
 during training it scales the kept values by 1/(1-probability)). No weights."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn

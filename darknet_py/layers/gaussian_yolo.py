@@ -23,8 +23,8 @@ default NMS, which it is mapped to.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -41,8 +41,8 @@ YOLO_POINTS = ("center", "left_top", "right_bottom")
 
 @dataclass
 class GaussianYoloSpec(LayerSpec, DetectionHead):
-    mask: List[int]
-    anchors: List[Tuple[float, float]]  # all `num` anchors, in network-input pixels
+    mask: list[int]
+    anchors: list[tuple[float, float]]  # all `num` anchors, in network-input pixels
     classes: int
     num: int
     scale_x_y: float = 1.0
@@ -57,7 +57,7 @@ class GaussianYoloSpec(LayerSpec, DetectionHead):
     uc_normalizer: float = 1.0
 
     @property
-    def masked_anchors(self) -> List[Tuple[float, float]]:
+    def masked_anchors(self) -> list[tuple[float, float]]:
         return [self.anchors[m] for m in self.mask]
 
     def decode(self, out, net_w, net_h):
@@ -81,6 +81,9 @@ class GaussianYoloSpec(LayerSpec, DetectionHead):
 
 class GaussianYoloHead(nn.Module):
     """Logistic on every channel but w and h; then x, y -> ``S*x - (S-1)/2`` when S != 1."""
+
+    logistic_mask: torch.Tensor
+    xy_mask: torch.Tensor
 
     def __init__(self, num_anchors: int, classes: int, scale_x_y: float = 1.0):
         super().__init__()

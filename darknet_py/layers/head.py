@@ -8,13 +8,13 @@ prepared and which NMS Darknet runs after it.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 
 Tensor = torch.Tensor
-Decoded = Tuple[Tensor, Tensor, Tensor]
+Decoded = tuple[Tensor, Tensor, Tensor]
 
 
 class DetectionHead:
@@ -86,7 +86,7 @@ class HeadsDecoder(nn.Module):
     def graph_safe(self) -> bool:
         return all(getattr(d, "graph_safe", False) for d in self.decoders)
 
-    def forward(self, outputs: List[Tensor]) -> Decoded:
+    def forward(self, outputs: list[Tensor]) -> Decoded:
         return _concat([d(o) for d, o in zip(self.decoders, outputs)])
 
 

@@ -16,8 +16,8 @@ cfg order, as ``load_weights_upto`` / ``save_weights_upto`` read and write them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -41,7 +41,7 @@ class Implicit(nn.Module):
         with torch.no_grad():
             self.randomize_()
 
-    def darknet_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+    def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
         return [("weight", self.weight)]
 
     @torch.no_grad()

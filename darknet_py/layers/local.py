@@ -17,8 +17,8 @@ otherwise Darknet's matrix reads walk off the column image, so such cfgs are ref
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -63,7 +63,7 @@ class Local(nn.Module):
         nn.init.uniform_(self.weight, -(2.0 / k) ** 0.5, (2.0 / k) ** 0.5)
         self.act = Activation(activation)
 
-    def darknet_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+    def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
         return [("bias", self.bias), ("weight", self.weight)]
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ no tap inside the input would be 0/0 in Darknet and are refused. No weights.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -33,7 +33,7 @@ class LocalAvgpoolSpec(LayerSpec):
     padding: int
 
 
-def _axis(length: int, size: int, stride: int, padding: int) -> Tuple[int, int, List[int]]:
+def _axis(length: int, size: int, stride: int, padding: int) -> tuple[int, int, list[int]]:
     """(outputs, padding after, in-range taps per window) along one axis (after < 0: crop)."""
     out = (length + padding - size) // stride + 1
     before = padding // 2

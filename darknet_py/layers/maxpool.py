@@ -23,8 +23,8 @@ for it). ``[maxpool]`` has no average mode; AlexeyAB's ``[local_avgpool]`` is it
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -45,7 +45,7 @@ class MaxpoolSpec(LayerSpec):
     antialiasing: int = 0
 
     @property
-    def strides(self) -> Tuple[int, int]:
+    def strides(self) -> tuple[int, int]:
         """(y, x)."""
         return (self.stride_y or self.stride, self.stride)
 
@@ -119,7 +119,7 @@ class MaxpoolKind(LayerKind):
                            stride_y if stride_y != stride_x else 0, depth, out_channels, antialiasing)
 
     @classmethod
-    def _host_shape(cls, spec: MaxpoolSpec, h: int, w: int) -> Tuple[int, int]:
+    def _host_shape(cls, spec: MaxpoolSpec, h: int, w: int) -> tuple[int, int]:
         """Output (h, w) of the pool itself: stride 1 when an antialiasing blur takes the stride."""
         sy, sx = (1, 1) if spec.antialiasing else spec.strides
         return (h + spec.padding - spec.size) // sy + 1, (w + spec.padding - spec.size) // sx + 1

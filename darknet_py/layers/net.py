@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict
 
 from ..config.reader import Section
 
@@ -31,7 +30,7 @@ class NetSpec:
     height: int
     channels: int
     line: int
-    training: Dict[str, str] = field(default_factory=dict)  # raw text of the training keys present
+    training: dict[str, str] = field(default_factory=dict)  # raw text of the training keys present
 
 
 def parse_net(section: Section) -> NetSpec:

@@ -37,30 +37,30 @@ pjreddie's CPU and GPU forwards activate differently) and ``background=1`` toget
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from ..defaults import DEFAULT_HIER_THRESH
 from ..errors import DataError
 from ..softmax_tree import SoftmaxTree, group_softmax, hierarchy_predictions, read_tree, top_prediction
 from .head import DetectionHead
 from .registry import LayerKind, LayerSpec, Shape, register
 
 # test_detector's and validate_detector's hier_thresh (examples/detector.c: `-hier`, default .5).
-DEFAULT_HIER_THRESH = 0.5
 
 
 @dataclass
 class RegionSpec(LayerSpec, DetectionHead):
-    anchors: List[Tuple[float, float]]  # width, height in grid cells
+    anchors: list[tuple[float, float]]  # width, height in grid cells
     classes: int
     num: int
     coords: int = 4
     softmax: bool = False
     background: bool = False
-    tree: Optional[SoftmaxTree] = None
+    tree: SoftmaxTree | None = None
     # the threshold of hierarchy_top_prediction (a detection-time option in Darknet, not a cfg key)
     hier_thresh: float = DEFAULT_HIER_THRESH
     # Training keys, kept for a trainer (they do not change inference).
@@ -74,7 +74,7 @@ class RegionSpec(LayerSpec, DetectionHead):
     object_scale: float = 1.0
     noobject_scale: float = 1.0
     class_scale: float = 1.0
-    map: Optional[str] = None
+    map: str | None = None
 
     def decode(self, out, net_w, net_h):
         """``l.output`` (N, A*(5+C), h, w) -> boxes (N, A*h*w, 4), objectness, class probabilities,
@@ -106,7 +106,7 @@ class RegionHead(nn.Module):
     softmax, tree group softmax or logistic on the classes; w, h pass through."""
 
     def __init__(self, num: int, classes: int, softmax: bool = False, background: bool = False,
-                 tree: Optional[SoftmaxTree] = None):
+                 tree: SoftmaxTree | None = None):
         super().__init__()
         self.num, self.classes = num, classes
         self.softmax, self.background, self.tree = bool(softmax), bool(background), tree
@@ -132,7 +132,7 @@ class RegionHead(nn.Module):
         return torch.cat((xy, wh, rest), 2).view(n, -1, h, w)
 
 
-def _resolve_tree_path(section, value: str) -> Tuple[Optional[str], List[str]]:
+def _resolve_tree_path(section, value: str) -> tuple[str | None, list[str]]:
     """Darknet fopen()s the path from its working directory; the cfg's folder and its parent (a
     Darknet checkout keeps cfg/ and data/ side by side) are tried after it."""
     tried = [value]

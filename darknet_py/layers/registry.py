@@ -6,13 +6,13 @@ kinds we know of but do not run get their own "recognised but not supported" mes
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple, Type
 
 from ..config.reader import Section
 from ..errors import CfgError
 
-Shape = Tuple[int, int, int]  # (channels, height, width), batch excluded
+Shape = tuple[int, int, int]  # (channels, height, width), batch excluded
 
 # Section kinds that exist in Darknet's parsers but that this version does not run.
 DARKNET_KINDS_NOT_SUPPORTED = (
@@ -28,7 +28,7 @@ class LayerSpec:
     index: int
     line: int
 
-    def input_layers(self) -> List[int]:
+    def input_layers(self) -> list[int]:
         """Absolute indices of the layers this one reads (-1 = the network input)."""
         return [self.index - 1]
 
@@ -37,11 +37,11 @@ class LayerKind:
     """One section kind. Subclasses implement parse / out_shape / build (see convolutional.py)."""
 
     name: str = ""
-    aliases: Tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
     # Keys this kind reads for inference (for did-you-mean hints on typos).
-    keys: Tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
     # Keys Darknet reads that only matter to training or data loading: accepted and kept.
-    training_keys: Tuple[str, ...] = ()
+    training_keys: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, section: Section, net) -> LayerSpec:  # pragma: no cover - abstract
@@ -69,19 +69,20 @@ class LayerKind:
 class Registry:
     def __init__(self, what: str):
         self.what = what
-        self._kinds: Dict[str, Type[LayerKind]] = {}
+        self._kinds: dict[str, type[LayerKind]] = {}
 
-    def register(self, cls: Type[LayerKind]) -> Type[LayerKind]:
+    def register(self, cls: type[LayerKind]) -> type[LayerKind]:
         for name in (cls.name, *cls.aliases):
             if name in self._kinds:
-                raise ValueError(f"{self.what} '{name}' registered twice ({self._kinds[name].__name__}, {cls.__name__})")
+                raise ValueError(f"{self.what} '{name}' registered twice ({self._kinds[name].__name__}, "
+                                 f"{cls.__name__})")
             self._kinds[name] = cls
         return cls
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return sorted(self._kinds)
 
-    def get(self, section: Section) -> Type[LayerKind]:
+    def get(self, section: Section) -> type[LayerKind]:
         kind = self._kinds.get(section.kind)
         if kind is not None:
             return kind

@@ -11,8 +11,8 @@ count, which is checked (otherwise the slice would straddle channels).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence
 
 import torch
 import torch.nn as nn
@@ -23,11 +23,11 @@ from .shortcut import _fmt
 
 @dataclass
 class RouteSpec(LayerSpec):
-    layers: List[int]  # absolute indices, in cfg order (the channel order of the output)
+    layers: list[int]  # absolute indices, in cfg order (the channel order of the output)
     groups: int = 1
     group_id: int = 0
 
-    def input_layers(self) -> List[int]:
+    def input_layers(self) -> list[int]:
         return list(self.layers)
 
 

@@ -13,8 +13,8 @@ only prints a warning): those are refused, as Darknet's CPU output would be all 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence
 
 import torch
 import torch.nn as nn
@@ -52,7 +52,7 @@ class SamSpec(LayerSpec):
     source: int  # absolute index of the layer multiplied by the previous one
     activation: str = "linear"
 
-    def input_layers(self) -> List[int]:
+    def input_layers(self) -> list[int]:
         return [self.index - 1, self.source]
 
 

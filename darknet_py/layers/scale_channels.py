@@ -14,8 +14,8 @@ No weights.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence
 
 import torch
 import torch.nn as nn
@@ -32,7 +32,7 @@ class ScaleChannelsSpec(LayerSpec):
     scale_wh: bool = False
     activation: str = "linear"
 
-    def input_layers(self) -> List[int]:
+    def input_layers(self) -> list[int]:
         return [self.index - 1, self.source]
 
 

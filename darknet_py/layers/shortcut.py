@@ -31,8 +31,8 @@ them and no cfg of either tree sets them.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -50,7 +50,7 @@ WEIGHTS_EPS = 1e-4
 
 @dataclass
 class ShortcutSpec(LayerSpec):
-    sources: List[int]  # absolute indices of the layers added to the previous one, in cfg order
+    sources: list[int]  # absolute indices of the layers added to the previous one, in cfg order
     activation: str
     weights_type: str = "none"  # none | per_feature | per_channel
     weights_normalization: str = "none"  # none | relu | softmax
@@ -60,11 +60,11 @@ class ShortcutSpec(LayerSpec):
         """The first ``from`` layer (pjreddie's only one)."""
         return self.sources[0]
 
-    def input_layers(self) -> List[int]:
+    def input_layers(self) -> list[int]:
         return [self.index - 1, *self.sources]
 
 
-def _sampling(out_hw: Tuple[int, int], add_hw: Tuple[int, int]) -> Tuple[int, int]:
+def _sampling(out_hw: tuple[int, int], add_hw: tuple[int, int]) -> tuple[int, int]:
     """shortcut_cpu's (stride, sample) from the widths, each at least 1."""
     (_, w), (_, wa) = out_hw, add_hw
     return max(1, wa // w), max(1, w // wa)
@@ -83,11 +83,11 @@ class Shortcut(nn.Module):
             self.weights = nn.Parameter(torch.ones(shape))  # make_shortcut_layer's initial weights
 
     # -- weights file -------------------------------------------------------------------
-    def darknet_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+    def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
         return [] if self.weights is None else [("weights", self.weights)]
 
     @torch.no_grad()
-    def randomize_(self, *inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> None:
+    def randomize_(self, *inputs: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Random weights in [-0.5, 1.5): mostly positive (a residual sum), some cut by relu."""
         if self.weights is not None:
             self.weights.copy_(torch.rand(self.weights.shape, generator=generator) * 2 - 0.5)
@@ -101,7 +101,7 @@ class Shortcut(nn.Module):
             return self.act(_add_channels(x, other))
         return self.act(self._weighted(x, others))
 
-    def _normalized_weights(self) -> Optional[torch.Tensor]:
+    def _normalized_weights(self) -> torch.Tensor | None:
         w = self.weights
         if w is None or self.normalization == "none":
             return w
@@ -116,6 +116,7 @@ class Shortcut(nn.Module):
         wn = self._normalized_weights()
 
         def weight(i: int, channels: int) -> torch.Tensor:
+            assert wn is not None
             if self.weights_type == "per_feature":
                 return wn[i]
             return wn[i, :channels].view(1, channels, 1, 1)
@@ -138,7 +139,7 @@ def _add_channels(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return torch.cat((x[:, :c2] + other, x[:, c2:]), 1)  # channels past c2 pass through
 
 
-def _resample(other: torch.Tensor, out_hw: Tuple[int, int]) -> torch.Tensor:
+def _resample(other: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """The `from` layer laid on the output grid as shortcut_cpu indexes it: out[j*sample, i*sample]
     += add[j*stride, i*stride] for j, i below the smaller size; zeros where nothing is added."""
     h, w = out_hw

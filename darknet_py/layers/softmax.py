@@ -5,8 +5,8 @@ YOLO9000's hierarchical ``tree=`` and the GPU-only ``spatial=1`` are refused. No
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -45,7 +45,8 @@ class SoftmaxKind(LayerKind):
         if section.has("tree"):
             raise section.error("tree= (YOLO9000's hierarchical softmax) is not supported by darknet-py yet", "tree")
         if section.has("spatial") and section.get_float("spatial") != 0:
-            raise section.error("spatial=1 (a per-pixel softmax in Darknet's GPU code only) is not supported", "spatial")
+            raise section.error("spatial=1 (a per-pixel softmax in Darknet's GPU code only) is not supported",
+                                "spatial")
         groups = section.get_int("groups", 1, min=1)
         temperature = section.get_float("temperature", 1.0)
         if not temperature > 0:

@@ -10,8 +10,8 @@ reads the image's first ``c*(h/s*s)*(w/s*s)`` floats with those strides, reprodu
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn

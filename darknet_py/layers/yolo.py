@@ -25,8 +25,8 @@ AlexeyAB's keys, as its CPU ``forward_yolo_layer`` applies them to ``l.output``:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -40,8 +40,8 @@ Tensor = torch.Tensor
 
 @dataclass
 class YoloSpec(LayerSpec, DetectionHead):
-    mask: List[int]
-    anchors: List[Tuple[float, float]]  # all `num` anchors, in network-input pixels
+    mask: list[int]
+    anchors: list[tuple[float, float]]  # all `num` anchors, in network-input pixels
     classes: int
     num: int
     # Training keys, kept for the trainer (they do not change inference).
@@ -56,16 +56,16 @@ class YoloSpec(LayerSpec, DetectionHead):
     nms_kind: str = "default"
     beta_nms: float = 0.6
 
-    def decoder(self, h: int, w: int, net_w: int, net_h: int) -> "YoloDecode":
+    def decoder(self, h: int, w: int, net_w: int, net_h: int) -> YoloDecode:
         return YoloDecode(self.masked_anchors, self.classes, h, w, net_w, net_h, self.new_coords)
 
     @property
-    def masked_anchors(self) -> List[Tuple[float, float]]:
+    def masked_anchors(self) -> list[tuple[float, float]]:
         return [self.anchors[m] for m in self.mask]
 
 
 def yolo_box(xy: Tensor, twh: Tensor, grid: Tensor, anchors: Tensor, grid_size: Tensor, net_size: Tensor,
-             new_coords: bool = False) -> Tuple[Tensor, Tensor]:
+             new_coords: bool = False) -> tuple[Tensor, Tensor]:
     """Darknet's ``get_yolo_box`` on (x, y) and (w, h) pairs in the last dimension: the centre
     ``(grid + xy) / grid_size`` (``(col + x) / w``, ``(row + y) / h``) and the size
     ``e^twh * anchor / net_size`` (``4 * twh^2 * anchor / net_size`` with ``new_coords``), both
@@ -90,8 +90,12 @@ class YoloDecode(nn.Module):
     divisions on every device, as Darknet's C divides."""
 
     graph_safe = True
+    grid: Tensor       # (1, h, w, 1, 2): col, row of each cell
+    anchors: Tensor    # (A, 2) in network pixels
+    grid_size: Tensor  # (w, h)
+    net_size: Tensor   # (net_w, net_h)
 
-    def __init__(self, anchors: Sequence[Tuple[float, float]], classes: int, h: int, w: int, net_w: int, net_h: int,
+    def __init__(self, anchors: Sequence[tuple[float, float]], classes: int, h: int, w: int, net_w: int, net_h: int,
                  new_coords: bool = False):
         super().__init__()
         self.a, self.classes, self.h, self.w = len(anchors), int(classes), int(h), int(w)
@@ -103,13 +107,13 @@ class YoloDecode(nn.Module):
         self.register_buffer("grid_size", torch.tensor([w, h], dtype=torch.float64), persistent=False)
         self.register_buffer("net_size", torch.tensor([net_w, net_h], dtype=torch.float64), persistent=False)
 
-    def box(self, xy: Tensor, twh: Tensor) -> Tuple[Tensor, Tensor]:
+    def box(self, xy: Tensor, twh: Tensor) -> tuple[Tensor, Tensor]:
         """:func:`yolo_box` of (N, h, w, A, 2) pairs with this head's grid and anchors."""
         dt = xy.dtype
         return yolo_box(xy, twh, self.grid.to(dt), self.anchors.to(dt), self.grid_size.to(dt), self.net_size.to(dt),
                         self.new_coords)
 
-    def forward(self, out: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def forward(self, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         a, c, h, w = self.a, self.classes, self.h, self.w
         p = out.reshape(-1, a, 5 + c, h, w).permute(0, 3, 4, 1, 2)  # (N, h, w, A, 5+C): Darknet's row order
         bxy, bwh = self.box(p[..., 0:2], p[..., 2:4])
@@ -121,6 +125,9 @@ class YoloDecode(nn.Module):
 class YoloHead(nn.Module):
     """Applies Darknet's logistic to x, y, objectness and classes (none with ``new_coords``);
     w, h pass through; then x, y -> ``scale_x_y*x - (scale_x_y-1)/2`` when scale_x_y != 1."""
+
+    logistic_mask: Tensor
+    xy_mask: Tensor
 
     def __init__(self, num_anchors: int, classes: int, scale_x_y: float = 1.0, new_coords: bool = False):
         super().__init__()
@@ -143,7 +150,7 @@ class YoloHead(nn.Module):
         return x.contiguous()
 
 
-def parse_anchors_and_mask(section) -> Tuple[List[Tuple[float, float]], int, List[int]]:
+def parse_anchors_and_mask(section) -> tuple[list[tuple[float, float]], int, list[int]]:
     """``anchors`` (width,height pairs, positive), ``num`` (= the pairs given) and ``mask``
     (indices into them) of a [yolo]-like head: (anchors, num, mask)."""
     flat = section.get_float_list("anchors", required=True)

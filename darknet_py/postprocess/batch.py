@@ -17,7 +17,8 @@ chunk), whatever the number of images.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 
@@ -31,7 +32,7 @@ Tensor = torch.Tensor
 PhotoBoxes = Callable[[Tensor, LetterboxInfo], Tensor]
 
 
-def nms_policy(head_specs: Sequence) -> Tuple[str, float, bool]:
+def nms_policy(head_specs: Sequence) -> tuple[str, float, bool]:
     """(nms_kind, beta_nms, gate) of a network: the last head names the NMS (Darknet reads
     ``net.layers[net.n-1]``); rows pass the objectness gate unless some head has none (YOLOv1)."""
     last = head_specs[-1]
@@ -41,8 +42,8 @@ def nms_policy(head_specs: Sequence) -> Tuple[str, float, bool]:
 @torch.no_grad()
 def postprocess_decoded(boxes: Tensor, objectness: Tensor, class_probs: Tensor, infos: Sequence[LetterboxInfo],
                         thresh: float = DEFAULT_THRESH, nms: float = DEFAULT_NMS, nms_kind: str = "default",
-                        beta_nms: float = 0.6, photo_boxes: Optional[PhotoBoxes] = None,
-                        gate: bool = True) -> List[Detections]:
+                        beta_nms: float = 0.6, photo_boxes: PhotoBoxes | None = None,
+                        gate: bool = True) -> list[Detections]:
     """Decoded heads of a batch (``boxes`` (N, R, 4) network-relative cx, cy, w, h, ``objectness``
     (N, R), ``class_probs`` (N, R, C)) -> one Detections per image of ``infos`` (the first
     ``len(infos)`` rows are used; the rest may be padding).
@@ -83,7 +84,7 @@ def postprocess_decoded(boxes: Tensor, objectness: Tensor, class_probs: Tensor, 
 
 @torch.no_grad()
 def postprocess(model, outputs: Sequence[Tensor], infos: Sequence[LetterboxInfo], thresh: float = DEFAULT_THRESH,
-                nms: float = DEFAULT_NMS, photo_boxes: Optional[PhotoBoxes] = None) -> List[Detections]:
+                nms: float = DEFAULT_NMS, photo_boxes: PhotoBoxes | None = None) -> list[Detections]:
     """``model(x)``'s head outputs for a batch -> one Detections per image (boxes in that photo's
     pixels); ``infos``: each photo's LetterboxInfo, ``photo_boxes`` as in :func:`postprocess_decoded`."""
     net_w, net_h = model.input_size

@@ -1,8 +1,8 @@
 """What post-processing returns: one :class:`Detections` per image."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ class Detections:
     def __len__(self) -> int:
         return int(self.scores.numel())
 
-    def to(self, device) -> "Detections":
+    def to(self, device) -> Detections:
         return Detections(*(t.to(device) for t in (self.boxes, self.scores, self.classes, self.objectness,
                                                     self.box_index)))
 
@@ -30,7 +30,7 @@ class Detections:
 _FIELDS = ("boxes", "scores", "classes", "objectness", "box_index")
 
 
-def detections_to(dets: Sequence[Detections], device) -> List[Detections]:
+def detections_to(dets: Sequence[Detections], device) -> list[Detections]:
     """Many images' Detections moved together: one copy per field, 5 in all, instead of 5 per
     image (each a host synchronisation when leaving a GPU). Values and dtypes as ``d.to(device)``."""
     dets = list(dets)
@@ -44,13 +44,13 @@ def detections_to(dets: Sequence[Detections], device) -> List[Detections]:
     return _moved_together(dets, device)
 
 
-def _moved_together(dets: List[Detections], device: torch.device) -> List[Detections]:
+def _moved_together(dets: list[Detections], device: torch.device) -> list[Detections]:
     counts = [len(d) for d in dets]
     fields = [torch.split(torch.cat([getattr(d, f) for d in dets]).to(device), counts) for f in _FIELDS]
     return [Detections(*(part[k] for part in fields)) for k in range(len(dets))]
 
 
-def split_by_image(fields: Sequence[Tensor], counts: List[int]) -> List[Detections]:
+def split_by_image(fields: Sequence[Tensor], counts: list[int]) -> list[Detections]:
     """Image-major rows of (boxes, scores, classes, objectness, box_index) -> one Detections per image."""
     parts = [torch.split(f, counts) for f in fields]
     return [Detections(*(p[k] for p in parts)) for k in range(len(counts))]

@@ -17,8 +17,6 @@ is the union of their solutions: a batch gives each image's own result.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import numpy as np
 import torch
 
@@ -67,7 +65,7 @@ def suppress_on_pairs(probs: Tensor, first: Tensor, second: Tensor) -> Tensor:
     return out
 
 
-def _pairs_in_blocks(boxes: Tensor, nms_thresh: float, kind: str, beta: float) -> Tuple[Tensor, Tensor]:
+def _pairs_in_blocks(boxes: Tensor, nms_thresh: float, kind: str, beta: float) -> tuple[Tensor, Tensor]:
     """One image's pairs (a, b), a < b, whose overlap is > nms_thresh, from its overlap matrix
     computed in row blocks."""
     k = boxes.shape[0]
@@ -83,8 +81,8 @@ def _pairs_in_blocks(boxes: Tensor, nms_thresh: float, kind: str, beta: float) -
     return (torch.cat(firsts), torch.cat(seconds)) if firsts else (empty, empty)
 
 
-def _pairs_same_image(boxes: Tensor, counts: List[int], nms_thresh: float, kind: str,
-                      beta: float) -> Tuple[Tensor, Tensor]:
+def _pairs_same_image(boxes: Tensor, counts: list[int], nms_thresh: float, kind: str,
+                      beta: float) -> tuple[Tensor, Tensor]:
     """Pairs (a, b), a < b, of the same image (candidates image-major, ``counts`` per image) whose
     overlap is > ``nms_thresh``.
 

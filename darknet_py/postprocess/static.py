@@ -10,8 +10,6 @@ capacities sufficed and its fixed point converged; when not, the caller falls ba
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 import torch
 
 from ..boxes import overlap_matrix
@@ -22,7 +20,7 @@ from .thresholds import candidate_mask, class_scores
 Tensor = torch.Tensor
 
 
-def _compact(mask: Tensor, capacity: int) -> Tuple[Tensor, Tensor, Tensor]:
+def _compact(mask: Tensor, capacity: int) -> tuple[Tensor, Tensor, Tensor]:
     """Indices of the True entries of a 1-D mask, in order, in a fixed-size tensor: (indices
     (capacity,) clamped into range, valid (capacity,) bool, count (0-dim)). No host sync, no
     data-dependent shape (a cumsum and a scatter, so it can be captured in a CUDA graph)."""
@@ -112,7 +110,7 @@ class StaticPostprocess:
         # one tensor: [ok, counts...] then ec rows of (x1 y1 x2 y2 score class objectness box_index)
         return torch.cat((head, body.reshape(-1)))
 
-    def unpack(self, packed: Tensor, n: int, dtype: torch.dtype = torch.float32) -> Optional[List[Detections]]:
+    def unpack(self, packed: Tensor, n: int, dtype: torch.dtype = torch.float32) -> list[Detections] | None:
         """One host read of the header; None when the caller must fall back (see the class doc).
         float32 boxes/scores round-trip exactly through the float64 packing."""
         b = self.batch

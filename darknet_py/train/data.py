@@ -35,17 +35,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..dataset import read_image_list, scan_labels
-from ..errors import DataError, ImageError
+from ..config.lists import read_image_list
+from ..dataset import scan_labels
+from ..errors import DataError, ImageError, UsageError
 from ..imageio import load_image
 
 MAX_BOXES = 90         # Darknet's [yolo] max= default (l.max_boxes)
@@ -71,15 +71,15 @@ class AugmentConfig:
     def __post_init__(self):
         # jitter >= 1 can make the jittered width zero or negative (a nonsense aspect ratio in Darknet)
         if not 0.0 <= self.jitter < 1.0:
-            raise ValueError(f"jitter={self.jitter}: expected 0 <= jitter < 1")
+            raise UsageError(f"jitter={self.jitter}: expected 0 <= jitter < 1")
         if not 0.0 <= self.hue <= 1.0:
-            raise ValueError(f"hue={self.hue}: expected 0 <= hue <= 1 (a fraction of the colour circle)")
+            raise UsageError(f"hue={self.hue}: expected 0 <= hue <= 1 (a fraction of the colour circle)")
         for name in ("saturation", "exposure"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)}: expected a positive scale")
+                raise UsageError(f"{name}={getattr(self, name)}: expected a positive scale")
 
     @classmethod
-    def of(cls, cfg=None, **override) -> "AugmentConfig":
+    def of(cls, cfg=None, **override) -> AugmentConfig:
         """From None (defaults), a mapping or any object with some of these attributes (e.g. the
         trainer's TrainConfig); keys it does not know are ignored, ``override`` wins."""
         if isinstance(cfg, cls) and not override:
@@ -193,7 +193,7 @@ def distort(img: np.ndarray, dhue: float, dsat: float, dexp: float) -> np.ndarra
     negative channels, clipped as Darknet's constrain_image does); HSV2RGB wraps H itself.
     """
     if img.dtype != np.float32 or not img.flags.c_contiguous:
-        raise ValueError("distort works in place on a C-contiguous float32 HxWx3 array")
+        raise UsageError("distort works in place on a C-contiguous float32 HxWx3 array")
     # Hue in degrees, shifted forwards only: OpenCV's vectorised float HSV2RGB wraps H >= 360 but gets
     # negative H wrong (the scalar path is right), so -x degrees is added as 360 - x.
     shift = 360.0 * (dhue % 1.0)
@@ -227,7 +227,7 @@ def correct_boxes(boxes: np.ndarray, out_w: int, out_h: int, nw: float, nh: floa
 
 def augment(rgb: np.ndarray, boxes: np.ndarray, classes: np.ndarray, out_w: int, out_h: int, rng=None, *,
             jitter: float, hue: float = 0.0, saturation: float = 1.0, exposure: float = 1.0, flip: bool = True,
-            params: Optional[Draws] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+            params: Draws | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``load_data_detection`` for one image.
 
     ``rgb``: HxWx3 uint8 (or float in [0, 1]); ``boxes``: (N, 4) cx, cy, w, h relative to the photo.
@@ -264,7 +264,7 @@ class DetectionDataset(Dataset):
     def __init__(self, list_path, classes: int, augmentation=None, *, on_bad: str = "error",
                  max_boxes: int = MAX_BOXES, exif_orientation: bool = True):
         if max_boxes < 1:
-            raise ValueError(f"max_boxes={max_boxes}: expected at least 1")
+            raise UsageError(f"max_boxes={max_boxes}: expected at least 1")
         self.list_path = os.fspath(list_path)
         self.images = read_image_list(list_path, "training list")
         self.labels, self.report = scan_labels(self.images, classes, on_bad)
@@ -276,7 +276,7 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: Tuple[int, int, int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             index, width, height, seed = key
         except (TypeError, ValueError):
@@ -330,19 +330,19 @@ class MultiScaleBatchSampler:
                   (0 <= rank < world_size, f"rank={rank} outside 0..{world_size - 1}")]
         for ok, msg in checks:
             if not ok:
-                raise ValueError(msg)
+                raise UsageError(msg)
         self.length, self.batch, self.iterations, self.subdivisions = length, batch, iterations, subdivisions
         self.width, self.height, self.random, self.seed = width, height, bool(random), seed
         self.start_iteration, self.rank, self.world_size = start_iteration, rank, world_size
 
     @property
-    def sizes(self) -> List[Tuple[int, int]]:
+    def sizes(self) -> list[tuple[int, int]]:
         """Every size this sampler can give, smallest first."""
         if not self.random:
             return [(self.width, self.height)]
         return sorted({(_scaled(k * 32, self.width), _scaled(k * 32, self.height)) for k in range(10, 20)})
 
-    def size_at(self, iteration: int) -> Tuple[int, int]:
+    def size_at(self, iteration: int) -> tuple[int, int]:
         """(width, height) of an iteration."""
         if not self.random:
             return self.width, self.height
@@ -352,7 +352,7 @@ class MultiScaleBatchSampler:
         k = int(np.random.default_rng([self.seed, 0, block]).integers(10, 20))
         return _scaled(k * 32, self.width), _scaled(k * 32, self.height)
 
-    def iteration_items(self, iteration: int) -> List[Tuple[int, int, int, int]]:
+    def iteration_items(self, iteration: int) -> list[tuple[int, int, int, int]]:
         """This rank's ``batch * subdivisions`` items of one iteration."""
         w, h = self.size_at(iteration)
         rng = np.random.default_rng([self.seed, 1, iteration, self.rank])
@@ -361,7 +361,7 @@ class MultiScaleBatchSampler:
         seeds = rng.integers(0, 2 ** 63 - 1, n)
         return [(int(i), w, h, int(s)) for i, s in zip(index, seeds)]
 
-    def __iter__(self) -> Iterator[List[Tuple[int, int, int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
         for it in range(self.start_iteration, self.iterations):
             items = self.iteration_items(it)
             for k in range(self.subdivisions):
@@ -374,7 +374,7 @@ class MultiScaleBatchSampler:
 # --------------------------------------------------------------------------- batches and loader
 
 
-def collate(batch: Sequence[Tuple[torch.Tensor, torch.Tensor]]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images (N, 3, H, W) float32, truths (N, T, 5) float32 [cx, cy, w, h, class] zero-padded,
     counts (N,) int64). T is the largest count, at least 1 (no zero-size dimension downstream)."""
     images = torch.stack([b[0] for b in batch])

@@ -17,12 +17,13 @@ transfer at the end.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from ..layers.yolo import YoloSpec
 
 Tensor = torch.Tensor
@@ -45,7 +46,7 @@ class HeadStats:
 class LossResult:
     loss: Tensor  # scalar, fp32 (fp64 for fp64 inputs), summed over the batch: the trainer divides by batch
     cost: float  # Darknet's reported cost: sum of squared deltas over all heads
-    heads: List[HeadStats]
+    heads: list[HeadStats]
 
 
 def _box_iou(ax, ay, aw, ah, bx, by, bw, bh) -> Tensor:
@@ -199,25 +200,25 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
 
 def _check(raw_outputs, truths, counts, specs) -> None:
     if len(raw_outputs) != len(specs):
-        raise ValueError(f"got {len(raw_outputs)} raw outputs for {len(specs)} [yolo] specs")
+        raise UsageError(f"got {len(raw_outputs)} raw outputs for {len(specs)} [yolo] specs")
     if truths.dim() != 3 or truths.shape[2] != 5:
-        raise ValueError(f"truths must be (N, T, 5) [cx, cy, w, h, class], got {tuple(truths.shape)}")
+        raise UsageError(f"truths must be (N, T, 5) [cx, cy, w, h, class], got {tuple(truths.shape)}")
     for i, (r, s) in enumerate(zip(raw_outputs, specs)):
         want = len(s.mask) * (5 + s.classes)
         if r.dim() != 4 or r.shape[1] != want or r.shape[0] != truths.shape[0]:
-            raise ValueError(f"raw output {i} must be (N={truths.shape[0]}, {want}, H, W), got {tuple(r.shape)}")
+            raise UsageError(f"raw output {i} must be (N={truths.shape[0]}, {want}, H, W), got {tuple(r.shape)}")
     if counts.shape != truths.shape[:1]:
-        raise ValueError(f"counts must be ({truths.shape[0]},), got {tuple(counts.shape)}")
+        raise UsageError(f"counts must be ({truths.shape[0]},), got {tuple(counts.shape)}")
 
 
-def _stats(layer: int, s: List[float]) -> HeadStats:
+def _stats(layer: int, s: list[float]) -> HeadStats:
     iou, cls, obj, anyobj, r50, r75, count, npred = s
     c = count or 1.0  # Darknet divides by count = 0 and prints nan; we report 0
     return HeadStats(layer, iou / c, cls / c, obj / c, anyobj / npred, r50 / c, r75 / c, int(count))
 
 
 def darknet_deltas(raw_outputs: Sequence[Tensor], truths: Tensor, counts: Tensor, specs: Sequence[YoloSpec],
-                   net_w: int, net_h: int) -> Tuple[List[Tensor], List[HeadStats]]:
+                   net_w: int, net_h: int) -> tuple[list[Tensor], list[HeadStats]]:
     """Darknet's ``l.delta`` per head (target - output, raw's layout, fp32/fp64) and its statistics."""
     _check(raw_outputs, truths, counts, specs)
     deltas, stats = [], []
@@ -257,6 +258,6 @@ def yolo_loss(raw_outputs: Sequence[Tensor], truths: Tensor, counts: Tensor, spe
             cost.append((weight * (target - out)).square().sum())
         stats.append(st)
     if total is None:
-        raise ValueError("no [yolo] heads given")
+        raise UsageError("no [yolo] heads given")
     host = torch.cat((torch.stack(cost)[:, None], torch.stack(stats)), 1).tolist()  # the one host sync
     return LossResult(total, sum(h[0] for h in host), [_stats(s.index, h[1:]) for s, h in zip(specs, host)])

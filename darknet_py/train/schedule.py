@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
 
 from ..errors import CfgError
 
@@ -34,8 +33,8 @@ class TrainConfig:
     policy: str = "constant"
     step: int = 1
     scale: float = 1.0
-    steps: List[int] = field(default_factory=list)
-    scales: List[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    scales: list[float] = field(default_factory=list)
     gamma: float = 1.0
     max_batches: int = 0
     learning_rate_min: float = 0.00001
@@ -54,7 +53,7 @@ class TrainConfig:
         """Images per forward pass: Darknet divides ``batch`` by ``subdivisions``."""
         return self.batch // self.subdivisions
 
-    def rate(self, batch_num: int, rng: Optional[random.Random] = None) -> float:
+    def rate(self, batch_num: int, rng: random.Random | None = None) -> float:
         """``get_current_rate``: the learning rate for update number ``batch_num`` (0-based)."""
         lr, n = self.learning_rate, batch_num
         if n < self.burn_in:
@@ -87,7 +86,7 @@ class TrainConfig:
             1.0 + math.cos((n - start) * math.pi / cycle))
 
 
-def _number(raw: Dict[str, str], key: str, kind, default, where: Tuple[Optional[str], int]):
+def _number(raw: dict[str, str], key: str, kind, default, where: tuple[str | None, int]):
     if key not in raw:
         return default
     text = raw[key].strip()
@@ -101,7 +100,7 @@ def _number(raw: Dict[str, str], key: str, kind, default, where: Tuple[Optional[
                        path=where[0], line=where[1], section="net") from None
 
 
-def _list(raw: Dict[str, str], key: str, kind, where) -> List:
+def _list(raw: dict[str, str], key: str, kind, where) -> list:
     if key not in raw:
         return []
     try:
@@ -111,7 +110,7 @@ def _list(raw: Dict[str, str], key: str, kind, where) -> List:
                        line=where[1], section="net") from None
 
 
-def train_config(net, path: Optional[str] = None) -> TrainConfig:
+def train_config(net, path: str | None = None) -> TrainConfig:
     """The ``[net]`` training keys of a parsed cfg (``NetSpec``), checked."""
     raw, where = net.training, (path, net.line)
     for key, what in _UNSUPPORTED_ON.items():

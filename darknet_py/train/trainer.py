@@ -26,13 +26,14 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 
 from ..checkpoint import is_checkpoint, load_state, read_checkpoint
-from ..dataset import check_classes, read_data_config
+from ..config.data import read_data_config
+from ..device import Distributed
 from ..errors import DataError
 from ..graph import DarknetModel, build_model
 from ..layers.convolutional import ConvBlock
@@ -47,14 +48,14 @@ class TrainOptions:
     device: str = "auto"
     workers: int = 4
     clear: bool = False                  # Darknet's -clear: start at seen = 0 whatever the weights say
-    max_batches: Optional[int] = None    # override [net] max_batches
-    backup: Optional[str] = None         # override the .data file's backup folder
+    max_batches: int | None = None    # override [net] max_batches
+    backup: str | None = None         # override the .data file's backup folder
     save_every: int = 100                # <cfg>_last.weights interval
-    amp: Optional[bool] = None           # mixed precision; None: on for CUDA
+    amp: bool | None = None           # mixed precision; None: on for CUDA
     seed: int = 0
     on_bad_label: str = "error"
     regions: bool = True                 # print Darknet's per-head "Region" lines
-    time_limit: Optional[float] = None   # seconds: stop after the iteration that passes it (saved, resumable)
+    time_limit: float | None = None   # seconds: stop after the iteration that passes it (saved, resumable)
     log: Callable[[str], None] = print
 
 
@@ -107,53 +108,18 @@ def load_start_weights(model: DarknetModel, path, log: Callable[[str], None]) ->
     return header
 
 
-class _Dist:
-    """torchrun's environment, or a single process."""
-
-    def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise RuntimeError("device 'cuda' requested but torch reports no CUDA device")
-            if dev.index is None:
-                dev = torch.device("cuda", local if self.world > 1 else torch.cuda.current_device())
-            torch.cuda.set_device(dev)
-        self.device = dev
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, values: List[float]) -> List[float]:
-        if self.world == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def check_in_sync(self, model: torch.nn.Module) -> None:
-        """Every process must end with the same weights; DDP guarantees it, this proves it."""
-        if self.world == 1:
-            return
-        total = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for p in model.parameters():
-            total[0] += p.detach().double().sum()
-            total[1] += (p.detach().double() ** 2).sum()
-        gathered = [torch.zeros_like(total) for _ in range(self.world)]
-        dist.all_gather(gathered, total)
-        if any(not torch.equal(g, gathered[0]) for g in gathered):
-            raise RuntimeError(f"processes ended with different weights: {[g.tolist() for g in gathered]}")
-
-    def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+def _check_in_sync(ctx: Distributed, model: torch.nn.Module, device: torch.device) -> None:
+    """Every process must end with the same weights; DDP guarantees it, this proves it."""
+    if not ctx.active:
+        return
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    for p in model.parameters():
+        total[0] += p.detach().double().sum()
+        total[1] += (p.detach().double() ** 2).sum()
+    gathered = [torch.zeros_like(total) for _ in range(ctx.world)]
+    dist.all_gather(gathered, total)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"processes ended with different weights: {[g.tolist() for g in gathered]}")
 
 
 def _optimizer(model: DarknetModel, tc: TrainConfig) -> torch.optim.SGD:
@@ -170,18 +136,22 @@ def _save(model: DarknetModel, path: Path, seen: int) -> None:
     model.save_weights(path)
 
 
-def train(data_path, cfg, weights=None, options: Optional[TrainOptions] = None) -> TrainResult:
+def train(data_path, cfg, weights=None, options: TrainOptions | None = None) -> TrainResult:
     """Train the network ``cfg`` defines on the ``train`` list of ``data_path`` (see module docstring)."""
     opt = options or TrainOptions()
-    ctx = _Dist(opt.device)
+    ctx = Distributed()
+    dev = ctx.device(opt.device, default="auto")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    ctx.start("nccl" if dev.type == "cuda" else "gloo")
     log = opt.log if ctx.main else (lambda s: None)
     try:
-        return _train(data_path, cfg, weights, opt, ctx, log)
+        return _train(data_path, cfg, weights, opt, ctx, dev, log)
     finally:
         ctx.close()
 
 
-def _train(data_path, cfg, weights, opt: TrainOptions, ctx: _Dist, log) -> TrainResult:
+def _train(data_path, cfg, weights, opt: TrainOptions, ctx: Distributed, dev: torch.device, log) -> TrainResult:
     data = read_data_config(data_path)
     model = build_model(cfg)
     tc = train_config(model.netdef.net, model.netdef.path)
@@ -193,14 +163,15 @@ def _train(data_path, cfg, weights, opt: TrainOptions, ctx: _Dist, log) -> Train
             if value != neutral:
                 raise DataError(f"[yolo] (layer {spec.index}, cfg line {spec.line}): {key}={value:g} is supported "
                                 "for inference only; training it is not implemented", model.netdef.path or "<cfg>")
-    check_classes(data, model.netdef.classes)
+    data.check_classes(model.netdef.classes)
     darknet_init(model, opt.seed)
     header = load_start_weights(model, weights, log) if weights is not None else Header()
     seen = 0 if opt.clear else int(header.seen)
     model.header = replace(header, seen=seen)
     max_batches = opt.max_batches if opt.max_batches is not None else tc.max_batches
     if max_batches <= 0:
-        raise DataError("max_batches is 0: set max_batches in [net] or pass --max-batches", os.fspath(cfg))
+        raise DataError("max_batches is 0: set max_batches in [net], or max_batches=N", os.fspath(cfg),
+                        option=("max_batches", "N"))
     if tc.batch % (tc.subdivisions * ctx.world):
         raise DataError(f"batch={tc.batch} cannot be split into subdivisions={tc.subdivisions} x {ctx.world} "
                         "processes", os.fspath(cfg))
@@ -222,7 +193,6 @@ def _train(data_path, cfg, weights, opt: TrainOptions, ctx: _Dist, log) -> Train
                                      start_iteration=start, rank=ctx.rank, world_size=ctx.world)
     loader = make_loader(dataset, sampler, opt.workers)
 
-    dev = ctx.device
     model.to(dev).train()
     if dev.type == "cuda":
         model.to_channels_last()
@@ -269,7 +239,7 @@ def _train(data_path, cfg, weights, opt: TrainOptions, ctx: _Dist, log) -> Train
         optimizer.zero_grad(set_to_none=True)
         seen += tc.batch
         done = iteration + 1
-        loss = ctx.sum([cost])[0] / tc.batch  # train_network's sum of costs / images
+        loss = ctx.sum([cost], dev)[0] / tc.batch  # train_network's sum of costs / images
         if not math.isfinite(loss):
             raise RuntimeError(f"iteration {done}: the loss is {loss} (learning rate {rate:g} too high?)")
         avg_loss = loss if avg_loss < 0 else avg_loss * 0.9 + loss * 0.1
@@ -285,14 +255,14 @@ def _train(data_path, cfg, weights, opt: TrainOptions, ctx: _Dist, log) -> Train
                 _save(model, backup / f"{base}_last.weights", seen)
             if done % 10000 == 0 or (done < 1000 and done % 100 == 0):
                 _save(model, backup / f"{base}_{done}.weights", seen)
-        if opt.time_limit is not None and ctx.sum([time.perf_counter() - begin > opt.time_limit])[0]:
+        if opt.time_limit is not None and ctx.sum([time.perf_counter() - begin > opt.time_limit], dev)[0]:
             log(f"time limit of {opt.time_limit:g} s reached after iteration {done}; resume from "
                 f"{backup / (base + '_last.weights')} to go on")
             if ctx.main:
                 _save(model, backup / f"{base}_last.weights", seen)
             max_batches = done
             break
-    ctx.check_in_sync(model)
+    _check_in_sync(ctx, model, dev)
     if ctx.main:
         _save(model, final, seen)
         log(f"Saved {final}")

@@ -1,0 +1,50 @@
+"""``darknet-py classifier predict DATA CFG WEIGHTS [IMG ...]``: Darknet's top-k classes."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("classifier", help="Darknet's 'classifier predict DATA CFG WEIGHTS [IMG...]': top-k classes")
+    p.add_argument("action", choices=("predict",))
+    p.add_argument("data", help=".data file: names= (or labels=) and top=")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("images", nargs="*", help="photos (none: read paths from standard input)")
+    p.add_argument("-t", "--top", type=int, default=0, help="how many classes (default: the .data file's top, else 1)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
+
+
+def run(args) -> int:
+    from ..classifier import classify
+    from ..config.data import read_data_config
+    from ..config.names import read_names
+    from ..detector import load
+    from ..errors import DarknetPyError
+
+    data = read_data_config(args.data)
+    model = load(args.cfg, args.weights, device=args.device or "cpu")
+    c, h, w = model.netdef.shapes[-1]
+    outputs = c * h * w
+    # predict_classifier: names=, else labels= (Darknet's default data/labels.list)
+    names_path = data.file("names") or data.file("labels")
+    names = read_names(names_path, outputs) if names_path else [str(i) for i in range(outputs)]
+    top = args.top or int(data.get("top", "1"))
+    images = list(args.images) or [line.strip() for line in sys.stdin if line.strip()]
+    failed = 0
+    for image in images:
+        start = time.perf_counter()
+        try:
+            pred = classify(model, image, top)
+        except DarknetPyError as exc:  # one bad photo is reported; the others still run
+            print(f"darknet-py: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{image}: Predicted in {time.perf_counter() - start:f} seconds.", file=sys.stderr)
+        for i, score in zip(pred.indices, pred.scores):
+            print(f"{score * 100:5.2f}%: {names[i]}")
+    return 1 if failed else 0
+
+
+__all__ = ["add_parser", "run"]

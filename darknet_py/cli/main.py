@@ -1,0 +1,66 @@
+"""``darknet-py``: the parser, built from one small function per command, and the dispatch table."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Callable
+
+from . import classifier, detect, detector, models, synth
+from .args import FLAGS, normalise_argv, set_tf32
+
+# command -> (adds its parser, runs it); the parsers are added in this order
+COMMANDS: dict[str, tuple[Callable, Callable]] = {
+    "detect": (detect.add_parser, detect.run),
+    "detector": (detector.add_parser, detector.run),
+    "classifier": (classifier.add_parser, classifier.run),
+    "synth": (synth.add_parser, synth.run),
+    "validate-cfg": (models.add_validate_parser, models.run_validate),
+    "summary": (models.add_summary_parser, models.run_validate),
+    "inspect-weights": (models.add_inspect_parser, models.run_inspect),
+    "export": (models.add_export_parser, models.run_export),
+    "convert": (models.add_convert_parser, models.run_convert),
+    "partial": (models.add_partial_parser, models.run_partial),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="darknet-py", description="Run Darknet cfg/weights files in PyTorch.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    for command in sub.choices.values():  # --debug after the subcommand too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+    from ..errors import DarknetPyError
+
+    if hasattr(args, "tf32"):
+        set_tf32(args.tf32)
+    try:
+        return COMMANDS[args.command][1](args)
+    except DarknetPyError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"darknet-py: error: {exc.spelt(FLAGS)}", file=sys.stderr)
+        return 1
+    except (RuntimeError, ValueError) as exc:  # from torch, numpy or OpenCV: still one line
+        if args.debug:
+            traceback.print_exc()
+        print(f"darknet-py: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `darknet-py detect ... | head`: the reader left; stop quietly like other Unix tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+__all__ = ["COMMANDS", "main", "parser"]
