@@ -25,16 +25,9 @@ from .boxes import iou_matrix_cxcywh
 from .config.data import DataConfig, read_data_config
 from .config.lists import ListedImage, read_image_list
 from .config.names import default_names, read_names
-from .dataset import (
-    CocoAnnotations,
-    LabelReport,
-    category_ids,
-    coco_image_id,
-    read_coco_annotations,
-    scan_labels,
-    truth_from_coco,
-    truth_from_labels,
-)
+from .dataset import (CocoAnnotations, LabelReport, category_ids, coco_image_id, read_coco_annotations, scan_labels,
+                      truth_from_coco, truth_from_labels)
+from .defaults import MAP_CONF_THRESH, MAP_IOU, RECALL_IOU, RECALL_NMS, RECALL_THRESH, VALID_NMS, VALID_THRESH
 from .detector import check_detector, letterboxed, load
 from .device import model_device
 from .errors import DataError, UsageError
@@ -42,15 +35,6 @@ from .evaluation import EvaluationReport, GroundTruth, ImageDetections, coco_det
 from .files import write_text
 from .layers.head import decode_heads
 from .postprocess import darknet_nms, detections_to, postprocess
-from .postprocess.thresholds import (
-    MAP_CONF_THRESH,
-    MAP_IOU,
-    RECALL_IOU,
-    RECALL_NMS,
-    RECALL_THRESH,
-    VALID_NMS,
-    VALID_THRESH,
-)
 from .stream.feed import PhotoFeed, default_workers
 from .transforms import fit, pixel_corners
 

@@ -26,21 +26,8 @@ from ..device import model_device
 from ..errors import ExportError
 from ..files import write_bytes
 from ..graph import DarknetModel
-from .check import (
-    RTOL_FP16,
-    RTOL_FP32,
-    ExportReport,
-    Shape,
-    batch_of,
-    check_batch,
-    check_tolerance,
-    compare,
-    dtype_name,
-    fp32_rel,
-    reference,
-    sample_input,
-    writing,
-)
+from .check import (RTOL_FP16, RTOL_FP32, ExportReport, Shape, batch_of, check_batch, check_tolerance, compare,
+                    dtype_name, fp32_rel, reference, sample_input, writing)
 from .graphs import INPUT_NAME, check_model, eval_mode, output_names, prepared, target
 
 OPSET = 17

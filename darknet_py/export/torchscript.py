@@ -16,20 +16,8 @@ import torch
 from ..errors import ExportError
 from ..files import atomic_output
 from ..graph import DarknetModel
-from .check import (
-    RTOL_FP16,
-    RTOL_FP32,
-    ExportReport,
-    batch_of,
-    check_batch,
-    check_tolerance,
-    compare,
-    dtype_name,
-    fp32_rel,
-    half_on_cpu_errors,
-    reference,
-    writing,
-)
+from .check import (RTOL_FP16, RTOL_FP32, ExportReport, batch_of, check_batch, check_tolerance, compare, dtype_name,
+                    fp32_rel, half_on_cpu_errors, reference, writing)
 from .graphs import INPUT_NAME, check_model, eval_mode
 from .onnx import output_shapes, plan
 

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..boxes import NMS_KINDS
 from .head import DetectionHead
 from .registry import LayerKind, LayerSpec, Shape, register
-from .yolo import YoloDecode, check_head_channels, parse_anchors_and_mask
+from .yolo import YoloDecode, check_head_channels, parse_anchors_and_mask, parse_scale_and_nms
 
 # Channels of one anchor's block before the classes.
 X, SX, Y, SY, W, SW, H, SH, OBJ = range(9)
@@ -113,19 +112,11 @@ class GaussianYoloKind(LayerKind):
 
     @classmethod
     def parse(cls, section, net) -> GaussianYoloSpec:
-        scale_x_y = section.get_float("scale_x_y", 1.0)
-        if not 0 < scale_x_y < 1e6:
-            raise section.error(f"scale_x_y={section.raw('scale_x_y')}: expected a positive number", "scale_x_y")
+        # diounms_sort's CORNERS_NMS branch is do_nms_sort's IoU test (module docstring)
+        scale_x_y, nms_kind, beta_nms = parse_scale_and_nms(section, aliases={"cornersnms": "default"})
         yolo_point = section.get_str("yolo_point", "center")
         if yolo_point not in YOLO_POINTS:  # AlexeyAB reads any other value as center, silently
             raise section.error(f"yolo_point={yolo_point}: expected one of {', '.join(YOLO_POINTS)}", "yolo_point")
-        nms_kind = section.get_str("nms_kind", "default")
-        if nms_kind == "cornersnms":
-            nms_kind = "default"  # diounms_sort's CORNERS_NMS branch is do_nms_sort's IoU test (module docstring)
-        elif nms_kind not in NMS_KINDS:  # AlexeyAB maps unknown names to default silently
-            raise section.error(f"nms_kind={nms_kind} is not supported; expected one of "
-                                f"{', '.join(NMS_KINDS + ('cornersnms',))}", "nms_kind")
-        beta_nms = section.get_float("beta_nms", 0.6)
         classes = section.get_int("classes", required=True, min=1)
         anchors, num, mask = parse_anchors_and_mask(section)
         spec = GaussianYoloSpec(section.index, section.line, mask, anchors, classes, num, scale_x_y=scale_x_y,

@@ -170,6 +170,21 @@ def parse_anchors_and_mask(section) -> tuple[list[tuple[float, float]], int, lis
     return anchors, num, mask
 
 
+def parse_scale_and_nms(section, aliases: dict[str, str] | None = None) -> tuple[float, str, float]:
+    """(scale_x_y, nms_kind, beta_nms) of a [yolo]-like head. ``aliases``: other nms_kind names a
+    kind accepts, mapped to the NMS Darknet then runs."""
+    scale_x_y = section.get_float("scale_x_y", 1.0)
+    if not 0 < scale_x_y < 1e6:  # also refuses nan/inf
+        raise section.error(f"scale_x_y={section.raw('scale_x_y')}: expected a positive number", "scale_x_y")
+    aliases = aliases or {}
+    nms_kind = section.get_str("nms_kind", "default")
+    nms_kind = aliases.get(nms_kind, nms_kind)
+    if nms_kind not in NMS_KINDS:  # AlexeyAB maps unknown names to default silently
+        raise section.error(f"nms_kind={nms_kind} is not supported; expected one of "
+                            f"{', '.join(NMS_KINDS + tuple(aliases))}", "nms_kind")
+    return scale_x_y, nms_kind, section.get_float("beta_nms", 0.6)
+
+
 def check_head_channels(spec, in_shape: Shape, per_anchor_extra: int, kind: str, section, specs=None) -> Shape:
     """The layer before a [yolo]-like head must give ``len(mask) * (classes + extra)`` channels;
     the error names that layer and the filters= to set. Returns the (unchanged) shape."""
@@ -200,15 +215,8 @@ class YoloKind(LayerKind):
 
     @classmethod
     def parse(cls, section, net) -> YoloSpec:
-        scale_x_y = section.get_float("scale_x_y", 1.0)
-        if not 0 < scale_x_y < 1e6:  # also refuses nan/inf
-            raise section.error(f"scale_x_y={section.raw('scale_x_y')}: expected a positive number", "scale_x_y")
+        scale_x_y, nms_kind, beta_nms = parse_scale_and_nms(section)
         new_coords = section.get_bool("new_coords", False)
-        nms_kind = section.get_str("nms_kind", "default")
-        if nms_kind not in NMS_KINDS:  # AlexeyAB maps unknown names to default silently; cornersnms we do not run
-            raise section.error(f"nms_kind={nms_kind} is not supported; expected one of {', '.join(NMS_KINDS)}",
-                                "nms_kind")
-        beta_nms = section.get_float("beta_nms", 0.6)
         classes = section.get_int("classes", required=True, min=1)
         anchors, num, mask = parse_anchors_and_mask(section)
         spec = YoloSpec(section.index, section.line, mask, anchors, classes, num,

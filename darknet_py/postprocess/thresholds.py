@@ -10,18 +10,8 @@ from __future__ import annotations
 import torch
 
 # every command's defaults, defined in darknet_py.defaults
-from ..defaults import (
-    DEFAULT_HIER_THRESH,
-    DEFAULT_NMS,
-    DEFAULT_THRESH,
-    MAP_CONF_THRESH,
-    MAP_IOU,
-    RECALL_IOU,
-    RECALL_NMS,
-    RECALL_THRESH,
-    VALID_NMS,
-    VALID_THRESH,
-)
+from ..defaults import (DEFAULT_HIER_THRESH, DEFAULT_NMS, DEFAULT_THRESH, MAP_CONF_THRESH, MAP_IOU, RECALL_IOU,
+                        RECALL_NMS, RECALL_THRESH, VALID_NMS, VALID_THRESH)
 
 Tensor = torch.Tensor
 

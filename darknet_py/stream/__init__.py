@@ -11,30 +11,11 @@ A new output format is a sink in :mod:`.sinks`; a new kind of input an item kind
 from ..device import Distributed
 from .engine import ROUND_ITEMS, StreamOptions, Summary, run, stream
 from .feed import RING_BYTES, RING_MAX_SLOT, RING_MIN_SLOT, FrameReader, PhotoFeed, PhotoRing, default_workers
-from .inputs import (
-                     IMAGE_EXTENSIONS,
-                     LIST_EXTENSIONS,
-                     VIDEO_EXTENSIONS,
-                     Item,
-                     check_output_names,
-                     drawn_rel,
-                     expand_inputs,
-                     video_rel,
-)
+from .inputs import (IMAGE_EXTENSIONS, LIST_EXTENSIONS, VIDEO_EXTENSIONS, Item, check_output_names, drawn_rel,
+                     expand_inputs, video_rel)
 from .runner import CustomRunner, ModelRunner, Runner
-from .sinks import (
-                     FileSink,
-                     Outputs,
-                     Result,
-                     TextRecord,
-                     TextWriter,
-                     darknet_lines,
-                     json_record,
-                     legacy_out_path,
-                     needs_rgb,
-                     text_record,
-                     yolo_lines,
-)
+from .sinks import (FileSink, Outputs, Result, TextRecord, TextWriter, darknet_lines, json_record, legacy_out_path,
+                    needs_rgb, text_record, yolo_lines)
 
 # Transitional: the feed's former private name, still used by the test suite.
 _PhotoFeed = PhotoFeed
