@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError
+from .files import write_bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -402,7 +403,6 @@ def save_image(path: PathLike, rgb: np.ndarray, *, jpeg_quality: int = 80) -> No
     if not ok:
         raise ImageError("OpenCV could not encode the image", path=name)
     try:
-        with open(path, "wb") as f:  # open() rather than cv2.imwrite: non-ASCII paths work everywhere
-            f.write(buf.tobytes())
+        write_bytes(name, buf.tobytes())  # not cv2.imwrite: non-ASCII paths work everywhere; atomic
     except OSError as e:
         raise ImageError(f"cannot write: {e.strerror or e}", path=name) from None

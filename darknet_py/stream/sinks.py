@@ -15,6 +15,7 @@ import numpy as np
 
 from ..draw import draw_detections, group_by_box
 from ..errors import OutputError, UsageError
+from ..files import write_text
 from ..imageio import save_image
 from ..postprocess import Detections
 from .inputs import DRAWN_EXTENSIONS, FOURCC, Item, _stem, drawn_rel, video_rel
@@ -169,7 +170,7 @@ class FileSink:
         if o.save_txt:
             path = Path(o.save_txt) / (_stem(r.item.rel) + suffix + ".txt")
             text = yolo_lines(r.dets, r.width, r.height, o.save_conf)
-            _writing(path, lambda: _mkdir_for(path).write_text(text))
+            _writing(path, lambda: write_text(_mkdir_for(path), text))
         if not needs_rgb(o):
             return
         drawn = draw_detections(r.rgb, r.dets, self.names, self.classes)
