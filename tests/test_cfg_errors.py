@@ -21,7 +21,7 @@ from darknet_py.config.reader import read_cfg
 from darknet_py.errors import CfgError
 from darknet_py.graph import build_model, parse_network
 
-from conftest import REF  # noqa: E402
+from tests.helpers.paths import REF  # noqa: E402
 
 # Layers: 0 conv 16 3x3 BN leaky, 1 maxpool 2/2, 2 conv 32, 3 maxpool 2/2, 4 conv 32 1x1,
 # 5 shortcut from -2 (layer 3), 6 conv 18 linear, 7 yolo (mask 3,4,5), 8 route -4 (layer 4),

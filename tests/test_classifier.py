@@ -15,7 +15,7 @@ from darknet_py.cli import main
 from darknet_py.errors import CfgError
 from darknet_py.imageio import save_image
 from darknet_py.random_weights import randomize
-from conftest import ROOT, ref_path, sized_cfg_text
+from tests.helpers.paths import ROOT, ref_path, sized_cfg_text
 
 cv2 = pytest.importorskip("cv2")
 HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")

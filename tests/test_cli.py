@@ -15,7 +15,7 @@ from darknet_py.detector import detect
 from darknet_py.imageio import load_image, save_image
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 @pytest.fixture(scope="module")

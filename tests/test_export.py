@@ -30,7 +30,7 @@ from darknet_py.layers.activations import ACTIVATIONS  # noqa: E402
 from darknet_py.postprocess import Candidates, darknet_nms, detections_from  # noqa: E402
 from darknet_py.random_weights import randomize  # noqa: E402
 from darknet_py.transforms import correct_boxes, letterbox, to_photo_xyxy  # noqa: E402
-from conftest import REF, ROOT  # noqa: E402
+from tests.helpers.paths import REF, ROOT  # noqa: E402
 
 RTOL = 1e-4          # max|export - PyTorch| / max|PyTorch|, per output (float32)
 RTOL_FP16 = 5e-2     # float16 runtimes round at different places (see darknet_py/export.py)

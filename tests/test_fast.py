@@ -31,7 +31,7 @@ from darknet_py.random_weights import randomize
 from darknet_py.synth import render_image
 from darknet_py.transforms import (correct_boxes, letterbox, letterbox_info, prepare_batch, stretch, to_photo_xyxy,
                                    u8_to_float)
-from conftest import REF, ROOT
+from tests.helpers.paths import REF, ROOT
 
 FIELDS = ("boxes", "scores", "classes", "objectness", "box_index")
 HAS_CUDA = torch.cuda.is_available()
@@ -684,7 +684,7 @@ def test_cuda_fp16_trained_model(shapes_model, shapes_photos, exact_cuda):
 def test_yolov1_head_ungated_batched_and_fast(photos):
     # YOLOv1's [detection] (softmax=0: class values beyond 1) skips the objectness gate; the
     # batched postprocess and FastDetector must keep exactly the rows the exact path keeps.
-    from test_yolov1 import SMALL
+    from tests.test_yolov1 import SMALL
     text = SMALL.format(output=2 * 2 * (3 + 2 * 5), softmax=0, sqrt=1)
     model = darknet_py.build_model(text.encode())
     torch.manual_seed(3)

@@ -21,7 +21,7 @@ from darknet_py.errors import CfgError
 from darknet_py.graph import parse_network
 from darknet_py.layers.activations import ACTIVATIONS
 
-from conftest import REF  # noqa: E402
+from tests.helpers.paths import REF  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # (a) round trip

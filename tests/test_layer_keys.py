@@ -26,7 +26,7 @@ from darknet_py.export import export_onnx
 from darknet_py.layers.activations import ACTIVATIONS, Activation
 from darknet_py.random_weights import randomize
 from darknet_py.weights import weights_bytes
-from conftest import ref_path, sized_cfg_text
+from tests.helpers.paths import ref_path, sized_cfg_text
 
 cv2 = pytest.importorskip("cv2")
 HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")

@@ -15,7 +15,7 @@ import torch
 import darknet_py
 from darknet_py.layers.yolo import YoloSpec
 from darknet_py.train.loss import darknet_deltas, yolo_loss
-from test_validate import TINY_SHAPES_CFG
+from tests.test_validate import TINY_SHAPES_CFG
 
 NET = 128
 ANCHORS = [(6, 8), (12, 16), (20, 12), (28, 36), (48, 30), (70, 70)]  # yolov3-tiny-like, network pixels

@@ -18,7 +18,7 @@ from darknet_py.decode import decode
 from darknet_py.detector import postprocess
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from conftest import ref_path, sized_cfg_text
+from tests.helpers.paths import ref_path, sized_cfg_text
 
 SIZE = 416
 THRESH = 0.25

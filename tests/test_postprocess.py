@@ -12,7 +12,7 @@ from darknet_py.detector import detect, detect_batch
 from darknet_py.postprocess import darknet_nms, threshold
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def _reference_nms(boxes, probs, thresh, kind="default", beta=0.6):

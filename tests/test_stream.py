@@ -23,7 +23,7 @@ from darknet_py.detector import detect, detect_batch
 from darknet_py.imageio import load_image
 from darknet_py.names import read_names
 from darknet_py.synth import make_dataset, render_image
-from conftest import ROOT
+from tests.helpers.paths import ROOT
 
 CFG = ROOT / "cfg" / "yolov3-tiny-shapes.cfg"
 WEIGHTS = ROOT / "weights" / "yolov3-tiny-shapes.weights"

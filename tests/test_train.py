@@ -22,8 +22,8 @@ from darknet_py.synth import make_dataset
 from darknet_py.train.schedule import TrainConfig, train_config
 from darknet_py.train.trainer import TrainOptions, _optimizer, train
 from darknet_py.weights import layers_in_file
-from conftest import ROOT
-from test_validate import TINY_SHAPES_CFG
+from tests.helpers.paths import ROOT
+from tests.test_validate import TINY_SHAPES_CFG
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 

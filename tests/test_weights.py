@@ -25,7 +25,7 @@ from darknet_py.graph import build_model
 from darknet_py.weights import (Header, count_floats, layer_tensors, load_weights, save_weights, weights_bytes,
                                 weights_report)
 
-from conftest import REF  # noqa: E402
+from tests.helpers.paths import REF  # noqa: E402
 PJ_CFG = REF / "pjreddie" / "cfg"
 
 # Layers 1 (maxpool), 4 (shortcut), 5 (upsample), 6 (route) and 8 (yolo) own no bytes.

@@ -30,8 +30,8 @@ from darknet_py.random_weights import randomize
 from darknet_py.summary import summarize
 from darknet_py.transforms import letterbox, stretch
 from darknet_py.weights import count_floats
-from conftest import ref_path, sized_cfg_text
-from test_pjreddie_layers import local_reference
+from tests.helpers.paths import ref_path, sized_cfg_text
+from tests.test_pjreddie_layers import local_reference
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*multiples of 32")
 

@@ -30,7 +30,7 @@ from darknet_py.softmax_tree import parse_tree_text
 from darknet_py.summary import summarize
 from darknet_py.transforms import letterbox
 from darknet_py.weights import count_floats
-from conftest import REF, ref_path, sized_cfg_text
+from tests.helpers.paths import REF, ref_path, sized_cfg_text
 
 cv2 = pytest.importorskip("cv2")
 HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")

@@ -22,8 +22,8 @@ from darknet_py.decode import decode
 from darknet_py.errors import CfgError, DataError
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from conftest import ref_path, sized_cfg_text
-from test_parity_opencv import _box_iou, _reference_detections
+from tests.helpers.paths import ref_path, sized_cfg_text
+from tests.test_parity_opencv import _box_iou, _reference_detections
 
 THRESH, NMS = 0.25, 0.45
 
