@@ -15,46 +15,19 @@ from darknet_py.cli import main
 from darknet_py.errors import CfgError
 from darknet_py.imageio import save_image
 from darknet_py.random_weights import randomize
+from tests.helpers.cfgs import cfg, conv, maxpool
 from tests.helpers.paths import ROOT, ref_path, sized_cfg_text
 
 cv2 = pytest.importorskip("cv2")
 HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")
 
-SMALL = """[net]
-width=32
-height=32
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[connected]
-output=20
-{bn}activation=leaky
-
-[dropout]
-probability=.5
-
-[connected]
-output=12
-activation=linear
-
-[softmax]
-groups={groups}
-temperature={temperature}
-
-[cost]
-type=sse
-"""
+def small_text(bn: bool = False, groups: int = 1, temperature: float = 1) -> str:
+    """A small classifier: conv, maxpool, [connected] (batch-normalised with bn), dropout, [connected] to 12
+    outputs, [softmax] over ``groups`` groups."""
+    bn_line = "batch_normalize=1\n" if bn else ""
+    return cfg(conv(8), maxpool(), f"[connected]\noutput=20\n{bn_line}activation=leaky", "[dropout]\nprobability=.5",
+               "[connected]\noutput=12\nactivation=linear", f"[softmax]\ngroups={groups}\ntemperature={temperature}",
+               "[cost]\ntype=sse")
 
 
 def _random_params(model, seed=0, scale=0.5):
@@ -71,7 +44,7 @@ def _random_params(model, seed=0, scale=0.5):
 
 def _small(tmp_path, bn=False, groups=1, temperature=1):
     cfg = tmp_path / "small.cfg"
-    cfg.write_text(SMALL.format(bn="batch_normalize=1\n" if bn else "", groups=groups, temperature=temperature))
+    cfg.write_text(small_text(bn, groups, temperature))
     weights = tmp_path / "small.weights"
     _random_params(darknet_py.build_model(cfg)).save_weights(weights)
     return cfg, weights
@@ -220,7 +193,7 @@ def test_detector_and_classifier_are_told_apart(tmp_path, photo_rgb):
     cfg, weights = _small(tmp_path)
     with pytest.raises(CfgError, match=r"\[yolo\] head: it is a detector"):
         classify(darknet_py.build_model(ROOT / "cfg" / "yolov3-tiny.cfg").eval(), photo_rgb)
-    text = SMALL.format(bn="", groups=5, temperature=1)
+    text = small_text(groups=5)
     bad = tmp_path / "bad.cfg"
     bad.write_text(text)
     with pytest.raises(CfgError, match=r"bad.cfg:\d+: .*groups=5 does not divide the 12 inputs"):

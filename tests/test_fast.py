@@ -31,6 +31,7 @@ from darknet_py.random_weights import randomize
 from darknet_py.synth import render_image
 from darknet_py.transforms import (correct_boxes, letterbox, letterbox_info, prepare_batch, stretch, to_photo_xyxy,
                                    u8_to_float)
+from tests.helpers.cfgs import cfg, conv, fixture_cfg_text, head_conv, maxpool, route, shortcut, upsample, yolo
 from tests.helpers.paths import REF, ROOT
 
 FIELDS = ("boxes", "scores", "classes", "objectness", "box_index")
@@ -41,139 +42,15 @@ cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
 # (mish, logistic) activations, an in-place [shortcut], a [shortcut] over different channel
 # counts, a grouped [route] (a non-contiguous view into a conv), [upsample], two heads with
 # scale_x_y, and greedynms after the last head.
-SMALL_CFG = """
-[net]
-width=96
-height=96
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=1
-pad=1
-activation=mish
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[shortcut]
-from=-3
-activation=linear
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=2
-pad=1
-activation=logistic
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=1
-stride=1
-pad=1
-activation=relu
-
-[shortcut]
-from=-2
-activation=leaky
-
-[route]
-layers=-1
-groups=2
-group_id=1
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask=3,4,5
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=2
-num=6
-scale_x_y=1.05
-
-[route]
-layers=-4
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,5
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=2
-num=6
-nms_kind=greedynms
-beta_nms=0.6
-"""
+ANCHORS = "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"
+SMALL_CFG = cfg(
+    conv(16), maxpool(), conv(32, act="mish"), conv(16, 1), conv(32), shortcut(-3),
+    conv(32, stride=2, act="logistic"), conv(16, 1, act="relu"), shortcut(-2, "leaky"),
+    route("-1", "groups=2\ngroup_id=1"), conv(16),
+    head_conv(21), yolo("3,4,5", ANCHORS, 2, 6, "scale_x_y=1.05"),
+    route("-4"), conv(8, 1), upsample(), route("-1,5"), conv(16),
+    head_conv(21), yolo("0,1,2", ANCHORS, 2, 6, "nms_kind=greedynms\nbeta_nms=0.6"),
+    width=96)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -684,8 +561,7 @@ def test_cuda_fp16_trained_model(shapes_model, shapes_photos, exact_cuda):
 def test_yolov1_head_ungated_batched_and_fast(photos):
     # YOLOv1's [detection] (softmax=0: class values beyond 1) skips the objectness gate; the
     # batched postprocess and FastDetector must keep exactly the rows the exact path keeps.
-    from tests.test_yolov1 import SMALL
-    text = SMALL.format(output=2 * 2 * (3 + 2 * 5), softmax=0, sqrt=1)
+    text = fixture_cfg_text("yolov1-small")  # softmax=0, sqrt=1, output=2*2*(3+2*5)
     model = darknet_py.build_model(text.encode())
     torch.manual_seed(3)
     with torch.no_grad():

@@ -5,7 +5,6 @@ Gaussian_yolo importer, so the references are NumPy/float64 written from the C."
 from __future__ import annotations
 
 import math
-import textwrap
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from darknet_py.errors import CfgError
 from darknet_py.graph import parse_network
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox, letterbox_info
+from tests.helpers.cfgs import cfg, conv, head_conv, route
 
 NET_W, NET_H = 96, 64
 ANCHORS = [(5, 7), (9, 6), (14, 20), (25, 18), (30, 40), (60, 45)]
@@ -25,69 +25,17 @@ F32 = np.float32
 
 
 def gaussian_cfg(head1="", head2="", classes=CLASSES, filters=None):
+    """Two [Gaussian_yolo] heads (on an 8x12 and a 4x6 grid); head1 / head2: more key lines for each."""
     filters = filters or 3 * (9 + classes)
     anchors = ", ".join(f"{w},{h}" for w, h in ANCHORS)
-    head = (f"[Gaussian_yolo]\nmask={{mask}}\nanchors={anchors}\nclasses={classes}\nnum=6\njitter=.3\n"
-            "ignore_thresh=.5\ntruth_thresh=1\niou_thresh=0.213\nuc_normalizer=1.0\niou_normalizer=0.5\n"
-            "cls_normalizer=1.0\niou_loss=giou\nrandom=1\n")
-    return textwrap.dedent(f"""\
-        [net]
-        width={NET_W}
-        height={NET_H}
-        channels=3
 
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [convolutional]
-        size=1
-        stride=1
-        pad=1
-        filters={filters}
-        activation=linear
-
-        """) + head.format(mask="3,4,5") + head1 + textwrap.dedent(f"""
-
-        [route]
-        layers=2
-
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [convolutional]
-        size=1
-        stride=1
-        pad=1
-        filters={3 * (9 + classes)}
-        activation=linear
-
-        """) + head.format(mask="0,1,2") + head2
+    def head(mask, extra):
+        return (f"[Gaussian_yolo]\nmask={mask}\nanchors={anchors}\nclasses={classes}\nnum=6\njitter=.3\n"
+                "ignore_thresh=.5\ntruth_thresh=1\niou_thresh=0.213\nuc_normalizer=1.0\niou_normalizer=0.5\n"
+                f"cls_normalizer=1.0\niou_loss=giou\nrandom=1\n{extra}")
+    return cfg(conv(8, stride=2), conv(8, stride=2), conv(8, stride=2), head_conv(filters), head("3,4,5", head1),
+               route("2"), conv(8, stride=2), head_conv(3 * (9 + classes)), head("0,1,2", head2),
+               width=NET_W, height=NET_H)
 
 
 # ------------------------------------------------------------------------------ the C, in Python

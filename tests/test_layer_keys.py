@@ -26,6 +26,7 @@ from darknet_py.export import export_onnx
 from darknet_py.layers.activations import ACTIVATIONS, Activation
 from darknet_py.random_weights import randomize
 from darknet_py.weights import weights_bytes
+from tests.helpers.cfgs import cfg, conv
 from tests.helpers.paths import ref_path, sized_cfg_text
 
 cv2 = pytest.importorskip("cv2")
@@ -297,16 +298,6 @@ class RefNet:
 
 
 # ============================================================================ helpers
-
-def cfg(*sections: str, size: int = 32, channels: int = 3) -> str:
-    return "\n\n".join([f"[net]\nwidth={size}\nheight={size}\nchannels={channels}"] + list(sections)) + "\n"
-
-
-def conv(filters: int, size: int = 3, extra: str = "", act: str = "leaky", bn: bool = True, stride: int = 1) -> str:
-    bn_line = "batch_normalize=1\n" if bn else ""
-    return (f"[convolutional]\n{bn_line}filters={filters}\nsize={size}\nstride={stride}\npad=1\n"
-            f"activation={act}\n{extra}").rstrip()
-
 
 def random_weights(model, seed: int = 0, std: float = 1.0):
     """Plain random tensors (kernels ~ N(0, std^2/fan_in), BN statistics near 1) in every layer's file
@@ -594,11 +585,11 @@ def test_upsample_matches_float64_reference(case, tmp_path):
 @pytest.mark.filterwarnings("ignore:.*not multiples of 32")
 def test_upsample_reverse_is_a_scaled_block_sum():
     # hand-computed: a 1x4x4 ramp, stride -2, scale 1 -> the 2x2 block sums
-    model = darknet_py.build_model(cfg("[upsample]\nstride=-2", size=4, channels=1).encode()).eval()
+    model = darknet_py.build_model(cfg("[upsample]\nstride=-2", width=4, channels=1).encode()).eval()
     x = torch.arange(16.0).view(1, 1, 4, 4)
     assert model(x)[0].flatten().tolist() == [0 + 1 + 4 + 5, 2 + 3 + 6 + 7, 8 + 9 + 12 + 13, 10 + 11 + 14 + 15]
     # 5x5, stride -2: Darknet reads the first 16 floats as a 4x4 image (row stride 4, not 5)
-    model = darknet_py.build_model(cfg("[upsample]\nstride=-2", size=5, channels=1).encode()).eval()
+    model = darknet_py.build_model(cfg("[upsample]\nstride=-2", width=5, channels=1).encode()).eval()
     x = torch.arange(25.0).view(1, 1, 5, 5)
     assert model(x)[0].flatten().tolist() == [0 + 1 + 4 + 5, 2 + 3 + 6 + 7, 8 + 9 + 12 + 13, 10 + 11 + 14 + 15]
 
@@ -638,7 +629,7 @@ def test_shortcut_sampling_by_hand():
     # previous 1x4x4 of zeros (a conv with zero weights), from = the 1x2x2 input: added at (0,0),
     # (0,2), (2,0), (2,2); from = an 8x8 input on a 4x4 previous: every second pixel, row and column
     small = cfg("[convolutional]\nfilters=1\nsize=1\nstride=1\nactivation=linear", "[upsample]\nstride=2",
-                "[shortcut]\nfrom=-2", size=2, channels=1)
+                "[shortcut]\nfrom=-2", width=2, channels=1)
     model = darknet_py.build_model(small.encode()).eval()
     with torch.no_grad():
         model.layers[0].conv.weight.fill_(1.0)
@@ -648,7 +639,7 @@ def test_shortcut_sampling_by_hand():
     assert model(x)[0][0, 0].tolist() == expect
     # previous = 2x2 block maxima of a 4x4 ramp, from = the ramp: from[2j, 2i] added
     large = cfg("[convolutional]\nfilters=1\nsize=1\nstride=1\nactivation=linear", "[maxpool]\nsize=2\nstride=2",
-                "[shortcut]\nfrom=-2", size=4, channels=1)
+                "[shortcut]\nfrom=-2", width=4, channels=1)
     model = darknet_py.build_model(large.encode()).eval()
     with torch.no_grad():
         model.layers[0].conv.weight.fill_(1.0)

@@ -15,7 +15,7 @@ import torch
 import darknet_py
 from darknet_py.layers.yolo import YoloSpec
 from darknet_py.train.loss import darknet_deltas, yolo_loss
-from tests.test_validate import TINY_SHAPES_CFG
+from tests.helpers.cfgs import fixture_cfg_text
 
 NET = 128
 ANCHORS = [(6, 8), (12, 16), (20, 12), (28, 36), (48, 30), (70, 70)]  # yolov3-tiny-like, network pixels
@@ -333,7 +333,7 @@ def test_bad_shapes_are_reported():
 
 def test_gradient_reaches_every_conv_weight():
     torch.manual_seed(0)
-    model = darknet_py.build_model(TINY_SHAPES_CFG.encode()).train()
+    model = darknet_py.build_model(fixture_cfg_text("tiny-shapes").encode()).train()
     net_w, net_h = model.input_size
     x = torch.rand(2, 3, net_h, net_w)
     truths = torch.tensor([[[0.3, 0.4, 0.2, 0.3, 1], [0.7, 0.6, 0.5, 0.4, 4]],

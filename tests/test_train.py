@@ -23,19 +23,19 @@ from darknet_py.train.schedule import TrainConfig, train_config
 from darknet_py.train.trainer import TrainOptions, _optimizer, train
 from darknet_py.weights import layers_in_file
 from tests.helpers.paths import ROOT
-from tests.test_validate import TINY_SHAPES_CFG
+from tests.helpers.cfgs import fixture_cfg_text
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def train_cfg_text(size: int = 96, **net) -> str:
-    """The small 6-class network of test_validate with a training [net] section."""
+    """The small 6-class network (tests/fixtures/cfg/tiny-shapes.cfg) with a training [net] section."""
     keys = {"batch": 4, "subdivisions": 1, "learning_rate": 0.01, "momentum": 0.9, "decay": 0.0005,
             "burn_in": 10, "max_batches": 40, "policy": "steps", "steps": "30", "scales": ".1",
             "hue": 0, "saturation": 1, "exposure": 1, "flip": 0}
     keys.update(net)
     head = "[net]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) + f"width={size}\nheight={size}\nchannels=3\n"
-    body = TINY_SHAPES_CFG.split("channels=3\n", 1)[1]
+    body = fixture_cfg_text("tiny-shapes").split("channels=3\n", 1)[1]
     return head + body.replace("num=6\n", "num=6\njitter=0\nrandom=0\n")
 
 

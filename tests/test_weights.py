@@ -25,68 +25,15 @@ from darknet_py.graph import build_model
 from darknet_py.weights import (Header, count_floats, layer_tensors, load_weights, save_weights, weights_bytes,
                                 weights_report)
 
+from tests.helpers.cfgs import conv, head_conv, maxpool, net, route, sections, shortcut, upsample, yolo
 from tests.helpers.paths import REF  # noqa: E402
 PJ_CFG = REF / "pjreddie" / "cfg"
 
 # Layers 1 (maxpool), 4 (shortcut), 5 (upsample), 6 (route) and 8 (yolo) own no bytes.
-SMALL_CFG = """[net]
-batch=1
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-groups=2
-filters=16
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[shortcut]
-from=-2
-activation=linear
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,0
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,13,16,30,33,23,30,61,62,45,59,119
-classes=1
-num=6
-"""
+SMALL_CFG = sections(
+    net(64, batch=1),
+    conv(8), maxpool(), conv(16), conv(16, 1, "groups=2"), shortcut(-2), upsample(), route("-1,0"),
+    head_conv(18), yolo("0,1,2", "10,13,16,30,33,23,30,61,62,45,59,119", 1, 6))
 SMALL_LAYERS = 9
 # By hand: 8+3*8+8*3*3*3 | 16+3*16+16*8*3*3 | 16+3*16+16*(16/2)*1*1 | 18+18*24*1*1
 SMALL_FLOATS = 248 + 1216 + 192 + 450

@@ -30,6 +30,7 @@ from darknet_py.random_weights import randomize
 from darknet_py.summary import summarize
 from darknet_py.transforms import letterbox, stretch
 from darknet_py.weights import count_floats
+from tests.helpers.cfgs import fixture_cfg_text, with_keys
 from tests.helpers.paths import ref_path, sized_cfg_text
 from tests.test_pjreddie_layers import local_reference
 
@@ -174,36 +175,15 @@ def test_yolov1_cfg_parses_counts_and_summarises():
 
 # ------------------------------------------------------------------------------------ [detection] forward
 
-SMALL = """[net]
-width=32
-height=32
-channels=3
-
-[convolutional]
-filters=4
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[connected]
-output={output}
-activation=linear
-
-[detection]
-classes=3
-coords=4
-side=2
-num=2
-softmax={softmax}
-sqrt={sqrt}
-rescore=1
-"""
+def small(output: int = 52, softmax: int = 0, sqrt: int = 1) -> str:
+    """tests/fixtures/cfg/yolov1-small.cfg with [connected] output and [detection] softmax, sqrt set."""
+    text = with_keys(fixture_cfg_text("yolov1-small"), "connected", output=output)
+    return with_keys(text, "detection", softmax=softmax, sqrt=sqrt)
 
 
 @pytest.mark.parametrize("softmax", [0, 1])
 def test_detection_forward_against_float64(softmax):
-    nd = parse_network(SMALL.format(output=52, softmax=softmax, sqrt=1).encode())
+    nd = parse_network(small(output=52, softmax=softmax, sqrt=1).encode())
     layer = build_model(nd).layers[2]
     x = torch.randn(3, 52, 1, 1, generator=torch.Generator().manual_seed(softmax)) * 3
     with torch.no_grad():
@@ -332,7 +312,7 @@ def _line(text: str, pattern: str) -> int:
 
 
 def test_wrong_connected_size_names_both_layers(tmp_path):
-    text = SMALL.format(output=50, softmax=0, sqrt=1)
+    text = small(output=50, softmax=0, sqrt=1)
     err = _error(tmp_path, text)
     assert err.line == _line(text, r"\[detection\]") and "(layer 2)" in str(err)
     for needle in (f"layer 1 [connected] (cfg line {_line(text, r'.connected.')})", "gives 50 values",
@@ -351,7 +331,7 @@ def test_reference_yolov1_with_a_wrong_connected_size(tmp_path):
 
 def test_detection_after_a_convolution_counts_values(tmp_path):
     # Darknet checks only the number of inputs: 2x2x13 from a convolution is 52 values too
-    text = SMALL.format(output=52, softmax=1, sqrt=0).replace("[connected]\noutput=52\nactivation=linear\n",
+    text = small(output=52, softmax=1, sqrt=0).replace("[connected]\noutput=52\nactivation=linear\n",
                                                               "[convolutional]\nfilters=13\nsize=1\nstride=8\n"
                                                               "activation=linear\n")
     assert parse_network(text.encode()).shapes[-2:] == [(13, 2, 2), (52, 1, 1)]
@@ -372,7 +352,7 @@ def test_detection_after_a_convolution_counts_values(tmp_path):
     ("rescore=1\n", "rescore=1\nobject_scale=big\n", "object_scale=big", ["object_scale=big", "expected a number"]),
 ])
 def test_detection_bad_values_name_the_line(tmp_path, old, new, key, needles):
-    text = SMALL.format(output=52, softmax=0, sqrt=1).replace(old, new)
+    text = small(output=52, softmax=0, sqrt=1).replace(old, new)
     err = _error(tmp_path, text)
     assert err.line == _line(text, key), str(err)
     for needle in needles:
@@ -380,7 +360,7 @@ def test_detection_bad_values_name_the_line(tmp_path, old, new, key, needles):
 
 
 def test_detection_training_keys_are_kept():
-    text = SMALL.format(output=52, softmax=0, sqrt=1) + ("jitter=.3\nobject_scale=2\nnoobject_scale=.5\nclass_scale=3\n"
+    text = small(output=52, softmax=0, sqrt=1) + ("jitter=.3\nobject_scale=2\nnoobject_scale=.5\nclass_scale=3\n"
                                                          "coord_scale=5\nforced=1\nrandom=1\nreorg=0\n"
                                                          "only_objectness=1\nmax=30\nresize=1.5\n")
     spec = parse_network(text.encode()).specs[-1]

@@ -30,6 +30,7 @@ from darknet_py.softmax_tree import parse_tree_text
 from darknet_py.summary import summarize
 from darknet_py.transforms import letterbox
 from darknet_py.weights import count_floats
+from tests.helpers.cfgs import cfg, conv, maxpool, sections
 from tests.helpers.paths import REF, ref_path, sized_cfg_text
 
 cv2 = pytest.importorskip("cv2")
@@ -607,17 +608,7 @@ def test_reorg_variants_against_reorg_cpu(stride, reverse, flatten):
 @needs_opencv
 def test_reorg_matches_opencv(tmp_path):
     cfg = tmp_path / "reorg.cfg"
-    cfg.write_text(_reorg_cfg(32, 3, textwrap.dedent("""\
-        [convolutional]
-        filters=12
-        size=3
-        stride=1
-        pad=1
-        activation=linear
-
-        [reorg]
-        stride=2
-        """)))
+    cfg.write_text(_reorg_cfg(32, 3, sections(conv(12, act="linear", bn=False), "[reorg]\nstride=2")))
     model = darknet_py.build_model(cfg)
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     randomize(model, x, seed=0)
@@ -646,36 +637,10 @@ SMALL = 64
 
 
 def _small_region_cfg(classes: int, region: str, num: int = 2, width: int = SMALL, height: int = SMALL) -> str:
-    return textwrap.dedent(f"""\
-        [net]
-        width={width}
-        height={height}
-        channels=3
-
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [maxpool]
-        size=2
-        stride=2
-
-        [convolutional]
-        filters={num * (5 + classes)}
-        size=1
-        stride=1
-        pad=1
-        activation=linear
-
-        [region]
-        anchors=1.5,2.0, 3.2,2.5{', 0.8,0.9' * (num - 2)}
-        classes={classes}
-        num={num}
-        """) + textwrap.dedent(region)
+    anchors = "1.5,2.0, 3.2,2.5" + ", 0.8,0.9" * (num - 2)
+    return cfg(conv(8, stride=2), maxpool(), conv(num * (5 + classes), 1, act="linear", bn=False),
+               f"[region]\nanchors={anchors}\nclasses={classes}\nnum={num}\n" + textwrap.dedent(region),
+               width=width, height=height)
 
 
 def _small_model(text, photo_rgb, seed=0, **calib):

@@ -10,8 +10,6 @@
 """
 from __future__ import annotations
 
-import textwrap
-
 import cv2
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from darknet_py.decode import decode
 from darknet_py.errors import CfgError, DataError
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
+from tests.helpers.cfgs import cfg, conv, head_conv, shortcut, yolo
 from tests.helpers.paths import ref_path, sized_cfg_text
 from tests.test_parity_opencv import _box_iou, _reference_detections
 
@@ -166,95 +165,20 @@ SMALL = 64
 
 def _small_cfg(head: str, *, head_act: str = "linear", route: str = "layers=0\ngroups=2\ngroup_id=1",
                route3: str = "layers=-1,-3") -> str:
-    return textwrap.dedent("""\
-        [net]
-        width={size}
-        height={size}
-        channels=3
-
-        # 0: 8 channels
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=1
-        pad=1
-        activation=leaky
-
-        # 1: the second half of layer 0 (yolov4-tiny's pattern): 4 channels
-        [route]
-        {route}
-
-        # 2: 4 channels
-        [convolutional]
-        batch_normalize=1
-        filters=4
-        size=3
-        stride=1
-        pad=1
-        activation=leaky
-
-        # 3: layers 2 and 0: 12 channels
-        [route]
-        {route3}
-
-        # 4: 6 channels
-        [convolutional]
-        batch_normalize=1
-        filters=6
-        size=3
-        stride=1
-        pad=1
-        activation=leaky
-
-        # 5: 6 channels + layer 2's 4: the first 4 added, the last 2 kept
-        [shortcut]
-        from=2
-        activation=linear
-
-        # 6: 4 channels, 32x32
-        [convolutional]
-        batch_normalize=1
-        filters=4
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        # 7: the first of 2 groups of layer 6: 2 channels
-        [route]
-        layers=-1
-        groups=2
-        group_id=0
-
-        # 8: 2 channels
-        [convolutional]
-        batch_normalize=1
-        filters=2
-        size=1
-        stride=1
-        pad=1
-        activation=leaky
-
-        # 9: 2 channels + layer 6's 4: the extra 2 of layer 6 ignored
-        [shortcut]
-        from=6
-        activation=leaky
-
-        [convolutional]
-        size=1
-        stride=1
-        pad=1
-        filters=21
-        activation={head_act}
-
-        [yolo]
-        mask=0,1,2
-        anchors=6,8, 12,10, 20,30
-        classes=2
-        num=3
-        {head}
-        """).format(size=SMALL, head=head, head_act=head_act, route=route, route3=route3)
+    return cfg(
+        conv(8),                # 0: 8 channels
+        "[route]\n" + route,    # 1: the second half of layer 0 (yolov4-tiny's pattern): 4 channels
+        conv(4),                # 2: 4 channels
+        "[route]\n" + route3,   # 3: layers 2 and 0: 12 channels
+        conv(6),                # 4: 6 channels
+        shortcut(2),            # 5: 6 channels + layer 2's 4: the first 4 added, the last 2 kept
+        conv(4, stride=2),      # 6: 4 channels, 32x32
+        "[route]\nlayers=-1\ngroups=2\ngroup_id=0",  # 7: the first of 2 groups of layer 6: 2 channels
+        conv(2, 1),             # 8: 2 channels
+        shortcut(6, "leaky"),   # 9: 2 channels + layer 6's 4: the extra 2 of layer 6 ignored
+        head_conv(21, head_act),
+        yolo("0,1,2", "6,8, 12,10, 20,30", 2, 3, head),
+        width=SMALL)
 
 
 SMALL_CASES = {
