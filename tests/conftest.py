@@ -25,3 +25,15 @@ def photo_rgb() -> np.ndarray:
         x0, y0 = rng.integers(0, 600), rng.integers(0, 450)
         img[y0:y0 + rng.integers(40, 160), x0:x0 + rng.integers(40, 160)] = rng.integers(0, 256, 3)
     return img
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (request it with pytest.mark.usefixtures). On the shared 2-core
+    machine OpenMP's spinning threads stall whenever another process holds a core: measured, yolov3's
+    randomize 8.7 s with 2 threads against 1.4 s with 1 under load, and forward passes 5-10x slower
+    beside a decoding worker."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -27,6 +27,7 @@ from darknet_py.weights import (Header, count_floats, layer_tensors, load_weight
 
 from tests.helpers.cfgs import conv, head_conv, maxpool, net, route, sections, shortcut, upsample, yolo
 from tests.helpers.paths import REF  # noqa: E402
+from tests.helpers.reference import cfg_sections
 PJ_CFG = REF / "pjreddie" / "cfg"
 
 # Layers 1 (maxpool), 4 (shortcut), 5 (upsample), 6 (route) and 8 (yolo) own no bytes.
@@ -47,30 +48,14 @@ TINY_FILE_BYTES = 35_434_956
 needs_ref = pytest.mark.skipif(not PJ_CFG.is_dir(), reason=f"{PJ_CFG} not present")
 
 
-# --------------------------------------------------------------- an independent cfg walker
-
-def cfg_sections(text: str):
-    """[{'kind', 'line', key: value}] with Darknet's whitespace stripping; first key wins."""
-    out = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = "".join(raw.split())
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("["):
-            out.append({"kind": line[1:line.index("]")], "line": lineno})
-        else:
-            key, value = line.split("=", 1)
-            out[-1].setdefault(key, value)
-    return out
-
+# --------------------------------------------------------------- an independent cfg walker (on read_cfg's sections)
 
 def darknet_layout(text: str):
     """[(layer index, cfg line, has_bn, [(darknet tensor name, shape)])] in file order."""
     secs = cfg_sections(text)
-    c = int(secs[0].get("channels", 3))
+    c = int(secs[0][1].get("channels", 3))
     chans, layout = [], []
-    for i, s in enumerate(secs[1:]):
-        kind = s["kind"]
+    for i, (kind, s, line) in enumerate(secs[1:]):
         if kind in ("convolutional", "conv"):
             n, k, g = int(s["filters"]), int(s["size"]), int(s.get("groups", 1))
             bn = s.get("batch_normalize", "0") == "1"
@@ -78,7 +63,7 @@ def darknet_layout(text: str):
             if bn:
                 tensors += [("scales", (n,)), ("rolling_mean", (n,)), ("rolling_variance", (n,))]
             tensors.append(("weights", (n, c // g, k, k)))
-            layout.append((i, s["line"], bn, tensors))
+            layout.append((i, line, bn, tensors))
             c = n
         elif kind == "route":
             c = sum(chans[j if j >= 0 else i + j] for j in (int(v) for v in s["layers"].split(",")))
