@@ -23,6 +23,7 @@ from darknet_py.graph import build_model, parse_network
 
 from tests.helpers.cfgs import (add_line, conv, head_conv, locate, maxpool, route, sections, set_key, shortcut,
                                 upsample, yolo)
+from tests.helpers.errors import expect_cfg_error
 from tests.helpers.paths import REF  # noqa: E402
 
 # Layers: 0 conv 16 3x3 BN leaky, 1 maxpool 2/2, 2 conv 32, 3 maxpool 2/2, 4 conv 32 1x1,
@@ -47,21 +48,8 @@ def write(tmp_path: Path, text, name: str = "net.cfg") -> Path:
 
 
 def expect_error(tmp_path: Path, text, line: Optional[int], *needles: str, name: str = "net.cfg") -> CfgError:
-    path = write(tmp_path, text, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(CfgError) as info:
-            parse_network(path)
-    err = info.value
-    msg = str(err)
-    assert str(path) in msg, msg
-    assert err.path == str(path)
-    if line is not None:
-        assert err.line == line, msg
-        assert msg.startswith(f"{path}:{line}:"), msg
-    for needle in needles:
-        assert needle in msg, f"{needle!r} not in {msg!r}"
-    return err
+    """The text, written to tmp_path/name, is refused at ``line`` (tests.helpers.errors.expect_cfg_error)."""
+    return expect_cfg_error(text, line, *needles, path=tmp_path / name)
 
 
 def parse_ok(tmp_path: Path, text, name: str = "net.cfg"):

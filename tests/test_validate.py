@@ -18,10 +18,10 @@ import darknet_py
 from darknet_py.cli import main
 from darknet_py.dataset import COCO_IDS
 from darknet_py.detector import detect
-from darknet_py.random_weights import randomize
 from darknet_py.synth import make_dataset
 from darknet_py.validate import detector_map, detector_recall, detector_valid
 from tests.helpers.cfgs import fixture_cfg_text
+from tests.helpers.models import write_random_model
 
 _DARKNET_COCO_LINE = re.compile(r'\{"image_id":\d+, "category_id":\d+, "bbox":\[(-?\d+\.\d{6}, ){3}-?\d+\.\d{6}\], '
                                 r'"score":\d\.\d{6}\}')
@@ -31,11 +31,8 @@ _DARKNET_COCO_LINE = re.compile(r'\{"image_id":\d+, "category_id":\d+, "bbox":\[
 def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     ds = make_dataset(root / "data", train=2, valid=16, seed=5, min_side=96, max_side=320, max_objects=5)
-    cfg = root / "tiny-shapes.cfg"
-    cfg.write_text(fixture_cfg_text("tiny-shapes"))
-    weights = root / "tiny-shapes.weights"
-    model = darknet_py.build_model(cfg)
-    randomize(model, seed=11, objectness_rate=0.004).save_weights(weights)
+    cfg, weights, _ = write_random_model(root, "tiny-shapes", fixture_cfg_text("tiny-shapes"), seed=11,
+                                         objectness_rate=0.004)
     return ds, cfg, weights
 
 
