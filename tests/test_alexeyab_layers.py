@@ -15,15 +15,18 @@ import pytest
 import torch
 
 import darknet_py
-from darknet_py.errors import CfgError
 from darknet_py.graph import parse_network
 from darknet_py.random_weights import randomize
 from darknet_py.summary import summarize
 from darknet_py.weights import count_floats, weights_bytes
 from tests.helpers.cfgs import cfg, conv
+from tests.helpers.errors import expect_cfg_error, line_of
+from tests.helpers.numeric import rel_err
+from tests.helpers.opencv import needs_darknet_importer, opencv_forward
+from tests.helpers.reference import ACT64
 
 cv2 = pytest.importorskip("cv2")
-HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")
+
 
 def build(text, seed=0, size=None):
     """The model of a cfg text with calibrated random weights (convolutions and [implicit])."""
@@ -44,45 +47,19 @@ def layer_outputs(model, x):
     return [o.double().numpy() for o in outs]
 
 
-def rel_err(ours, ref):
-    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
-
-
-ACT64 = {
-    "linear": lambda v: v,
-    "leaky": lambda v: np.where(v > 0, v, 0.1 * v),
-    "logistic": lambda v: 1 / (1 + np.exp(-v)),
-    "tanh": np.tanh,
-    "elu": lambda v: np.where(v >= 0, v, np.expm1(v)),
-    "relu": lambda v: np.maximum(v, 0),
-}
-
 
 # ------------------------------------------------------------------------------------------- [sam]
 
 def sam_net(sam_act="linear", scale_act="linear", sam_from="-2", scale_from="-3"):
     return cfg(
-        conv(8, 1),                                   # 0
-        conv(8, 1, act="logistic", bn=False),         # 1: attention map
-        f"[sam]\nfrom={sam_from}\nactivation={sam_act}",   # 2: layer 1 * layer 0
-        "[avgpool]",                               # 3
-        conv(8, 1, act="logistic", bn=False),         # 4: excitation, 1x1x8
+        conv(8, 1),                                        # 0
+        conv(8, 1, act="logistic", bn=False),              # 1: attention map
+        f"[sam]\nfrom={sam_from}\nactivation={sam_act}",    # 2: layer 1 * layer 0
+        "[avgpool]",                                       # 3
+        conv(8, 1, act="logistic", bn=False),              # 4: excitation, 1x1x8
         f"[scale_channels]\nfrom={scale_from}\nactivation={scale_act}",  # 5: layer 2 scaled by layer 4
-        conv(6, size=3, stride=2),                 # 6
+        conv(6, size=3, stride=2),                         # 6
     )
-
-
-def opencv_forward(text, weights, x, tmp_path, name):
-    path = tmp_path / f"{name}.cfg"
-    path.write_text(text)
-    net = cv2.dnn.readNetFromDarknet(str(path), str(weights))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.enableWinograd(False)
-    outs = []
-    for image in x:  # one image at a time: OpenCV 4.14's Scale layer fails on a batch of 2
-        net.setInput(image[None].numpy())
-        outs.append(net.forward().astype(np.float64))
-    return np.concatenate(outs)
 
 
 def cut_after(text, nth_section):
@@ -91,7 +68,7 @@ def cut_after(text, nth_section):
     return "\n\n[".join(parts[:nth_section + 2]) + "\n"
 
 
-@pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
+@needs_darknet_importer
 @pytest.mark.parametrize("sam_act, scale_act, sam_from, scale_from", [
     ("linear", "linear", "-2", "-3"), ("leaky", "logistic", "0", "2"), ("logistic", "leaky", "-2", "2")])
 def test_sam_and_scale_channels_match_opencv(sam_act, scale_act, sam_from, scale_from, tmp_path):
@@ -103,7 +80,9 @@ def test_sam_and_scale_channels_match_opencv(sam_act, scale_act, sam_from, scale
     outs = layer_outputs(model, x)
     assert model.netdef.shapes[2] == (8, 32, 32) and model.netdef.shapes[5] == (8, 32, 32)
     for layer in (2, 5, 6):
-        theirs = opencv_forward(cut_after(text, layer), weights, x, tmp_path, f"cut{layer}")
+        cut = tmp_path / f"cut{layer}.cfg"
+        cut.write_text(cut_after(text, layer))
+        theirs = opencv_forward(cut, weights, x, one_by_one=True).astype(np.float64)
         assert theirs.shape == outs[layer].shape
         # float32 summation order (oneDNN vs OpenCV) only: measured at most 2.5e-5
         assert rel_err(outs[layer], theirs) < 1e-4, (layer, rel_err(outs[layer], theirs))
@@ -115,10 +94,10 @@ def test_sam_and_scale_channels_match_opencv(sam_act, scale_act, sam_from, scale
 @pytest.mark.parametrize("act", ["tanh", "elu", "relu"])
 def test_sam_and_scale_wh_against_float64(act):
     text = cfg(
-        conv(4, 1),                                             # 0: 4 x 32 x 32
-        conv(4, 1, act="logistic", bn=False),                   # 1
+        conv(4, 1),                                          # 0: 4 x 32 x 32
+        conv(4, 1, act="logistic", bn=False),                # 1
         f"[sam]\nfrom=-2\nactivation={act}",                  # 2: act(layer 1 * layer 0)
-        conv(1, 1, act="logistic", bn=False),                   # 3: a 1-channel spatial map
+        conv(1, 1, act="logistic", bn=False),                # 3: a 1-channel spatial map
         f"[scale_channels]\nfrom=-2\nscale_wh=1\nactivation={act}",  # 4: layer 2 * map, every channel
         "[sam]\nfrom=-1",                                    # 5: from = the previous layer: its square
     )
@@ -255,11 +234,11 @@ def test_local_avgpool_border_counts_only_real_taps():
 # ---------------------------------------------------------------------------------------- [implicit]
 
 IMPLICIT = cfg(
-    conv(4, 1, act="linear", bn=False),               # 0: biases 4, weights 12
+    conv(4, 1, act="linear", bn=False),            # 0: biases 4, weights 12
     "[implicit]\nfilters=4\nmean=1.0\nstd=0.1",     # 1: 4 floats
     "[scale_channels]\nfrom=0",                     # 2: layer 0 scaled per channel by the constant
     "[implicit]\nfilters=3\natoms=2",               # 3: 6 floats, 3 x 2 x 1
-    conv(2, 1, bn=True),                               # 4: biases 2, BN 3*2, weights 2*3*1*1
+    conv(2, 1, bn=True),                            # 4: biases 2, BN 3*2, weights 2*3*1*1
 )
 
 
@@ -306,8 +285,8 @@ def test_implicit_initialisation_is_darknets():
 # ------------------------------------------------------------------------------------- [contrastive]
 
 CONTRASTIVE = cfg(
-    conv(8, 1),                                                   # 0
-    conv(18, 1, act="linear", bn=False),                          # 1
+    conv(8, 1),                                                # 0
+    conv(18, 1, act="linear", bn=False),                       # 1
     "[yolo]\nmask=0,1,2\nanchors=4,5,8,9,12,13\nclasses=1\nnum=3\nembedding_layer=-3",  # 2
     "[route]\nlayers=0",                                       # 3
     "[contrastive]\nclasses=1\ntemperature=1.0\nyolo_layer=-2\ncls_normalizer=1.0\nmax_delta=10\n"
@@ -329,18 +308,6 @@ def test_contrastive_is_inert_at_inference():
 
 
 # ------------------------------------------------------------------------------------------ errors
-
-def expect_error(text, needle_line, *needles):
-    with pytest.raises(CfgError) as info:
-        parse_network(text.encode())
-    err = info.value
-    lines = text.splitlines()
-    want = next(i + 1 for i, line in enumerate(lines) if line.strip() == needle_line)
-    assert err.line == want, (str(err), want)
-    for needle in needles:
-        assert needle in str(err), (needle, str(err))
-    return err
-
 
 @pytest.mark.parametrize("sections, line, needles", [
     # [sam]: the two layers must have the same shape; both are named
@@ -386,11 +353,13 @@ def expect_error(text, needle_line, *needles):
     ((conv(8, 1), "[contrastive]\nyolo_layer=5"), "yolo_layer=5", ["refers to layer 5"]),
 ])
 def test_bad_inputs_name_the_line(sections, line, needles):
-    expect_error(cfg(*sections), line, *needles)
+    text = cfg(*sections)
+    expect_cfg_error(text, line_of(text, line), *needles)
 
 
 def test_local_avgpool_padding_error_names_the_windows():
-    err = expect_error(cfg(conv(8, 1), "[local_avgpool]\nsize=2\nstride=1\npadding=3"), "padding=3", "layer 0")
+    text = cfg(conv(8, 1), "[local_avgpool]\nsize=2\nstride=1\npadding=3")
+    err = expect_cfg_error(text, line_of(text, "padding=3"), "layer 0")
     assert "[local_avgpool] (layer 1)" in str(err)
 
 

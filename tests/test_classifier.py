@@ -16,10 +16,10 @@ from darknet_py.errors import CfgError
 from darknet_py.imageio import save_image
 from darknet_py.random_weights import randomize
 from tests.helpers.cfgs import cfg, conv, maxpool
+from tests.helpers.opencv import needs_darknet_importer, opencv_forward
 from tests.helpers.paths import ROOT, ref_path, sized_cfg_text
 
 cv2 = pytest.importorskip("cv2")
-HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")
 
 def small_text(bn: bool = False, groups: int = 1, temperature: float = 1) -> str:
     """A small classifier: conv, maxpool, [connected] (batch-normalised with bn), dropout, [connected] to 12
@@ -50,22 +50,14 @@ def _small(tmp_path, bn=False, groups=1, temperature=1):
     return cfg, weights
 
 
-def _opencv(cfg, weights, x):
-    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.enableWinograd(False)  # Winograd convolutions round differently (see test_parity_opencv)
-    net.setInput(x.numpy())
-    return net.forward()
-
-
-@pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
+@needs_darknet_importer
 def test_small_classifier_matches_opencv(tmp_path):
     # OpenCV reads [connected] without BN and [softmax] with groups=1, temperature=1 only
     cfg, weights = _small(tmp_path)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = darknet_py.load(cfg, weights, channels_last=False)(x)[0].reshape(2, -1).numpy()
-    theirs = _opencv(cfg, weights, x).reshape(2, -1)
+    theirs = opencv_forward(cfg, weights, x).reshape(2, -1)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * np.abs(theirs).max())
 
 
@@ -129,7 +121,7 @@ def test_connected_file_order(tmp_path):
     assert fc.bn.running_var.tolist() == [18, 19, 20]
 
 
-@pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
+@needs_darknet_importer
 @pytest.mark.parametrize("name, size", [("darknet19", 224), ("darknet53", 128)])
 def test_imagenet_classifiers_match_opencv(name, size, tmp_path):
     text = sized_cfg_text(ref_path("pjreddie", "cfg", f"{name}.cfg"), size)
@@ -148,7 +140,7 @@ def test_imagenet_classifiers_match_opencv(name, size, tmp_path):
         randomize(darknet_py.build_model(cfg), calibration, seed=1).save_weights(weights)
         with torch.no_grad():
             ours = darknet_py.load(cfg, weights)(x)[0].flatten().numpy()
-        theirs = _opencv(cfg, weights, x).flatten()
+        theirs = opencv_forward(cfg, weights, x).flatten()
         # float32 summation order only (oneDNN vs OpenCV); both relative to the largest output
         assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 1e-4, part
         assert ours.argmax() == theirs.argmax()

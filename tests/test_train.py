@@ -24,6 +24,7 @@ from darknet_py.train.trainer import TrainOptions, _optimizer, train
 from darknet_py.weights import layers_in_file
 from tests.helpers.paths import ROOT
 from tests.helpers.cfgs import fixture_cfg_text
+from tests.helpers.opencv import HAS_DARKNET_IMPORTER, opencv_forward
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
@@ -207,8 +208,8 @@ def test_kill_never_leaves_a_bad_checkpoint(shapes4, tmp_path):
 
 
 def test_checkpoint_reloads_identically_and_in_opencv(shapes4, tmp_path):
-    cv2 = pytest.importorskip("cv2")
-    if not hasattr(cv2.dnn, "readNetFromDarknet"):
+    pytest.importorskip("cv2")
+    if not HAS_DARKNET_IMPORTER:
         pytest.skip("this OpenCV has no Darknet importer (OpenCV 5)")
     ds, data = shapes4
     cfg = _write_cfg(tmp_path, max_batches=6)
@@ -219,9 +220,7 @@ def test_checkpoint_reloads_identically_and_in_opencv(shapes4, tmp_path):
     model.save_weights(again)
     assert again.read_bytes() == res.final.read_bytes()
     x = torch.rand(1, 3, 96, 96)
-    net = cv2.dnn.readNetFromDarknet(str(cfg), str(res.final))
-    net.setInput(x.numpy())
-    theirs = net.forward(net.getUnconnectedOutLayersNames())
+    theirs = opencv_forward(cfg, res.final, x, "unconnected")
     with torch.no_grad():
         ours = model(x)
     # OpenCV returns [yolo] outputs decoded, one row per cell/anchor: x, y, w, h, obj, obj*class scores
