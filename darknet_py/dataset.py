@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config.data import DataConfig, read_data_config
-from .config.lists import ListedImage, quote_problems, read_image_list
+from .config.lists import ListedImage, quote_problems
 from .config.text import read_text, text_lines
 from .errors import DataError, UsageError
 from .evaluation import GroundTruth
@@ -30,11 +29,6 @@ from .evaluation import GroundTruth
 COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
             33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
             60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
-
-
-def check_classes(data: DataConfig, model_classes: int) -> None:
-    """The .data file's ``classes`` (when given) must agree with the network's heads."""
-    data.check_classes(model_classes)
 
 
 # --------------------------------------------------------------------------- label files
@@ -279,7 +273,6 @@ def truth_from_coco(coco: CocoAnnotations, file_path: str, class_of: dict[int, i
                        ignore=np.array([a["iscrowd"] for a in anns], bool))
 
 
-__all__ = ["COCO_IDS", "CocoAnnotations", "DataConfig", "LabelReport", "Labels", "ListedImage", "category_ids",
-           "check_classes", "coco_image_id", "label_path_for", "listed_label_path", "read_coco_annotations",
-           "read_data_config", "read_image_list", "read_labels", "scan_labels", "truth_from_coco",
+__all__ = ["COCO_IDS", "CocoAnnotations", "LabelReport", "Labels", "category_ids", "coco_image_id", "label_path_for",
+           "listed_label_path", "read_coco_annotations", "read_labels", "scan_labels", "truth_from_coco",
            "truth_from_labels"]

@@ -1,35 +1,13 @@
-"""Shared test fixtures: the Darknet reference files (skipped cleanly when absent) and a photo."""
+"""Shared test fixtures (the photo); the paths and reference-file helpers live in tests/helpers/paths.py."""
 from __future__ import annotations
-
-import os
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-# The Darknet reference folder beside the checkout; DARKNET_PY_REFERENCE points elsewhere (a path that
-# does not exist runs the suite as a fresh clone without it does).
-REF = Path(os.environ.get("DARKNET_PY_REFERENCE",
-                          Path(__file__).resolve().parents[2] / "shared" / "darknet-reference"))
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REF
 
 torch.set_num_threads(2)  # the CI machine has 2 cores; more threads only thrash
-
-
-def ref_path(*parts: str) -> Path:
-    p = REF.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"Darknet reference file {p} not present")
-    return p
-
-
-def sized_cfg_text(path: Path, size: int) -> str:
-    """The cfg text with [net] width/height set to `size` (reference cfgs carry 608 training headers)."""
-    text = path.read_text()
-    text = re.sub(r"(?m)^width\s*=\s*\d+", f"width={size}", text, count=1)
-    return re.sub(r"(?m)^height\s*=\s*\d+", f"height={size}", text, count=1)
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +25,15 @@ def photo_rgb() -> np.ndarray:
         x0, y0 = rng.integers(0, 600), rng.integers(0, 450)
         img[y0:y0 + rng.integers(40, 160), x0:x0 + rng.integers(40, 160)] = rng.integers(0, 256, 3)
     return img
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (request it with pytest.mark.usefixtures). On the shared 2-core
+    machine OpenMP's spinning threads stall whenever another process holds a core: measured, yolov3's
+    randomize 8.7 s with 2 threads against 1.4 s with 1 under load, and forward passes 5-10x slower
+    beside a decoding worker."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

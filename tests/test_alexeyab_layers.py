@@ -9,32 +9,23 @@ maxpool_layer.c ``forward_local_avgpool_layer`` and representation_layer.c.
 from __future__ import annotations
 
 import struct
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 
 import darknet_py
-from darknet_py.errors import CfgError
 from darknet_py.graph import parse_network
 from darknet_py.random_weights import randomize
 from darknet_py.summary import summarize
 from darknet_py.weights import count_floats, weights_bytes
+from tests.helpers.cfgs import cfg, conv
+from tests.helpers.errors import expect_cfg_error, line_of
+from tests.helpers.numeric import rel_err
+from tests.helpers.opencv import needs_darknet_importer, opencv_forward
+from tests.helpers.reference import ACT64
 
 cv2 = pytest.importorskip("cv2")
-HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")
-
-NET = "[net]\nwidth={w}\nheight={h}\nchannels=3\n\n"
-
-
-def conv(filters, size=1, stride=1, act="leaky", bn=True):
-    return (f"[convolutional]\n{'batch_normalize=1' + chr(10) if bn else ''}filters={filters}\nsize={size}\n"
-            f"stride={stride}\npad=1\nactivation={act}\n\n")
-
-
-def cfg(*sections, w=32, h=32) -> str:
-    return NET.format(w=w, h=h) + "".join(textwrap.dedent(s).strip() + "\n\n" for s in sections)
 
 
 def build(text, seed=0, size=None):
@@ -56,45 +47,19 @@ def layer_outputs(model, x):
     return [o.double().numpy() for o in outs]
 
 
-def rel_err(ours, ref):
-    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
-
-
-ACT64 = {
-    "linear": lambda v: v,
-    "leaky": lambda v: np.where(v > 0, v, 0.1 * v),
-    "logistic": lambda v: 1 / (1 + np.exp(-v)),
-    "tanh": np.tanh,
-    "elu": lambda v: np.where(v >= 0, v, np.expm1(v)),
-    "relu": lambda v: np.maximum(v, 0),
-}
-
 
 # ------------------------------------------------------------------------------------------- [sam]
 
 def sam_net(sam_act="linear", scale_act="linear", sam_from="-2", scale_from="-3"):
     return cfg(
-        conv(8),                                   # 0
-        conv(8, act="logistic", bn=False),         # 1: attention map
-        f"[sam]\nfrom={sam_from}\nactivation={sam_act}",   # 2: layer 1 * layer 0
-        "[avgpool]",                               # 3
-        conv(8, act="logistic", bn=False),         # 4: excitation, 1x1x8
+        conv(8, 1),                                        # 0
+        conv(8, 1, act="logistic", bn=False),              # 1: attention map
+        f"[sam]\nfrom={sam_from}\nactivation={sam_act}",    # 2: layer 1 * layer 0
+        "[avgpool]",                                       # 3
+        conv(8, 1, act="logistic", bn=False),              # 4: excitation, 1x1x8
         f"[scale_channels]\nfrom={scale_from}\nactivation={scale_act}",  # 5: layer 2 scaled by layer 4
-        conv(6, size=3, stride=2),                 # 6
+        conv(6, size=3, stride=2),                         # 6
     )
-
-
-def opencv_forward(text, weights, x, tmp_path, name):
-    path = tmp_path / f"{name}.cfg"
-    path.write_text(text)
-    net = cv2.dnn.readNetFromDarknet(str(path), str(weights))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.enableWinograd(False)
-    outs = []
-    for image in x:  # one image at a time: OpenCV 4.14's Scale layer fails on a batch of 2
-        net.setInput(image[None].numpy())
-        outs.append(net.forward().astype(np.float64))
-    return np.concatenate(outs)
 
 
 def cut_after(text, nth_section):
@@ -103,7 +68,7 @@ def cut_after(text, nth_section):
     return "\n\n[".join(parts[:nth_section + 2]) + "\n"
 
 
-@pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
+@needs_darknet_importer
 @pytest.mark.parametrize("sam_act, scale_act, sam_from, scale_from", [
     ("linear", "linear", "-2", "-3"), ("leaky", "logistic", "0", "2"), ("logistic", "leaky", "-2", "2")])
 def test_sam_and_scale_channels_match_opencv(sam_act, scale_act, sam_from, scale_from, tmp_path):
@@ -115,7 +80,9 @@ def test_sam_and_scale_channels_match_opencv(sam_act, scale_act, sam_from, scale
     outs = layer_outputs(model, x)
     assert model.netdef.shapes[2] == (8, 32, 32) and model.netdef.shapes[5] == (8, 32, 32)
     for layer in (2, 5, 6):
-        theirs = opencv_forward(cut_after(text, layer), weights, x, tmp_path, f"cut{layer}")
+        cut = tmp_path / f"cut{layer}.cfg"
+        cut.write_text(cut_after(text, layer))
+        theirs = opencv_forward(cut, weights, x, one_by_one=True).astype(np.float64)
         assert theirs.shape == outs[layer].shape
         # float32 summation order (oneDNN vs OpenCV) only: measured at most 2.5e-5
         assert rel_err(outs[layer], theirs) < 1e-4, (layer, rel_err(outs[layer], theirs))
@@ -127,10 +94,10 @@ def test_sam_and_scale_channels_match_opencv(sam_act, scale_act, sam_from, scale
 @pytest.mark.parametrize("act", ["tanh", "elu", "relu"])
 def test_sam_and_scale_wh_against_float64(act):
     text = cfg(
-        conv(4),                                             # 0: 4 x 32 x 32
-        conv(4, act="logistic", bn=False),                   # 1
+        conv(4, 1),                                          # 0: 4 x 32 x 32
+        conv(4, 1, act="logistic", bn=False),                # 1
         f"[sam]\nfrom=-2\nactivation={act}",                  # 2: act(layer 1 * layer 0)
-        conv(1, act="logistic", bn=False),                   # 3: a 1-channel spatial map
+        conv(1, 1, act="logistic", bn=False),                # 3: a 1-channel spatial map
         f"[scale_channels]\nfrom=-2\nscale_wh=1\nactivation={act}",  # 4: layer 2 * map, every channel
         "[sam]\nfrom=-1",                                    # 5: from = the previous layer: its square
     )
@@ -150,7 +117,7 @@ def test_sam_and_scale_wh_against_float64(act):
 
 def test_scale_channels_scales_each_channel():
     # forward_scale_channels_layer: out[i] = in[i / (w*h)] * from[i]: one factor per (image, channel)
-    text = cfg(conv(6), "[avgpool]", conv(6, act="logistic", bn=False), "[scale_channels]\nfrom=0")
+    text = cfg(conv(6, 1), "[avgpool]", conv(6, 1, act="logistic", bn=False), "[scale_channels]\nfrom=0")
     model = build(text, seed=5)
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     outs = layer_outputs(model, x)
@@ -186,7 +153,7 @@ def reorg_cpu(x, out_w, out_h, out_c, batch, stride, forward):
 
 @pytest.mark.parametrize("stride, reverse, channels", [(2, 0, 4), (4, 0, 2), (1, 0, 3), (2, 1, 16), (1, 1, 5)])
 def test_reorg3d_is_reorg_cpu(stride, reverse, channels):
-    text = cfg(conv(channels, act="linear", bn=False), f"[reorg3d]\nstride={stride}\nreverse={reverse}")
+    text = cfg(conv(channels, 1, act="linear", bn=False), f"[reorg3d]\nstride={stride}\nreverse={reverse}")
     model = build(text)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
     outs = layer_outputs(model, x)
@@ -238,7 +205,7 @@ def local_avgpool_ref(x, size, stride_x, stride_y, padding):
 ])
 def test_local_avgpool_against_float64(section, geometry):
     size, sx, sy, padding = geometry
-    text = cfg(conv(5, act="linear", bn=False), section)  # linear conv: negative inputs too
+    text = cfg(conv(5, 1, act="linear", bn=False), section)  # linear conv: negative inputs too
     model = build(text, seed=8)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     outs = layer_outputs(model, x)
@@ -254,7 +221,7 @@ def test_local_avgpool_against_float64(section, geometry):
 
 def test_local_avgpool_border_counts_only_real_taps():
     # 2x2 input of ones, size 3 stride 1 padding 2: every window holds 1, 2 or 4 real taps, mean 1
-    text = cfg("[local_avgpool]\nsize=3\nstride=1", w=32, h=32)
+    text = cfg("[local_avgpool]\nsize=3\nstride=1", width=32)
     model = build(text)
     with torch.no_grad():
         out = model.layers[0](torch.ones(1, 1, 2, 2))
@@ -267,11 +234,11 @@ def test_local_avgpool_border_counts_only_real_taps():
 # ---------------------------------------------------------------------------------------- [implicit]
 
 IMPLICIT = cfg(
-    conv(4, act="linear", bn=False),               # 0: biases 4, weights 12
+    conv(4, 1, act="linear", bn=False),            # 0: biases 4, weights 12
     "[implicit]\nfilters=4\nmean=1.0\nstd=0.1",     # 1: 4 floats
     "[scale_channels]\nfrom=0",                     # 2: layer 0 scaled per channel by the constant
     "[implicit]\nfilters=3\natoms=2",               # 3: 6 floats, 3 x 2 x 1
-    conv(2, bn=True),                               # 4: biases 2, BN 3*2, weights 2*3*1*1
+    conv(2, 1, bn=True),                            # 4: biases 2, BN 3*2, weights 2*3*1*1
 )
 
 
@@ -318,8 +285,8 @@ def test_implicit_initialisation_is_darknets():
 # ------------------------------------------------------------------------------------- [contrastive]
 
 CONTRASTIVE = cfg(
-    conv(8),                                                   # 0
-    conv(18, act="linear", bn=False),                          # 1
+    conv(8, 1),                                                # 0
+    conv(18, 1, act="linear", bn=False),                       # 1
     "[yolo]\nmask=0,1,2\nanchors=4,5,8,9,12,13\nclasses=1\nnum=3\nembedding_layer=-3",  # 2
     "[route]\nlayers=0",                                       # 3
     "[contrastive]\nclasses=1\ntemperature=1.0\nyolo_layer=-2\ncls_normalizer=1.0\nmax_delta=10\n"
@@ -342,49 +309,37 @@ def test_contrastive_is_inert_at_inference():
 
 # ------------------------------------------------------------------------------------------ errors
 
-def expect_error(text, needle_line, *needles):
-    with pytest.raises(CfgError) as info:
-        parse_network(text.encode())
-    err = info.value
-    lines = text.splitlines()
-    want = next(i + 1 for i, line in enumerate(lines) if line.strip() == needle_line)
-    assert err.line == want, (str(err), want)
-    for needle in needles:
-        assert needle in str(err), (needle, str(err))
-    return err
-
-
 @pytest.mark.parametrize("sections, line, needles", [
     # [sam]: the two layers must have the same shape; both are named
-    ((conv(8), conv(4, act="logistic", bn=False), "[sam]\nfrom=-2"), "[sam]",
+    ((conv(8, 1), conv(4, 1, act="logistic", bn=False), "[sam]\nfrom=-2"), "[sam]",
      ["layer 1 (32x32x4)", "layer 0 (32x32x8)", "make_sam_layer"]),
-    ((conv(8), conv(8, stride=2), "[sam]\nfrom=-2"), "[sam]", ["layer 1 (16x16x8)", "layer 0 (32x32x8)"]),
-    ((conv(8), "[sam]\nfrom=-1,-1"), "from=-1,-1", ["reads one layer"]),
-    ((conv(8), "[sam]\nfrom=1"), "from=1", ["from=1 refers to layer 1"]),
-    ((conv(8), "[sam]\nactivation=leaky"), "[sam]", ["missing required key 'from'"]),
-    ((conv(8), conv(8), "[sam]\nfrom=-2\nactivation=mish"), "activation=mish", ["not supported", "outputs 0"]),
-    ((conv(8), conv(8), "[sam]\nfrom=-2\nactivation=leeky"), "activation=leeky", ["did you mean 'leaky'"]),
+    ((conv(8, 1), conv(8, 1, stride=2), "[sam]\nfrom=-2"), "[sam]", ["layer 1 (16x16x8)", "layer 0 (32x32x8)"]),
+    ((conv(8, 1), "[sam]\nfrom=-1,-1"), "from=-1,-1", ["reads one layer"]),
+    ((conv(8, 1), "[sam]\nfrom=1"), "from=1", ["from=1 refers to layer 1"]),
+    ((conv(8, 1), "[sam]\nactivation=leaky"), "[sam]", ["missing required key 'from'"]),
+    ((conv(8, 1), conv(8, 1), "[sam]\nfrom=-2\nactivation=mish"), "activation=mish", ["not supported", "outputs 0"]),
+    ((conv(8, 1), conv(8, 1), "[sam]\nfrom=-2\nactivation=leeky"), "activation=leeky", ["did you mean 'leaky'"]),
     (("[sam]\nfrom=-1",), "[sam]", ["cannot be the first layer"]),
     # [scale_channels]
-    ((conv(8), "[avgpool]", conv(4, bn=False), "[scale_channels]\nfrom=0"), "[scale_channels]",
+    ((conv(8, 1), "[avgpool]", conv(4, 1, bn=False), "[scale_channels]\nfrom=0"), "[scale_channels]",
      ["layer 0 (32x32x8)", "layer 2 (1x1x4)", "1x1x8"]),
-    ((conv(8), conv(8), "[scale_channels]\nfrom=0"), "[scale_channels]", ["layer 1 (32x32x8)", "1x1x8"]),
-    ((conv(8), conv(2), "[scale_channels]\nfrom=0\nscale_wh=1"), "scale_wh=1",
+    ((conv(8, 1), conv(8, 1), "[scale_channels]\nfrom=0"), "[scale_channels]", ["layer 1 (32x32x8)", "1x1x8"]),
+    ((conv(8, 1), conv(2, 1), "[scale_channels]\nfrom=0\nscale_wh=1"), "scale_wh=1",
      ["layer 1 (32x32x2)", "layer 0 (32x32x8)", "32x32x1"]),
-    ((conv(8), "[avgpool]", conv(8, bn=False), "[scale_channels]\nfrom=0\nactivation=swish"),
+    ((conv(8, 1), "[avgpool]", conv(8, 1, bn=False), "[scale_channels]\nfrom=0\nactivation=swish"),
      "activation=swish", ["not supported"]),
-    ((conv(8), "[avgpool]", "[scale_channels]\nfrom=0\nscale_wh=2"), "scale_wh=2", ["expected one of 0, 1"]),
+    ((conv(8, 1), "[avgpool]", "[scale_channels]\nfrom=0\nscale_wh=2"), "scale_wh=2", ["expected one of 0, 1"]),
     # [reorg3d]
-    ((conv(8, stride=3), "[reorg3d]\nstride=2"), "stride=2", ["does not divide the 11x11", "layer 0"]),
-    ((conv(8), "[reorg3d]\nstride=2\nreverse=1"), "reverse=1", ["stride^4 = 16", "32x32x8"]),
-    ((conv(8), "[reorg3d]\nstride=0"), "stride=0", ["expected a value >= 1"]),
-    ((conv(8), "[reorg3d]\nstride=2\nflatten=1"), "flatten=1", ["unknown key 'flatten'"]),
+    ((conv(8, 1, stride=3), "[reorg3d]\nstride=2"), "stride=2", ["does not divide the 11x11", "layer 0"]),
+    ((conv(8, 1), "[reorg3d]\nstride=2\nreverse=1"), "reverse=1", ["stride^4 = 16", "32x32x8"]),
+    ((conv(8, 1), "[reorg3d]\nstride=0"), "stride=0", ["expected a value >= 1"]),
+    ((conv(8, 1), "[reorg3d]\nstride=2\nflatten=1"), "flatten=1", ["unknown key 'flatten'"]),
     # [local_avgpool]
-    ((conv(8), "[local_avgpool]\nsize=2\nstride=1\npadding=4"), "padding=4", ["whole", "0/0"]),
-    ((conv(8), "[local_avgpool]\nsize=3\nstride=1\npadding=5"), "padding=5", ["whole", "0/0"]),
-    ((conv(8, stride=16), "[local_avgpool]\nsize=5\npadding=0"), "[local_avgpool]", ["does not fit", "2x2x8"]),
-    ((conv(8), "[local_avgpool]\nsize=2\nmaxpool_depth=1"), "maxpool_depth=1", ["unknown key 'maxpool_depth'"]),
-    ((conv(8), "[local_avgpool]\nsize=2\nstride_x=0"), "stride_x=0", ["expected a value >= 1"]),
+    ((conv(8, 1), "[local_avgpool]\nsize=2\nstride=1\npadding=4"), "padding=4", ["whole", "0/0"]),
+    ((conv(8, 1), "[local_avgpool]\nsize=3\nstride=1\npadding=5"), "padding=5", ["whole", "0/0"]),
+    ((conv(8, 1, stride=16), "[local_avgpool]\nsize=5\npadding=0"), "[local_avgpool]", ["does not fit", "2x2x8"]),
+    ((conv(8, 1), "[local_avgpool]\nsize=2\nmaxpool_depth=1"), "maxpool_depth=1", ["unknown key 'maxpool_depth'"]),
+    ((conv(8, 1), "[local_avgpool]\nsize=2\nstride_x=0"), "stride_x=0", ["expected a value >= 1"]),
     # [implicit]
     (("[implicit]\nfilters=0",), "filters=0", ["expected a value >= 1"]),
     (("[implicit]\nfilters=8\natoms=x",), "atoms=x", ["expected an integer"]),
@@ -392,17 +347,19 @@ def expect_error(text, needle_line, *needles):
     (("[implicit]\nfilter=8",), "filter=8", ["did you mean 'filters'"]),
     (("[implicit]\nfilters=8\ndontload=1",), "dontload=1", ["not supported"]),
     # [contrastive]
-    ((conv(8), "[contrastive]\nclasses=1"), "[contrastive]", ["missing required key 'yolo_layer'"]),
-    ((conv(8), "[contrastive]\nyolo_layer=0"), "yolo_layer=0", ["dereferences"]),
-    ((conv(8), conv(4), "[contrastive]\nyolo_layer=-1"), "yolo_layer=-1", ["layer 1", "not a [yolo]"]),
-    ((conv(8), "[contrastive]\nyolo_layer=5"), "yolo_layer=5", ["refers to layer 5"]),
+    ((conv(8, 1), "[contrastive]\nclasses=1"), "[contrastive]", ["missing required key 'yolo_layer'"]),
+    ((conv(8, 1), "[contrastive]\nyolo_layer=0"), "yolo_layer=0", ["dereferences"]),
+    ((conv(8, 1), conv(4, 1), "[contrastive]\nyolo_layer=-1"), "yolo_layer=-1", ["layer 1", "not a [yolo]"]),
+    ((conv(8, 1), "[contrastive]\nyolo_layer=5"), "yolo_layer=5", ["refers to layer 5"]),
 ])
 def test_bad_inputs_name_the_line(sections, line, needles):
-    expect_error(cfg(*sections), line, *needles)
+    text = cfg(*sections)
+    expect_cfg_error(text, line_of(text, line), *needles)
 
 
 def test_local_avgpool_padding_error_names_the_windows():
-    err = expect_error(cfg(conv(8), "[local_avgpool]\nsize=2\nstride=1\npadding=3"), "padding=3", "layer 0")
+    text = cfg(conv(8, 1), "[local_avgpool]\nsize=2\nstride=1\npadding=3")
+    err = expect_cfg_error(text, line_of(text, "padding=3"), "layer 0")
     assert "[local_avgpool] (layer 1)" in str(err)
 
 
@@ -410,10 +367,10 @@ def test_dynamic_batch_onnx_export(tmp_path):
     # every kind here keeps the batch symbolic (a reshape with a traced batch size breaks batch 3)
     pytest.importorskip("onnxruntime")
     from darknet_py.export import export_onnx
-    text = cfg(conv(8, size=3, stride=2), conv(8, act="logistic", bn=False), "[sam]\nfrom=-2",
+    text = cfg(conv(8, size=3, stride=2), conv(8, 1, act="logistic", bn=False), "[sam]\nfrom=-2",
                "[local_avgpool]\nsize=3\nstride=2", "[reorg3d]\nstride=2", "[implicit]\nfilters=32\nmean=1",
-               "[scale_channels]\nfrom=-2", conv(21, act="linear", bn=False),
-               "[yolo]\nmask=0,1,2\nanchors=6,8,12,10,20,30\nclasses=2\nnum=3", w=64, h=64)
+               "[scale_channels]\nfrom=-2", conv(21, 1, act="linear", bn=False),
+               "[yolo]\nmask=0,1,2\nanchors=6,8,12,10,20,30\nclasses=2\nnum=3", width=64)
     model = build(text, seed=11)
     report = export_onnx(model, tmp_path / "m.onnx", dynamic=True)
     assert report.checked_batches == [1, 3] and report.max_rel_diff < 1e-4

@@ -21,132 +21,24 @@ from darknet_py.config.reader import read_cfg
 from darknet_py.errors import CfgError
 from darknet_py.graph import build_model, parse_network
 
-from conftest import REF  # noqa: E402
+from tests.helpers.cfgs import (add_line, conv, head_conv, locate, maxpool, route, sections, set_key, shortcut,
+                                upsample, yolo)
+from tests.helpers.errors import expect_cfg_error
+from tests.helpers.paths import REF  # noqa: E402
 
 # Layers: 0 conv 16 3x3 BN leaky, 1 maxpool 2/2, 2 conv 32, 3 maxpool 2/2, 4 conv 32 1x1,
 # 5 shortcut from -2 (layer 3), 6 conv 18 linear, 7 yolo (mask 3,4,5), 8 route -4 (layer 4),
 # 9 upsample, 10 route -1,2 (layers 9 and 2), 11 conv 18 linear, 12 yolo (mask 0,1,2).
 # At 64x64 the shapes (C,H,W) are: 0 16x64x64, 1 16x32x32, 2 32x32x32, 3..5 32x16x16,
 # 6/7 18x16x16, 8 32x16x16, 9 32x32x32, 10 64x32x32, 11/12 18x32x32.
-YOLO_KEYS = """mask={mask}
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=1
-num=6
-jitter=.3
-ignore_thresh=.7
-truth_thresh=1
-random=1
-"""
-TINY = """[net]
-# Testing
-batch=1
-subdivisions=1
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[shortcut]
-from=-2
-activation=linear
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-""" + YOLO_KEYS.format(mask="3,4,5") + """
-[route]
-layers=-4
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,2
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-""" + YOLO_KEYS.format(mask="0,1,2")
-
-
-# -- text helpers: find and change lines of the test's own text --------------------------------
-
-def locate(text: str, header: str, nth: int = 1, key: Optional[str] = None) -> int:
-    """1-based line of the nth ``[header]`` or, with ``key``, of ``key=`` inside that section."""
-    lines = text.split("\n")
-    seen = 0
-    for i, line in enumerate(lines):
-        if line.strip() == f"[{header}]":
-            seen += 1
-            if seen == nth:
-                if key is None:
-                    return i + 1
-                for j in range(i + 1, len(lines)):
-                    if lines[j].strip().startswith("["):
-                        break
-                    if lines[j].split("=")[0].strip() == key:
-                        return j + 1
-                raise AssertionError(f"no {key}= in [{header}] #{nth}")
-    raise AssertionError(f"no [{header}] #{nth}")
-
-
-def set_key(text: str, header: str, nth: int, key: str, value: Optional[str]) -> str:
-    """Replace the value of ``key`` in the nth ``[header]`` (None deletes the line)."""
-    lines = text.split("\n")
-    i = locate(text, header, nth, key) - 1
-    if value is None:
-        del lines[i]
-    else:
-        lines[i] = f"{key}={value}"
-    return "\n".join(lines)
-
-
-def add_line(text: str, header: str, nth: int, line: str) -> str:
-    """Insert ``line`` right after the nth ``[header]`` line."""
-    lines = text.split("\n")
-    lines.insert(locate(text, header, nth), line)
-    return "\n".join(lines)
+YOLO_KEYS = "jitter=.3\nignore_thresh=.7\ntruth_thresh=1\nrandom=1"
+ANCHORS = "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"
+TINY = sections(
+    "[net]\n# Testing\nbatch=1\nsubdivisions=1\nwidth=64\nheight=64\nchannels=3",
+    conv(16), maxpool(), conv(32), maxpool(), conv(32, 1), shortcut(-2),
+    head_conv(18), yolo("3,4,5", ANCHORS, 1, 6, YOLO_KEYS),
+    route("-4"), upsample(), route("-1,2"),
+    head_conv(18), yolo("0,1,2", ANCHORS, 1, 6, YOLO_KEYS))
 
 
 def write(tmp_path: Path, text, name: str = "net.cfg") -> Path:
@@ -156,21 +48,8 @@ def write(tmp_path: Path, text, name: str = "net.cfg") -> Path:
 
 
 def expect_error(tmp_path: Path, text, line: Optional[int], *needles: str, name: str = "net.cfg") -> CfgError:
-    path = write(tmp_path, text, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(CfgError) as info:
-            parse_network(path)
-    err = info.value
-    msg = str(err)
-    assert str(path) in msg, msg
-    assert err.path == str(path)
-    if line is not None:
-        assert err.line == line, msg
-        assert msg.startswith(f"{path}:{line}:"), msg
-    for needle in needles:
-        assert needle in msg, f"{needle!r} not in {msg!r}"
-    return err
+    """The text, written to tmp_path/name, is refused at ``line`` (tests.helpers.errors.expect_cfg_error)."""
+    return expect_cfg_error(text, line, *needles, path=tmp_path / name)
 
 
 def parse_ok(tmp_path: Path, text, name: str = "net.cfg"):

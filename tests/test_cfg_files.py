@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 
 from darknet_py.graph import build_model, parse_network
-from darknet_py.names import read_names
+from darknet_py.config.names import read_names
 from darknet_py.weights import count_floats
-from conftest import ROOT, ref_path
+from tests.helpers.paths import ROOT, ref_path
 
 # Our [net] sections are set for inference; these keys may differ from the training headers.
 INFERENCE_KEYS = {"batch", "subdivisions", "width", "height"}

@@ -12,7 +12,7 @@ from darknet_py.cli import main
 from darknet_py.errors import WeightsError
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from conftest import ROOT
+from tests.helpers.paths import ROOT
 
 CFG = ROOT / "cfg" / "yolov3-tiny.cfg"
 

@@ -15,46 +15,19 @@ from darknet_py.cli import main
 from darknet_py.errors import CfgError
 from darknet_py.imageio import save_image
 from darknet_py.random_weights import randomize
-from conftest import ROOT, ref_path, sized_cfg_text
+from tests.helpers.cfgs import cfg, conv, maxpool
+from tests.helpers.opencv import needs_darknet_importer, opencv_forward
+from tests.helpers.paths import ROOT, ref_path, sized_cfg_text
 
 cv2 = pytest.importorskip("cv2")
-HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")
 
-SMALL = """[net]
-width=32
-height=32
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[connected]
-output=20
-{bn}activation=leaky
-
-[dropout]
-probability=.5
-
-[connected]
-output=12
-activation=linear
-
-[softmax]
-groups={groups}
-temperature={temperature}
-
-[cost]
-type=sse
-"""
+def small_text(bn: bool = False, groups: int = 1, temperature: float = 1) -> str:
+    """A small classifier: conv, maxpool, [connected] (batch-normalised with bn), dropout, [connected] to 12
+    outputs, [softmax] over ``groups`` groups."""
+    bn_line = "batch_normalize=1\n" if bn else ""
+    return cfg(conv(8), maxpool(), f"[connected]\noutput=20\n{bn_line}activation=leaky", "[dropout]\nprobability=.5",
+               "[connected]\noutput=12\nactivation=linear", f"[softmax]\ngroups={groups}\ntemperature={temperature}",
+               "[cost]\ntype=sse")
 
 
 def _random_params(model, seed=0, scale=0.5):
@@ -71,28 +44,20 @@ def _random_params(model, seed=0, scale=0.5):
 
 def _small(tmp_path, bn=False, groups=1, temperature=1):
     cfg = tmp_path / "small.cfg"
-    cfg.write_text(SMALL.format(bn="batch_normalize=1\n" if bn else "", groups=groups, temperature=temperature))
+    cfg.write_text(small_text(bn, groups, temperature))
     weights = tmp_path / "small.weights"
     _random_params(darknet_py.build_model(cfg)).save_weights(weights)
     return cfg, weights
 
 
-def _opencv(cfg, weights, x):
-    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.enableWinograd(False)  # Winograd convolutions round differently (see test_parity_opencv)
-    net.setInput(x.numpy())
-    return net.forward()
-
-
-@pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
+@needs_darknet_importer
 def test_small_classifier_matches_opencv(tmp_path):
     # OpenCV reads [connected] without BN and [softmax] with groups=1, temperature=1 only
     cfg, weights = _small(tmp_path)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = darknet_py.load(cfg, weights, channels_last=False)(x)[0].reshape(2, -1).numpy()
-    theirs = _opencv(cfg, weights, x).reshape(2, -1)
+    theirs = opencv_forward(cfg, weights, x).reshape(2, -1)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * np.abs(theirs).max())
 
 
@@ -156,7 +121,7 @@ def test_connected_file_order(tmp_path):
     assert fc.bn.running_var.tolist() == [18, 19, 20]
 
 
-@pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
+@needs_darknet_importer
 @pytest.mark.parametrize("name, size", [("darknet19", 224), ("darknet53", 128)])
 def test_imagenet_classifiers_match_opencv(name, size, tmp_path):
     text = sized_cfg_text(ref_path("pjreddie", "cfg", f"{name}.cfg"), size)
@@ -175,7 +140,7 @@ def test_imagenet_classifiers_match_opencv(name, size, tmp_path):
         randomize(darknet_py.build_model(cfg), calibration, seed=1).save_weights(weights)
         with torch.no_grad():
             ours = darknet_py.load(cfg, weights)(x)[0].flatten().numpy()
-        theirs = _opencv(cfg, weights, x).flatten()
+        theirs = opencv_forward(cfg, weights, x).flatten()
         # float32 summation order only (oneDNN vs OpenCV); both relative to the largest output
         assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 1e-4, part
         assert ours.argmax() == theirs.argmax()
@@ -220,7 +185,7 @@ def test_detector_and_classifier_are_told_apart(tmp_path, photo_rgb):
     cfg, weights = _small(tmp_path)
     with pytest.raises(CfgError, match=r"\[yolo\] head: it is a detector"):
         classify(darknet_py.build_model(ROOT / "cfg" / "yolov3-tiny.cfg").eval(), photo_rgb)
-    text = SMALL.format(bn="", groups=5, temperature=1)
+    text = small_text(groups=5)
     bad = tmp_path / "bad.cfg"
     bad.write_text(text)
     with pytest.raises(CfgError, match=r"bad.cfg:\d+: .*groups=5 does not divide the 12 inputs"):

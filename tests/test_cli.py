@@ -11,11 +11,12 @@ import torch
 
 import darknet_py
 from darknet_py.cli import main
+from darknet_py.config.names import read_names
 from darknet_py.detector import detect
 from darknet_py.imageio import load_image, save_image
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_detect_prints_darknet_lines_and_writes_image(tiny, tmp_path, capsys):
     assert lines[0].startswith(f"{photo}: Predicted in ") and lines[0].endswith(" seconds.")
     expected = detect(darknet_py.load(cfg, weights), str(photo), thresh=0.25)
     assert len(expected) > 0
-    names = darknet_py.names.read_names(ROOT / "cfg" / "coco.names")
+    names = read_names(ROOT / "cfg" / "coco.names")
     want = sorted(f"{names[c]}: {s * 100:.0f}%" for c, s in zip(expected.classes.tolist(), expected.scores.tolist()))
     assert sorted(lines[1:]) == want
     drawn, _ = load_image(out)

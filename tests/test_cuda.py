@@ -8,7 +8,7 @@ import darknet_py
 from darknet_py.detector import detect_batch
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from conftest import REF, ROOT
+from tests.helpers.paths import REF, ROOT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 
+from darknet_py.config.data import read_data_config
+from darknet_py.config.lists import read_image_list
+from darknet_py.config.names import read_names
 from darknet_py.dataset import (COCO_IDS, category_ids, coco_image_id, label_path_for, listed_label_path,
-                                read_coco_annotations, read_data_config, read_image_list, read_labels,
-                                scan_labels, truth_from_coco, truth_from_labels)
+                                read_coco_annotations, read_labels, scan_labels, truth_from_coco, truth_from_labels)
 from darknet_py.errors import DataError
-from darknet_py.names import read_names
 
 
 def _touch(path, data=b"x"):

@@ -1,9 +1,9 @@
 """ONNX and TorchScript export (darknet_py.export), checked against PyTorch and Darknet's detections.
 
-Expected values come from code the exporter does not use: ``darknet_py.decode.decode`` (boxes),
-``detector.postprocess`` on PyTorch's raw outputs (final detections), a hand computation of the
-paper's formulas (DecodedHeads), and our own onnxruntime / torch.jit.load runs (not the
-exporter's built-in check, which is itself tested by making it fail).
+Expected values come from code the exporter does not use: ``layers.head.decode_heads`` (boxes),
+the per-image post-processing oracle (tests/helpers/reference.py) on PyTorch's raw outputs (final
+detections), a hand computation of the paper's formulas (DecodedHeads), and our own onnxruntime /
+torch.jit.load runs (not the exporter's built-in check, which is itself tested by making it fail).
 """
 from __future__ import annotations
 
@@ -22,15 +22,17 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import darknet_py  # noqa: E402
-from darknet_py.decode import decode  # noqa: E402
-from darknet_py.detector import postprocess  # noqa: E402
+from darknet_py.layers.head import decode_heads as decode  # noqa: E402
 from darknet_py.errors import DarknetPyError  # noqa: E402
 from darknet_py.export import OPSET, DecodedHeads, ExportError, export_onnx, export_torchscript  # noqa: E402
 from darknet_py.layers.activations import ACTIVATIONS  # noqa: E402
-from darknet_py.postprocess import Candidates, darknet_nms, detections_from  # noqa: E402
+from darknet_py.postprocess import darknet_nms  # noqa: E402
 from darknet_py.random_weights import randomize  # noqa: E402
 from darknet_py.transforms import correct_boxes, letterbox, to_photo_xyxy  # noqa: E402
-from conftest import REF, ROOT  # noqa: E402
+from tests.helpers.numeric import rel_err  # noqa: E402
+from tests.helpers.paths import REF, ROOT  # noqa: E402
+from tests.helpers.reference import Candidates, detections_of, postprocess_per_image  # noqa: E402
+from tests.helpers.runtimes import onnx_session  # noqa: E402
 
 RTOL = 1e-4          # max|export - PyTorch| / max|PyTorch|, per output (float32)
 RTOL_FP16 = 5e-2     # float16 runtimes round at different places (see darknet_py/export.py)
@@ -44,23 +46,10 @@ FORBIDDEN_OPS = {"Loop", "If", "Scan", "SequenceConstruct", "SequenceInsert", "S
 # --------------------------------------------------------------------------- helpers
 
 
-def rel_diff(got, ref) -> float:
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    assert got.shape == ref.shape
-    return float(np.abs(got - ref).max() / np.abs(ref).max())
-
-
 def rel_diff_rows(got, ref) -> float:
     """Decoded rows: boxes, objectness and class scores each against their own scale."""
-    return max(rel_diff(np.asarray(got)[..., cols], np.asarray(ref)[..., cols])
+    return max(rel_err(np.asarray(got)[..., cols], np.asarray(ref)[..., cols])
                for cols in (slice(0, 4), slice(4, 5), slice(5, None)))
-
-
-def session(path_or_bytes):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    src = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
 def photo_input(model, photo):
@@ -94,7 +83,7 @@ def detections_from_rows(rows: torch.Tensor, info, net_w: int, net_h: int):
     p = probs[keep]
     cand = Candidates(boxes[keep], obj[keep], torch.where(p > THRESH, p, torch.zeros_like(p)))
     rel = correct_boxes(cand.boxes, info)
-    return detections_from(cand, darknet_nms(rel, cand.probs, NMS), to_photo_xyxy(rel, info))
+    return detections_of(cand.objectness, darknet_nms(rel, cand.probs, NMS), to_photo_xyxy(rel, info))
 
 
 # Largest |box corner difference| in photo pixels between two runs' detections. 1e-3 px where the
@@ -221,18 +210,18 @@ def test_onnx_heads_decode_and_detections(name, photo_rgb, tmp_path):
         proto.graph.output.append(onnx.helper.make_tensor_value_info(h, onnx.TensorProto.FLOAT, None))
     onnx.save(proto, str(tmp_path / "with-heads.onnx"))  # (a session from a path starts faster than from bytes)
     del proto
-    sess = session(tmp_path / "with-heads.onnx")
+    sess = onnx_session(tmp_path / "with-heads.onnx")
     det, *ort_raw = sess.run(["detections", *heads], {"images": x.numpy()})
     for f in (path, tmp_path / "with-heads.onnx"):  # 250 MB each for yolov3: pytest keeps 3 runs' tmp dirs
         f.unlink()
     for got, ref in zip(ort_raw, raw):
-        assert rel_diff(got, ref) <= RTOL
+        assert rel_err(got, ref) <= RTOL
     assert det.shape == (1, rows, cols)
     assert rel_diff_rows(det, ours) <= RTOL
 
     net_w, net_h = model.input_size
     assert_same_detections(detections_from_rows(torch.from_numpy(det[0]), info, net_w, net_h),
-                           postprocess(model, raw, [info], THRESH, NMS)[0], BOX_TOL_PX[name])
+                           postprocess_per_image(model, raw, [info], THRESH, NMS)[0], BOX_TOL_PX[name])
 
     lead = "batch" if dynamic else 1
     assert report.format == "onnx" and report.opset == OPSET and report.dtype == "float32"
@@ -250,7 +239,7 @@ def test_onnx_heads_decode_and_detections(name, photo_rgb, tmp_path):
         with torch.no_grad():
             raw3 = model(torch.cat(xs))
         assert rel_diff_rows(batch, expected_decoded(raw3, model)) <= RTOL
-        refs = postprocess(model, raw3, list(infos), THRESH, NMS)
+        refs = postprocess_per_image(model, raw3, list(infos), THRESH, NMS)
         for i, xi in enumerate(xs):
             assert rel_diff_rows(batch[i:i + 1], sess.run(["detections"], {"images": xi.numpy()})[0]) <= 1e-5
             assert_same_detections(detections_from_rows(torch.from_numpy(batch[i]), infos[i], net_w, net_h),
@@ -272,16 +261,16 @@ def test_onnx_dynamic_batch_raw_heads(tiny, photo_rgb, tmp_path):
     assert_plain_graph(proto, model)
     assert [o.name for o in proto.graph.output] == names
     xs = [photo_input(model, p)[0] for p in photo_variants(photo_rgb)[:3]]
-    sess = session(path)
+    sess = onnx_session(path)
     singles = [sess.run(names, {"images": x.numpy()}) for x in xs]
     batch = sess.run(names, {"images": torch.cat(xs).numpy()})
     with torch.no_grad():
         raw = model(torch.cat(xs))
     for k, ref in enumerate(raw):
         assert batch[k].shape == tuple(ref.shape) and batch[k].shape[0] == 3
-        assert rel_diff(batch[k], ref) <= RTOL
+        assert rel_err(batch[k], ref) <= RTOL
         for i in range(3):
-            assert rel_diff(batch[k][i:i + 1], singles[i][k]) <= 1e-5  # row i of the batch == image i alone
+            assert rel_err(batch[k][i:i + 1], singles[i][k]) <= 1e-5  # row i of the batch == image i alone
 
 
 def test_graph_does_not_grow_with_batch(tmp_path):
@@ -296,7 +285,7 @@ def test_graph_does_not_grow_with_batch(tmp_path):
         counts.append(Counter(n.op_type for n in onnx.load(str(tmp_path / f"b{b}.onnx")).graph.node))
     assert counts[0] == counts[1]
     with pytest.raises(Exception, match="(?i)dimension|shape|invalid"):
-        session(tmp_path / "b1.onnx").run(None, {"images": np.zeros((2, 3, SMALL, SMALL), np.float32)})
+        onnx_session(tmp_path / "b1.onnx").run(None, {"images": np.zeros((2, 3, SMALL, SMALL), np.float32)})
 
 
 # --------------------------------------------------------------------------- DecodedHeads by hand
@@ -395,7 +384,7 @@ def test_torchscript_decoded_matches_pytorch(tiny, photo_rgb, tmp_path):
     for i in range(3):
         assert rel_diff_rows(batch[i:i + 1], singles[i]) <= 1e-5
     infos = [photo_input(model, p)[1] for p in photos]
-    refs = postprocess(model, raw, infos, THRESH, NMS)
+    refs = postprocess_per_image(model, raw, infos, THRESH, NMS)
     for i in range(3):
         assert_same_detections(detections_from_rows(batch[i], infos[i], 416, 416), refs[i])
 
@@ -414,9 +403,9 @@ def test_torchscript_raw_heads(small_tiny, photo_rgb, tmp_path):
     assert isinstance(batch, tuple) and len(batch) == len(raw) == len(report.outputs)
     for k, (got, ref) in enumerate(zip(batch, raw)):
         assert report.outputs[k] == (f"yolo_{model.heads[k]}", ["batch", *ref.shape[1:]])
-        assert rel_diff(got, ref) <= RTOL
+        assert rel_err(got, ref) <= RTOL
         for i in range(3):
-            assert rel_diff(got[i:i + 1], singles[i][k]) <= 1e-5
+            assert rel_err(got[i:i + 1], singles[i][k]) <= 1e-5
 
 
 def test_torchscript_loads_without_darknet_py(small_tiny, tmp_path, photo_rgb):
@@ -479,7 +468,7 @@ def _network(cfg):
 
 def _check_export(model, x, path, **kw):
     report = export_onnx(model, path, **kw)
-    sess = session(path)
+    sess = onnx_session(path)
     names = [o.name for o in sess.get_outputs()]
     got = sess.run(names, {"images": x.numpy()})
     with torch.no_grad():
@@ -488,7 +477,7 @@ def _check_export(model, x, path, **kw):
         ref = [expected_decoded(ref, model)]
     assert len(got) == len(ref)
     for g, r in zip(got, ref):
-        assert (rel_diff_rows if kw.get("decode") else rel_diff)(g, r) <= RTOL
+        assert (rel_diff_rows if kw.get("decode") else rel_err)(g, r) <= RTOL
     assert report.max_rel_diff <= RTOL
     graph = onnx.load(str(path))
     Path(path).unlink()  # up to 250 MB (pytest keeps the last 3 runs' tmp dirs)
@@ -698,7 +687,7 @@ def test_onnx_half(small_tiny, photo_rgb, tmp_path):
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer if t.dims)
-    got = session(path).run(None, {"images": x.half().numpy()})[0]
+    got = onnx_session(path).run(None, {"images": x.half().numpy()})[0]
     assert got.dtype == np.float16
     half_model = copy.deepcopy(model).to_channels_last(False).half()
     with torch.no_grad():
@@ -721,7 +710,7 @@ def test_torchscript_half(small_tiny, photo_rgb, tmp_path):
         ref = model(x)
     for g, r in zip(got, ref):
         assert g.dtype == torch.float16
-        assert rel_diff(g.float(), r) <= RTOL_FP16
+        assert rel_err(g.float(), r) <= RTOL_FP16
 
 
 # --------------------------------------------------------------------------- errors

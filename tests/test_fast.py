@@ -1,9 +1,10 @@
 """The fast paths (darknet_py.fast, darknet_py.batched) against the exact path.
 
-Bit-identical where the arithmetic is the same: the batch-wide post-processing (against
-``detector.postprocess``), the fixed-shape post-processing, the batched letterbox, the float32
-network with ``cpu_fusion=False``. Within measured tolerances where it is not: oneDNN's fused
-convolutions (summation order), fp16 / bf16 trunks. CUDA tests run where a GPU is present.
+Bit-identical where the arithmetic is the same: the batch-wide post-processing (against the
+per-image oracle, tests.helpers.reference.postprocess_per_image), the fixed-shape post-processing,
+the batched letterbox, the float32 network with ``cpu_fusion=False``. Within measured tolerances
+where it is not: oneDNN's fused convolutions (summation order), fp16 / bf16 trunks. CUDA tests run
+where a GPU is present.
 torch.compile is not exercised here: on 2 CPU cores inductor's C++ build of even a small
 network takes minutes; tools/bench_gpu.py runs it on the GPU.
 """
@@ -22,8 +23,8 @@ from hypothesis import strategies as st
 import darknet_py
 from darknet_py.batched import (GEOMETRY_COLUMNS, StaticPostprocess, batched_nms, correct_boxes_rows, geometry_table,
                                 postprocess_batch, postprocess_decoded, to_photo_xyxy_rows)
-from darknet_py.decode import decode
-from darknet_py.detector import detect_batch, postprocess
+from darknet_py.layers.head import decode_heads as decode
+from darknet_py.detector import detect_batch
 from darknet_py.fast import FastDetector, letterbox_u8
 from darknet_py.imageio import load_image
 from darknet_py.postprocess import darknet_nms
@@ -31,163 +32,34 @@ from darknet_py.random_weights import randomize
 from darknet_py.synth import render_image
 from darknet_py.transforms import (correct_boxes, letterbox, letterbox_info, prepare_batch, stretch, to_photo_xyxy,
                                    u8_to_float)
-from conftest import REF, ROOT
+from tests.helpers.cfgs import cfg, conv, fixture_cfg_text, head_conv, maxpool, route, shortcut, upsample, yolo
+from tests.helpers.numeric import corner_iou, outputs_rel_err
+from tests.helpers.paths import REF, ROOT
+from tests.helpers.reference import postprocess_per_image
+from tests.helpers.strategies import draw_candidates
 
 FIELDS = ("boxes", "scores", "classes", "objectness", "box_index")
 HAS_CUDA = torch.cuda.is_available()
 cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
+# These tests check numbers, not speed: one thread keeps the file fast on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # A small network that touches every path of FastNet: fused (leaky, relu, linear) and unfused
 # (mish, logistic) activations, an in-place [shortcut], a [shortcut] over different channel
 # counts, a grouped [route] (a non-contiguous view into a conv), [upsample], two heads with
 # scale_x_y, and greedynms after the last head.
-SMALL_CFG = """
-[net]
-width=96
-height=96
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=1
-pad=1
-activation=mish
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[shortcut]
-from=-3
-activation=linear
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=2
-pad=1
-activation=logistic
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=1
-stride=1
-pad=1
-activation=relu
-
-[shortcut]
-from=-2
-activation=leaky
-
-[route]
-layers=-1
-groups=2
-group_id=1
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask=3,4,5
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=2
-num=6
-scale_x_y=1.05
-
-[route]
-layers=-4
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,5
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=2
-num=6
-nms_kind=greedynms
-beta_nms=0.6
-"""
+ANCHORS = "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"
+SMALL_CFG = cfg(
+    conv(16), maxpool(), conv(32, act="mish"), conv(16, 1), conv(32), shortcut(-3),
+    conv(32, stride=2, act="logistic"), conv(16, 1, act="relu"), shortcut(-2, "leaky"),
+    route("-1", "groups=2\ngroup_id=1"), conv(16),
+    head_conv(21), yolo("3,4,5", ANCHORS, 2, 6, "scale_x_y=1.05"),
+    route("-4"), conv(8, 1), upsample(), route("-1,5"), conv(16),
+    head_conv(21), yolo("0,1,2", ANCHORS, 2, 6, "nms_kind=greedynms\nbeta_nms=0.6"),
+    width=96)
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These tests check numbers, not speed. On the shared 2-core machine torch's OpenMP with 2
-    # threads stalls whenever another process holds a core (measured: yolov3 randomize 8.7 s with
-    # 2 threads against 1.4 s with 1 under load); one thread keeps the file fast either way.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
@@ -254,13 +126,6 @@ def assert_same(a_list, b_list):
             assert ta.dtype == tb.dtype and torch.equal(ta.cpu(), tb.cpu()), f
 
 
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else float(a == b)
-
-
 def min_match_iou(ref, got, thresh, margin):
     """Over the clear detections of ``ref`` (score > thresh + margin): the lowest IoU with a
     detection of ``got`` of the same class and a score within ``margin``; and how many there were."""
@@ -271,12 +136,9 @@ def min_match_iou(ref, got, thresh, margin):
             if s <= thresh + margin:
                 continue
             n += 1
-            worst = min(worst, max([_iou(box, r[2]) for r in rows if r[0] == c and abs(r[1] - s) < margin] or [0.0]))
+            ious = [corner_iou(box, r[2]) for r in rows if r[0] == c and abs(r[1] - s) < margin]
+            worst = min(worst, max(ious or [0.0]))
     return worst, n
-
-
-def rel_err(ref, got):
-    return max(float((a - b.to(a.device)).abs().max() / a.abs().max()) for a, b in zip(ref, got))
 
 
 # --------------------------------------------------------------------------- letterbox
@@ -329,7 +191,7 @@ def test_geometry_rows_equal_per_image_arithmetic():
 @pytest.mark.parametrize("thresh,nms", [(0.5, 0.45), (0.25, 0.45), (0.1, 0.3), (0.3, 0.0)])
 def test_batched_postprocess_identical(tiny, tiny_outputs, thresh, nms):
     _, infos, outs = tiny_outputs
-    want = postprocess(tiny, outs, infos, thresh, nms)
+    want = postprocess_per_image(tiny, outs, infos, thresh, nms)
     got = postprocess_batch(tiny, outs, infos, thresh, nms)
     assert sum(len(d) for d in want) >= 20
     assert_same(want, got)
@@ -342,7 +204,7 @@ def test_batched_postprocess_identical_diou(tiny, tiny_outputs, kind, beta):
     old = last.nms_kind, last.beta_nms
     try:
         last.nms_kind, last.beta_nms = kind, beta
-        want = postprocess(tiny, outs, infos, 0.25, 0.45)
+        want = postprocess_per_image(tiny, outs, infos, 0.25, 0.45)
         got = postprocess_batch(tiny, outs, infos, 0.25, 0.45)
     finally:
         last.nms_kind, last.beta_nms = old
@@ -355,10 +217,10 @@ def test_batched_postprocess_custom_photo_boxes_and_subsets(tiny, tiny_outputs):
 
     def corners(rel, info):  # any other photo_boxes (detector valid passes its own)
         return rel * torch.tensor([info.img_w, info.img_h, 1.0, 2.0])
-    assert_same(postprocess(tiny, outs, infos, 0.3, 0.45, photo_boxes=corners),
+    assert_same(postprocess_per_image(tiny, outs, infos, 0.3, 0.45, photo_boxes=corners),
                 postprocess_batch(tiny, outs, infos, 0.3, 0.45, photo_boxes=corners))
     # one image alone, and an image without any candidate in the batch
-    assert_same(postprocess(tiny, [o[2:3] for o in outs], infos[2:3], 0.5, 0.45),
+    assert_same(postprocess_per_image(tiny, [o[2:3] for o in outs], infos[2:3], 0.5, 0.45),
                 postprocess_batch(tiny, [o[2:3] for o in outs], infos[2:3], 0.5, 0.45))
     boxes, obj, cls = decode(outs, tiny.head_specs, 416, 416)
     obj = obj.clone()
@@ -372,14 +234,8 @@ def test_batched_postprocess_custom_photo_boxes_and_subsets(tiny, tiny_outputs):
 def image_candidates(draw):
     n_img = draw(st.integers(1, 4))
     c = draw(st.integers(1, 4))
-    coords = st.sampled_from([0.1, 0.2, 0.25, 0.3, 0.5, 0.55, 0.7])
-    sizes = st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.6])
     counts = [draw(st.integers(0, 15)) for _ in range(n_img)]
-    k = sum(counts)
-    boxes = [[draw(coords), draw(coords), draw(sizes), draw(sizes)] for _ in range(k)]
-    probs = [[draw(st.sampled_from([0.0, 0.0, 0.3, 0.6, 0.61, 0.9])) for _ in range(c)] for _ in range(k)]
-    return (counts, torch.tensor(boxes, dtype=torch.float32).reshape(k, 4),
-            torch.tensor(probs, dtype=torch.float32).reshape(k, c))
+    return (counts, *draw_candidates(draw, sum(counts), c, torch.float32))
 
 
 @settings(max_examples=150, deadline=None)
@@ -450,8 +306,8 @@ def test_fast_fp32_fused(tiny, tiny_outputs, photos):
     got = fd.forward(x)
     # oneDNN's pre-packed kernels may sum in another order: measured 0 (identical) here, 2e-6 of
     # scale on the shipped trained model
-    assert rel_err(want, got) <= 1e-5
-    ref = postprocess(tiny, want, infos, 0.3, 0.45)
+    assert outputs_rel_err(got, want) <= 1e-5
+    ref = postprocess_per_image(tiny, want, infos, 0.3, 0.45)
     dets = fd.detect_tensor(x, infos, 0.3, 0.45)
     assert sum(len(d) for d in ref) >= 20
     assert min_match_iou(ref, dets, 0.3, 1e-4)[0] >= 0.9999 and min_match_iou(dets, ref, 0.3, 1e-4)[0] >= 0.9999
@@ -466,7 +322,7 @@ def test_small_network_every_layer_path(small, photos, cpu_fusion):
         want = small(x)
     got = fd.forward(x)
     if cpu_fusion:
-        assert rel_err(want, got) <= 1e-5
+        assert outputs_rel_err(got, want) <= 1e-5
     else:
         assert all(torch.equal(a, b) for a, b in zip(want, got))
         ref = detect_batch(small, photos, 0.3)
@@ -483,7 +339,7 @@ def test_yolov3_reduced_size(photos):
     exact = FastDetector(model, cpu_fusion=False)
     assert sum(exact.net.add_inplace) == 23
     assert all(torch.equal(a, b) for a, b in zip(want, exact.forward(x)))
-    ref = postprocess(model, want, infos, 0.1, 0.45)
+    ref = postprocess_per_image(model, want, infos, 0.1, 0.45)
     assert sum(len(d) for d in ref) >= 5
     assert_same(ref, exact.detect_tensor(x, infos, 0.1, 0.45))
 
@@ -495,7 +351,7 @@ def test_detect_tensor_uint8_and_stretch(small, photos):
     infos = [letterbox_info(96, 96, 96, 96)] * 3
     x = u8_to_float(u8.permute(0, 3, 1, 2))
     with torch.no_grad():
-        want = postprocess(small, small(x), infos, 0.2, 0.45)
+        want = postprocess_per_image(small, small(x), infos, 0.2, 0.45)
     assert_same(want, fd.detect_tensor(u8, infos, 0.2, 0.45))                     # NHWC frames
     assert_same(want, fd.detect_tensor(u8.permute(0, 3, 1, 2), infos, 0.2, 0.45))  # NCHW
     # a network whose last head stretches the photo (YOLOv1-style): both paths stretch
@@ -517,12 +373,12 @@ def test_reduced_precision_trained_model(shapes_model, shapes_photos):
     x, infos = prepare_batch(shapes_photos, *shapes_model.input_size)
     with torch.no_grad():
         want = shapes_model(x)
-    ref = postprocess(shapes_model, want, infos, 0.2, 0.45)
+    ref = postprocess_per_image(shapes_model, want, infos, 0.2, 0.45)
     for dtype, tol, min_iou in ((torch.float16, 1e-2, 0.99), (torch.bfloat16, 8e-2, 0.97)):
         got_out = FastDetector(shapes_model, dtype=dtype).forward(x)
         assert all(o.dtype == torch.float32 for o in got_out)  # heads run in float32
-        assert rel_err(want, got_out) <= tol, dtype
-        got = postprocess(shapes_model, got_out, infos, 0.2, 0.45)
+        assert outputs_rel_err(got_out, want) <= tol, dtype
+        got = postprocess_per_image(shapes_model, got_out, infos, 0.2, 0.45)
         for a, b in ((ref, got), (got, ref)):
             worst, n = min_match_iou(a, b, 0.2, 0.05)
             assert n >= 12 and worst >= min_iou, (dtype, worst)
@@ -537,9 +393,9 @@ def test_reduced_precision_random_tiny(tiny, photos):
         want = tiny(x)
     fd = FastDetector(tiny, dtype=torch.float16)
     got = fd.forward(x)
-    assert rel_err(want, got) <= 2e-2
-    worst, n = min_match_iou(postprocess(tiny, want, infos, 0.3, 0.45), postprocess(tiny, got, infos, 0.3, 0.45),
-                             0.3, 0.05)
+    assert outputs_rel_err(got, want) <= 2e-2
+    worst, n = min_match_iou(postprocess_per_image(tiny, want, infos, 0.3, 0.45),
+                             postprocess_per_image(tiny, got, infos, 0.3, 0.45), 0.3, 0.05)
     assert n >= 10 and worst >= 0.97
     assert len(fd.detect_batch(sub[:1], 0.3)[0]) > 0  # the whole fp16 path runs
 
@@ -616,7 +472,7 @@ def test_cuda_letterbox_and_postprocess_bit_identical(tiny, tiny_outputs, photos
     outs = [o.cuda() for o in outs]
     gpu = FastDetector(_cuda_copy(tiny))
     for thresh in (0.5, 0.25):
-        want = postprocess(gpu.model, outs, infos, thresh, 0.45)
+        want = postprocess_per_image(gpu.model, outs, infos, thresh, 0.45)
         assert_same(want, postprocess_batch(gpu.model, outs, infos, thresh, 0.45))
         boxes, obj, cls = decode(outs, gpu.model.head_specs, 416, 416)
         post = StaticPostprocess(len(infos), boxes.shape[1], cls.shape[2], thresh, 0.45, cand_cap=64,
@@ -645,7 +501,7 @@ def test_cuda_fp32_matches_cpu(tiny, photos, exact_cuda):
     x, infos = prepare_batch(photos, 416, 416)
     with torch.no_grad():
         want = tiny(x)
-    assert rel_err(want, gpu.forward(x.cuda())) < 1e-4
+    assert outputs_rel_err(gpu.forward(x.cuda()), want) < 1e-4
     ref = detect_batch(tiny, photos, 0.25)
     got = gpu.detect_batch(photos, 0.25)
     assert got[0].boxes.device.type == "cuda"
@@ -666,7 +522,7 @@ def test_cuda_graph_replay_equals_eager(tiny, photos, dtype, exact_cuda):
         assert_same(eager.detect_tensor(x[:n], infos[:n], 0.3), graph.detect_tensor(x[:n], infos[:n], 0.3))
     assert graph.graph_errors == [] and "in-graph postprocess" in graph.describe()
     # a partial batch padded into the bucket of 8: other shapes, so float tolerance only
-    assert rel_err(eager.forward(x[:5]), graph.forward(x[:5])) < (1e-5 if dtype == torch.float32 else 2e-2)
+    assert outputs_rel_err(graph.forward(x[:5]), eager.forward(x[:5])) < (1e-5 if dtype == torch.float32 else 2e-2)
     dets = graph.detect_batch(photos, 0.3)
     assert len(dets) == len(photos) and dets[0].boxes.device.type == "cuda"
 
@@ -684,8 +540,7 @@ def test_cuda_fp16_trained_model(shapes_model, shapes_photos, exact_cuda):
 def test_yolov1_head_ungated_batched_and_fast(photos):
     # YOLOv1's [detection] (softmax=0: class values beyond 1) skips the objectness gate; the
     # batched postprocess and FastDetector must keep exactly the rows the exact path keeps.
-    from test_yolov1 import SMALL
-    text = SMALL.format(output=2 * 2 * (3 + 2 * 5), softmax=0, sqrt=1)
+    text = fixture_cfg_text("yolov1-small")  # softmax=0, sqrt=1, output=2*2*(3+2*5)
     model = darknet_py.build_model(text.encode())
     torch.manual_seed(3)
     with torch.no_grad():
@@ -697,7 +552,7 @@ def test_yolov1_head_ungated_batched_and_fast(photos):
     with torch.no_grad():
         outs = model(x)
     for thresh in (0.05, 0.3, 1.1):
-        want = postprocess(model, outs, infos, thresh, 0.4)
+        want = postprocess_per_image(model, outs, infos, thresh, 0.4)
         assert_same(want, postprocess_batch(model, outs, infos, thresh, 0.4))
     want = detect_batch(model, photos, 0.3, 0.4)
     assert sum(len(d) for d in want) >= 5

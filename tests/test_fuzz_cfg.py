@@ -21,7 +21,8 @@ from darknet_py.errors import CfgError
 from darknet_py.graph import parse_network
 from darknet_py.layers.activations import ACTIVATIONS
 
-from conftest import REF  # noqa: E402
+from tests.helpers.cfgs import conv, head_conv, maxpool, net, route, sections, shortcut, upsample, yolo
+from tests.helpers.paths import REF  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # (a) round trip
@@ -132,76 +133,13 @@ def test_round_trip(data):
 # (b) mutation fuzz
 # ------------------------------------------------------------------------------------------------
 
-SMALL = b"""[net]
-batch=64
-subdivisions=16
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[shortcut]
-from=-2
-activation=linear
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-jitter=.3
-ignore_thresh=.7
-truth_thresh=1
-random=1
-
-[route]
-layers=-3
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,0
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-"""
+ANCHORS = "10,14, 23,27, 37,58"
+SMALL = sections(
+    net(64, batch=64, subdivisions=16),
+    conv(16), maxpool(), conv(16), shortcut(-2),
+    head_conv(18), yolo("0,1,2", ANCHORS, 1, 3, "jitter=.3\nignore_thresh=.7\ntruth_thresh=1\nrandom=1"),
+    route("-3"), upsample(), route("-1,0"),
+    head_conv(18), yolo("0,1,2", ANCHORS, 1, 3)).encode()
 
 # bytes that steer mutations towards the parser's decisions
 INTERESTING = list(b"0123456789-+.,=#;[]\r\n \t") + [0x00, 0xef, 0xbb, 0xbf, 0xff, 0xc3, 0x80]

@@ -22,51 +22,11 @@ from hypothesis import strategies as st
 from darknet_py.errors import WeightsError
 from darknet_py.graph import build_model
 from darknet_py.weights import load_weights
+from tests.helpers.cfgs import conv, head_conv, maxpool, net, route, sections, upsample, yolo
 
-CFG = b"""[net]
-width=32
-height=32
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,0
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,13,16,30,33,23,30,61,62,45,59,119
-classes=1
-num=6
-"""
+CFG = sections(
+    net(32), conv(4), maxpool(), conv(8), upsample(), route("-1,0"),
+    head_conv(18), yolo("0,1,2", "10,13,16,30,33,23,30,61,62,45,59,119", 1, 6)).encode()
 N_LAYERS = 7
 # Floats per layer, by hand: 4+3*4+4*3*3*3 | 8+3*8+8*4*3*3 | 18+18*12 (route: 8+4 channels)
 LAYER_FLOATS = {0: 124, 2: 320, 5: 234}

@@ -5,7 +5,6 @@ Gaussian_yolo importer, so the references are NumPy/float64 written from the C."
 from __future__ import annotations
 
 import math
-import textwrap
 
 import numpy as np
 import pytest
@@ -13,10 +12,13 @@ import torch
 
 import darknet_py
 from darknet_py.detector import detect, postprocess
-from darknet_py.errors import CfgError
 from darknet_py.graph import parse_network
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox, letterbox_info
+from tests.helpers.cfgs import cfg, conv, head_conv, route
+from tests.helpers.errors import expect_cfg_error, line_of
+from tests.helpers.models import random_model
+from tests.helpers.reference import do_nms_sort, reported
 
 NET_W, NET_H = 96, 64
 ANCHORS = [(5, 7), (9, 6), (14, 20), (25, 18), (30, 40), (60, 45)]
@@ -25,69 +27,17 @@ F32 = np.float32
 
 
 def gaussian_cfg(head1="", head2="", classes=CLASSES, filters=None):
+    """Two [Gaussian_yolo] heads (on an 8x12 and a 4x6 grid); head1 / head2: more key lines for each."""
     filters = filters or 3 * (9 + classes)
     anchors = ", ".join(f"{w},{h}" for w, h in ANCHORS)
-    head = (f"[Gaussian_yolo]\nmask={{mask}}\nanchors={anchors}\nclasses={classes}\nnum=6\njitter=.3\n"
-            "ignore_thresh=.5\ntruth_thresh=1\niou_thresh=0.213\nuc_normalizer=1.0\niou_normalizer=0.5\n"
-            "cls_normalizer=1.0\niou_loss=giou\nrandom=1\n")
-    return textwrap.dedent(f"""\
-        [net]
-        width={NET_W}
-        height={NET_H}
-        channels=3
 
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [convolutional]
-        size=1
-        stride=1
-        pad=1
-        filters={filters}
-        activation=linear
-
-        """) + head.format(mask="3,4,5") + head1 + textwrap.dedent(f"""
-
-        [route]
-        layers=2
-
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [convolutional]
-        size=1
-        stride=1
-        pad=1
-        filters={3 * (9 + classes)}
-        activation=linear
-
-        """) + head.format(mask="0,1,2") + head2
+    def head(mask, extra):
+        return (f"[Gaussian_yolo]\nmask={mask}\nanchors={anchors}\nclasses={classes}\nnum=6\njitter=.3\n"
+                "ignore_thresh=.5\ntruth_thresh=1\niou_thresh=0.213\nuc_normalizer=1.0\niou_normalizer=0.5\n"
+                f"cls_normalizer=1.0\niou_loss=giou\nrandom=1\n{extra}")
+    return cfg(conv(8, stride=2), conv(8, stride=2), conv(8, stride=2), head_conv(filters), head("3,4,5", head1),
+               route("2"), conv(8, stride=2), head_conv(3 * (9 + classes)), head("0,1,2", head2),
+               width=NET_W, height=NET_H)
 
 
 # ------------------------------------------------------------------------------ the C, in Python
@@ -151,63 +101,13 @@ def get_gaussian_detections(out, anchors, classes, netw, neth, thresh, yolo_poin
     return dets
 
 
-def box_iou(a, b):
-    """box.c box_iou, every pair at once, float32 as the C (a: (K, 4), b: (M, 4) -> (K, M))."""
-    a, b = a[:, None, :], b[None, :, :]
-
-    def overlap(x1, w1, x2, w2):
-        two = F32(2)
-        return np.minimum(x1 + w1 / two, x2 + w2 / two) - np.maximum(x1 - w1 / two, x2 - w2 / two)
-    w, h = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2]), overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
-    inter = np.where((w < 0) | (h < 0), F32(0), w * h)
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((inter == 0) | (union == 0), F32(0), inter / union)
-
-
-def box_diou(a, b, beta):
-    """box_diou (beta 0.6) / box_diounms: IoU - (d/c)^beta, pow in double."""
-    iou = box_iou(a, b)
-    a, b = a[:, None, :], b[None, :, :]
-    two = F32(2)
-    top = np.minimum(a[..., 1] - a[..., 3] / two, b[..., 1] - b[..., 3] / two)
-    bot = np.maximum(a[..., 1] + a[..., 3] / two, b[..., 1] + b[..., 3] / two)
-    left = np.minimum(a[..., 0] - a[..., 2] / two, b[..., 0] - b[..., 2] / two)
-    right = np.maximum(a[..., 0] + a[..., 2] / two, b[..., 0] + b[..., 2] / two)
-    c = (right - left) * (right - left) + (bot - top) * (bot - top)
-    d = (a[..., 0] - b[..., 0]) * (a[..., 0] - b[..., 0]) + (a[..., 1] - b[..., 1]) * (a[..., 1] - b[..., 1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.power((d / c).astype(np.float64), beta).astype(F32)
-    return np.where(c == 0, iou, iou - u)
-
-
-def nms_sort(dets, classes, thresh, kind="default", beta=0.6):
-    """do_nms_sort (kind default) / diounms_sort (greedynms: box_diou, diounms: box_diounms)."""
-    dets = [d for d in dets if d["objectness"] != 0]
-    boxes = np.array([d["bbox"] for d in dets], dtype=F32).reshape(-1, 4)
-    if kind == "default":
-        overlap = box_iou(boxes, boxes)
-    else:
-        overlap = box_diou(boxes, boxes, 0.6 if kind == "greedynms" else beta)
-    for k in range(classes):
-        order = sorted(range(len(dets)), key=lambda i: -dets[i]["prob"][k])  # no ties in random data
-        for pos, i in enumerate(order):
-            if dets[i]["prob"][k] == 0:
-                continue
-            for j in order[pos + 1:]:
-                if overlap[i, j] > thresh:
-                    dets[j]["prob"][k] = F32(0)
-    return dets
-
-
-def darknet_rows(dets, img_w, img_h):
-    """(class, score, x1, y1, x2, y2 in photo pixels clipped as draw_detections) per surviving score."""
-    rows = []
-    for d in dets:
-        x, y, w, h = (float(v) for v in d["bbox"])
-        box = [min(max((x - w / 2.) * img_w, 0), img_w - 1), min(max((y - h / 2.) * img_h, 0), img_h - 1),
-               min(max((x + w / 2.) * img_w, 0), img_w - 1), min(max((y + h / 2.) * img_h, 0), img_h - 1)]
-        rows += [[k, float(p), *box] for k, p in enumerate(d["prob"]) if p > 0]
+def darknet_rows(dets, nms, img_w, img_h, kind="default", beta=0.6):
+    """do_nms_sort / diounms_sort in float32 (as the C) on get_gaussian_yolo_detections' boxes, then
+    (class, score, x1, y1, x2, y2 in photo pixels clipped as draw_detections) per surviving score."""
+    dets = [d for d in dets if d["objectness"] != 0]  # do_nms_sort leaves objectness 0 out first
+    boxes, probs = [d["bbox"] for d in dets], [d["prob"] for d in dets]
+    do_nms_sort(boxes, probs, nms, kind, beta, dtype=F32)
+    rows = [[k, float(p), *corners] for k, p, corners in reported(boxes, probs, img_w, img_h)]
     return np.array(sorted(rows, key=lambda r: (r[0], -r[1]))).reshape(-1, 6)
 
 
@@ -282,7 +182,7 @@ def test_detections_are_get_gaussian_yolo_detections(nms_kind, beta, yolo_point,
     scores = np.array([float(p) for d in dets for p in d["prob"] if p > 0])
     assert len(scores) and np.abs(scores / thresh - 1).min() > 1e-5
     kind = "default" if nms_kind == "cornersnms" else nms_kind  # CORNERS_NMS's branch: box_iou > nms
-    ref = darknet_rows(nms_sort(dets, CLASSES, 0.45, kind, beta), img_w, img_h)
+    ref = darknet_rows(dets, 0.45, img_w, img_h, kind, beta)
     suppressed = len(scores) - len(ref)
     assert suppressed > 0  # the NMS had work to do
     compare_rows(our_rows(ours), ref)
@@ -316,14 +216,13 @@ def test_detect_end_to_end(photo_rgb):
     dets = []
     for o, head in zip(outs, model.head_specs):
         dets += get_gaussian_detections(o, head.masked_anchors, CLASSES, NET_W, NET_H, 0.3, "center", img_w, img_h)
-    ref = darknet_rows(nms_sort(dets, CLASSES, 0.45), img_w, img_h)
+    ref = darknet_rows(dets, 0.45, img_w, img_h)
     assert len(ref) > 0
     compare_rows(our_rows(ours), ref)
 
 
 def test_weights_round_trip_has_no_head_bytes(tmp_path):
-    model = darknet_py.build_model(gaussian_cfg().encode())
-    randomize(model, seed=6)
+    model = random_model(gaussian_cfg(), seed=6)
     path = tmp_path / "g.weights"
     model.save_weights(path)
     n_conv = sum(t.numel() for layer in model.layers if hasattr(layer, "darknet_tensors")
@@ -334,21 +233,12 @@ def test_weights_round_trip_has_no_head_bytes(tmp_path):
     assert again.read_bytes() == path.read_bytes()
 
 
-def _line(text, needle, nth=1):
-    hits = [i + 1 for i, line in enumerate(text.splitlines()) if line.strip() == needle]
-    return hits[nth - 1]
-
-
 def test_filters_mismatch_names_both_layers():
     text = gaussian_cfg(filters=30)  # 3*(5+3)+6: a [yolo]-sized conv
-    with pytest.raises(CfgError) as info:
-        parse_network(text.encode())
-    err = info.value
-    assert err.line == _line(text, "[Gaussian_yolo]") and err.index == 4
-    conv_line = _line(text, "[convolutional]", 4)
-    for needle in ("layer 3", f"cfg line {conv_line}", "30 channels", "len(mask)*(classes+9)", "3*(3+9) = 36",
-                   "filters=36"):
-        assert needle in str(err), (needle, str(err))
+    err = expect_cfg_error(text, line_of(text, "[Gaussian_yolo]"), "layer 3",
+                           f"cfg line {line_of(text, '[convolutional]', 4)}", "30 channels", "len(mask)*(classes+9)",
+                           "3*(3+9) = 36", "filters=36")
+    assert err.index == 4
 
 
 @pytest.mark.parametrize("key, needles", [
@@ -360,11 +250,7 @@ def test_filters_mismatch_names_both_layers():
 ])
 def test_bad_keys_name_the_line(key, needles):
     text = gaussian_cfg(key + "\n")
-    with pytest.raises(CfgError) as info:
-        parse_network(text.encode())
-    assert info.value.line == _line(text, key)
-    for needle in needles:
-        assert needle in str(info.value), (needle, str(info.value))
+    expect_cfg_error(text, line_of(text, key), *needles)
 
 
 @pytest.mark.parametrize("old, new, at, needles", [
@@ -375,16 +261,10 @@ def test_bad_keys_name_the_line(key, needles):
 ])
 def test_bad_values_name_the_line(old, new, at, needles):
     text = gaussian_cfg().replace(old, new, 1)
-    with pytest.raises(CfgError) as info:
-        parse_network(text.encode())
-    lines = text.splitlines()
-    want = next(i + 1 for i, line in enumerate(lines) if line.strip() == at or line.startswith(at + "="))
-    assert info.value.line == want, str(info.value)
-    for needle in needles:
-        assert needle in str(info.value), (needle, str(info.value))
+    want = next(i + 1 for i, line in enumerate(text.splitlines()) if line.strip() == at or line.startswith(at + "="))
+    expect_cfg_error(text, want, *needles)
 
 
 def test_section_name_is_case_sensitive():
     text = gaussian_cfg().replace("[Gaussian_yolo]", "[gaussian_yolo]", 1)
-    with pytest.raises(CfgError, match=r"did you mean \[Gaussian_yolo\]"):
-        parse_network(text.encode())
+    expect_cfg_error(text, None, "did you mean [Gaussian_yolo]")

@@ -21,35 +21,23 @@ import pytest
 import torch
 
 import darknet_py
-from darknet_py.errors import CfgError
 from darknet_py.export import export_onnx
 from darknet_py.layers.activations import ACTIVATIONS, Activation
 from darknet_py.random_weights import randomize
 from darknet_py.weights import weights_bytes
-from conftest import ref_path, sized_cfg_text
+from tests.helpers.cfgs import cfg, conv
+from tests.helpers.errors import expect_cfg_error, line_of
+from tests.helpers.numeric import rel_err
+from tests.helpers.opencv import needs_darknet_importer, opencv_forward
+from tests.helpers.paths import ref_path, sized_cfg_text
+from tests.helpers.reference import cfg_sections
 
 cv2 = pytest.importorskip("cv2")
-HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")
 RTOL = 1e-4
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
 # ============================================================================ float64 reference
-
-def ref_sections(text: str):
-    """read_cfg: whitespace removed everywhere, '#'/';' lines skipped, the first of a repeated key kept."""
-    sections = []
-    for raw in text.splitlines():
-        line = "".join(raw.split())
-        if not line or line[0] in "#;":
-            continue
-        if line[0] == "[":
-            sections.append((line[1:line.index("]")], {}))
-        else:
-            key, value = line.split("=", 1)
-            sections[-1][1].setdefault(key, value)
-    return sections
-
 
 def _act_c(x: np.ndarray, name: str) -> np.ndarray:
     """activate() / the named activate_array_* of src/activations.[ch], in float64, channel axis 1."""
@@ -140,7 +128,7 @@ class RefNet:
     """A float64 Darknet forward (batch-1 semantics per image) for the keys under test."""
 
     def __init__(self, text: str, weights: bytes):
-        self.sections = ref_sections(text)
+        self.sections = cfg_sections(text)
         net = self.sections[0][1]
         self.input = (int(net.get("channels", 3)), int(net["height"]), int(net["width"]))
         major, minor = struct.unpack_from("<ii", weights, 0)
@@ -157,7 +145,7 @@ class RefNet:
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.cursor = 0
         outs = []
-        for i, (kind, opt) in enumerate(self.sections[1:]):
+        for i, (kind, opt, _) in enumerate(self.sections[1:]):
             prev = x if i == 0 else outs[-1]
             if kind in ("convolutional", "conv"):
                 y = self.conv(prev, opt)
@@ -298,16 +286,6 @@ class RefNet:
 
 # ============================================================================ helpers
 
-def cfg(*sections: str, size: int = 32, channels: int = 3) -> str:
-    return "\n\n".join([f"[net]\nwidth={size}\nheight={size}\nchannels={channels}"] + list(sections)) + "\n"
-
-
-def conv(filters: int, size: int = 3, extra: str = "", act: str = "leaky", bn: bool = True, stride: int = 1) -> str:
-    bn_line = "batch_normalize=1\n" if bn else ""
-    return (f"[convolutional]\n{bn_line}filters={filters}\nsize={size}\nstride={stride}\npad=1\n"
-            f"activation={act}\n{extra}").rstrip()
-
-
 def random_weights(model, seed: int = 0, std: float = 1.0):
     """Plain random tensors (kernels ~ N(0, std^2/fan_in), BN statistics near 1) in every layer's file
     tensors, and each weighted non-conv layer's randomize_."""
@@ -346,12 +324,6 @@ def make_input(size=32, channels=3, n=2, seed=1):
     return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def rel(ours: np.ndarray, ref: np.ndarray) -> float:
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    assert np.isfinite(ref).all()
-    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30))
-
-
 def ours_out(model, x) -> np.ndarray:
     with torch.no_grad():
         return model(x)[-1].double().numpy()
@@ -361,22 +333,9 @@ def check_against_ref(tmp_path, text, x=None, seed=0, std=1.0, tol=RTOL) -> floa
     path, weights, model = written(tmp_path, text, seed=seed, std=std)
     x = make_input() if x is None else x
     ref = RefNet(text, weights.read_bytes()).forward(x.double().numpy())
-    diff = rel(ours_out(model, x), ref)
+    diff = rel_err(ours_out(model, x), ref)
     assert diff < tol, diff
     return diff
-
-
-def opencv_out(cfg_path, weights, x) -> np.ndarray:
-    net = cv2.dnn.readNetFromDarknet(str(cfg_path), str(weights))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.enableWinograd(False)  # Winograd convolutions round differently (see test_parity_opencv)
-    net.setInput(x.numpy())
-    return net.forward().astype(np.float64)
-
-
-def line_of(text: str, needle: str, nth: int = 1) -> int:
-    hits = [i for i, line in enumerate(text.splitlines(), 1) if line.strip() == needle]
-    return hits[nth - 1]
 
 
 # ============================================================================ [convolutional]
@@ -425,7 +384,7 @@ def test_xnor_and_binary_change_the_output(tmp_path):
     real = darknet_py.load(plain, weights, channels_last=False)
     x = make_input() * 2 - 1
     outs = [ours_out(m, x) for m in (model, binary, real)]
-    assert rel(outs[0], outs[1]) > 0.1 and rel(outs[1], outs[2]) > 0.1
+    assert rel_err(outs[0], outs[1]) > 0.1 and rel_err(outs[1], outs[2]) > 0.1
     # binary: each filter's kernel is +-mean|w| (binarize_weights), the file's kernels unchanged
     block = binary.layers[0]
     w = block.conv.weight.detach()
@@ -447,19 +406,19 @@ def test_conv_keys_train_like_they_infer(extra, tmp_path):
     infer = ours_out(model.eval(), x)
     model.train()
     out = model(x)[-1]
-    assert rel(out.detach().double().numpy(), infer) < 1e-6
+    assert rel_err(out.detach().double().numpy(), infer) < 1e-6
     out.square().sum().backward()
     for block in model.layers:
         assert block.conv.weight.grad is not None and block.conv.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
+@needs_darknet_importer
 @pytest.mark.parametrize("case", ["groups", "depthwise", "depthwise_x2"])
 def test_conv_groups_match_opencv(case, tmp_path):
     text = cfg(CONV_CASES[case])
     path, weights, model = written(tmp_path, text)
     x = make_input()
-    diff = rel(ours_out(model, x), opencv_out(path, weights, x))
+    diff = rel_err(ours_out(model, x), opencv_forward(path, weights, x))
     assert diff < RTOL, diff
 
 
@@ -495,17 +454,17 @@ def test_every_activation_matches_float64_reference(name, tmp_path):
         pre = torch.nn.functional.conv2d(x, model.layers[0].conv.weight, model.layers[0].conv.bias, 1, 1)
     assert float(pre.min()) < -4.5 and float(pre.max()) > 6.5
     ref = RefNet(text, weights.read_bytes()).forward(x.double().numpy())
-    assert rel(ours_out(model, x), ref) < RTOL
+    assert rel_err(ours_out(model, x), ref) < RTOL
 
 
-@pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
+@needs_darknet_importer
 @pytest.mark.parametrize("name", ["linear", "logistic", "leaky", "relu", "tanh", "swish", "mish"])
 def test_activations_opencv_knows_match_it(name, tmp_path):
     text = cfg(conv(6, 3, act=name, bn=False)) + "\n[shortcut]\nfrom=-1\nactivation=" + (
         name if name in ("linear", "leaky", "swish", "mish", "logistic") else "linear") + "\n"
     path, weights, model = written(tmp_path, text, std=8.0)
     x = make_input()
-    diff = rel(ours_out(model, x), opencv_out(path, weights, x))
+    diff = rel_err(ours_out(model, x), opencv_forward(path, weights, x))
     assert diff < RTOL, diff
 
 
@@ -533,7 +492,7 @@ def test_normalize_channels_eps(name, shift, tmp_path):
     x = make_input()
     ours = ours_out(model, x)
     ref = RefNet(text, weights.read_bytes()).forward(x.double().numpy())
-    assert rel(ours, ref) < RTOL
+    assert rel_err(ours, ref) < RTOL
     assert np.median(ours.sum(1)) < 0.98 and ours.max() > 0.01  # the eps is a visible share of each sum
 
 
@@ -594,11 +553,11 @@ def test_upsample_matches_float64_reference(case, tmp_path):
 @pytest.mark.filterwarnings("ignore:.*not multiples of 32")
 def test_upsample_reverse_is_a_scaled_block_sum():
     # hand-computed: a 1x4x4 ramp, stride -2, scale 1 -> the 2x2 block sums
-    model = darknet_py.build_model(cfg("[upsample]\nstride=-2", size=4, channels=1).encode()).eval()
+    model = darknet_py.build_model(cfg("[upsample]\nstride=-2", width=4, channels=1).encode()).eval()
     x = torch.arange(16.0).view(1, 1, 4, 4)
     assert model(x)[0].flatten().tolist() == [0 + 1 + 4 + 5, 2 + 3 + 6 + 7, 8 + 9 + 12 + 13, 10 + 11 + 14 + 15]
     # 5x5, stride -2: Darknet reads the first 16 floats as a 4x4 image (row stride 4, not 5)
-    model = darknet_py.build_model(cfg("[upsample]\nstride=-2", size=5, channels=1).encode()).eval()
+    model = darknet_py.build_model(cfg("[upsample]\nstride=-2", width=5, channels=1).encode()).eval()
     x = torch.arange(25.0).view(1, 1, 5, 5)
     assert model(x)[0].flatten().tolist() == [0 + 1 + 4 + 5, 2 + 3 + 6 + 7, 8 + 9 + 12 + 13, 10 + 11 + 14 + 15]
 
@@ -638,7 +597,7 @@ def test_shortcut_sampling_by_hand():
     # previous 1x4x4 of zeros (a conv with zero weights), from = the 1x2x2 input: added at (0,0),
     # (0,2), (2,0), (2,2); from = an 8x8 input on a 4x4 previous: every second pixel, row and column
     small = cfg("[convolutional]\nfilters=1\nsize=1\nstride=1\nactivation=linear", "[upsample]\nstride=2",
-                "[shortcut]\nfrom=-2", size=2, channels=1)
+                "[shortcut]\nfrom=-2", width=2, channels=1)
     model = darknet_py.build_model(small.encode()).eval()
     with torch.no_grad():
         model.layers[0].conv.weight.fill_(1.0)
@@ -648,7 +607,7 @@ def test_shortcut_sampling_by_hand():
     assert model(x)[0][0, 0].tolist() == expect
     # previous = 2x2 block maxima of a 4x4 ramp, from = the ramp: from[2j, 2i] added
     large = cfg("[convolutional]\nfilters=1\nsize=1\nstride=1\nactivation=linear", "[maxpool]\nsize=2\nstride=2",
-                "[shortcut]\nfrom=-2", size=4, channels=1)
+                "[shortcut]\nfrom=-2", width=4, channels=1)
     model = darknet_py.build_model(large.encode()).eval()
     with torch.no_grad():
         model.layers[0].conv.weight.fill_(1.0)
@@ -684,17 +643,17 @@ def test_shortcut_weights_reach_the_output(tmp_path):
     with torch.no_grad():
         model.layers[3].weights[1].fill_(-1.0)  # relu: input 1 (layer 2) drops out
     after = ours_out(model, x)
-    assert rel(before, after) > 1e-2
+    assert rel_err(before, after) > 1e-2
     ref = RefNet(text, weights_bytes(model)).forward(x.double().numpy())
-    assert rel(after, ref) < RTOL
+    assert rel_err(after, ref) < RTOL
 
 
-@pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
+@needs_darknet_importer
 def test_shortcut_channels_differ_matches_opencv(tmp_path):
     text = cfg(conv(8, 3) + "\n\n" + conv(5, 3) + "\n\n[shortcut]\nfrom=-2\nactivation=leaky")
     path, weights, model = written(tmp_path, text)
     x = make_input()
-    assert rel(ours_out(model, x), opencv_out(path, weights, x)) < RTOL
+    assert rel_err(ours_out(model, x), opencv_forward(path, weights, x)) < RTOL
 
 
 # ============================================================================ resnet50
@@ -725,7 +684,7 @@ def test_resnet50_matches_float64_reference(tmp_path):
     loaded = darknet_py.load(path, weights)
     ours = ours_out(loaded, x).reshape(-1)
     ref = RefNet(logits_text, weights.read_bytes()).forward(x.double().numpy()).reshape(-1)
-    assert rel(ours, ref) < RTOL
+    assert rel_err(ours, ref) < RTOL
     assert ours.argmax() == ref.argmax() and np.std(ref) > 1e-3
 
 
@@ -817,16 +776,7 @@ BAD = [
 @pytest.mark.parametrize("sections, line, needles", BAD, ids=[b[1] for b in BAD])
 def test_bad_values_name_the_line(sections, line, needles, tmp_path):
     text = cfg(sections)
-    path = tmp_path / "bad.cfg"
-    path.write_text(text)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(CfgError) as info:
-            darknet_py.parse_network(path)
-    msg = str(info.value)
-    assert msg.startswith(f"{path}:{line_of(text, line)}:"), msg
-    for needle in needles:
-        assert needle in msg, (needle, msg)
+    expect_cfg_error(text, line_of(text, line), *needles, path=tmp_path / "bad.cfg")
 
 
 @pytest.mark.parametrize("sections, key", [

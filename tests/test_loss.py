@@ -15,7 +15,8 @@ import torch
 import darknet_py
 from darknet_py.layers.yolo import YoloSpec
 from darknet_py.train.loss import darknet_deltas, yolo_loss
-from test_validate import TINY_SHAPES_CFG
+from tests.helpers.cfgs import fixture_cfg_text
+from tests.helpers.reference import box_iou  # float64, Darknet's operation order
 
 NET = 128
 ANCHORS = [(6, 8), (12, 16), (20, 12), (28, 36), (48, 30), (70, 70)]  # yolov3-tiny-like, network pixels
@@ -34,18 +35,6 @@ def specs(ignore=0.7, truth_thresh=1.0):
 def _sig(x):
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-x))
-
-
-def _overlap(x1, w1, x2, w2):
-    left = max(x1 - w1 / 2, x2 - w2 / 2)
-    right = min(x1 + w1 / 2, x2 + w2 / 2)
-    return right - left
-
-
-def _iou(a, b):
-    w, h = _overlap(a[0], a[2], b[0], b[2]), _overlap(a[1], a[3], b[1], b[3])
-    inter = 0.0 if w < 0 or h < 0 else w * h
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def reference(raws, truths, counts, head_specs):
@@ -70,7 +59,7 @@ def reference(raws, truths, counts, head_specs):
             d[b, a, 1, j, i] = scale * (truth[1] * hh - j - out[b, a, 1, j, i])
             d[b, a, 2, j, i] = scale * (math.log(truth[2] * NET / aw) - x[b, a, 2, j, i])
             d[b, a, 3, j, i] = scale * (math.log(truth[3] * NET / ah) - x[b, a, 3, j, i])
-            return _iou(pred, truth)
+            return box_iou(pred, truth)
 
         def class_delta(cls, b, a, j, i):
             p = out[b, a, 5:, j, i]
@@ -91,7 +80,7 @@ def reference(raws, truths, counts, head_specs):
                                 math.exp(x[b, a, 2, j, i]) * aw / NET, math.exp(x[b, a, 3, j, i]) * ah / NET)
                         best, best_t = 0.0, 0
                         for t, tr in enumerate(tl):
-                            v = _iou(pred, tr)
+                            v = box_iou(pred, tr)
                             if v > best:
                                 best, best_t = v, t
                         st["anyobj"] += out[b, a, 4, j, i]
@@ -106,7 +95,7 @@ def reference(raws, truths, counts, head_specs):
                 i, j = min(int(tr[0] * ww), ww - 1), min(int(tr[1] * hh), hh - 1)
                 best, best_n = 0.0, 0
                 for k, (aw, ah) in enumerate(ANCHORS):
-                    v = _iou((0, 0, aw / NET, ah / NET), (0, 0, tr[2], tr[3]))
+                    v = box_iou((0, 0, aw / NET, ah / NET), (0, 0, tr[2], tr[3]))
                     if v > best:
                         best, best_n = v, k
                 if best_n not in spec.mask:
@@ -333,7 +322,7 @@ def test_bad_shapes_are_reported():
 
 def test_gradient_reaches_every_conv_weight():
     torch.manual_seed(0)
-    model = darknet_py.build_model(TINY_SHAPES_CFG.encode()).train()
+    model = darknet_py.build_model(fixture_cfg_text("tiny-shapes").encode()).train()
     net_w, net_h = model.input_size
     x = torch.rand(2, 3, net_h, net_w)
     truths = torch.tensor([[[0.3, 0.4, 0.2, 0.3, 1], [0.7, 0.6, 0.5, 0.4, 4]],

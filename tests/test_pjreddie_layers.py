@@ -9,18 +9,19 @@ read those floats, so the layout is checked together with the arithmetic.
 from __future__ import annotations
 
 import struct
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import darknet_py
-from darknet_py.errors import CfgError
 from darknet_py.graph import build_model, parse_network
 from darknet_py.random_weights import randomize
 from darknet_py.summary import summarize
 from darknet_py.weights import count_floats
+from tests.helpers.errors import expect_cfg_error, line_of
+from tests.helpers.opencv import HAS_DARKNET_IMPORTER, opencv_forward
+from tests.helpers.reference import local_reference
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*multiples of 32")
 
@@ -37,54 +38,7 @@ def net(width: int, height: int, body: str, channels: int = 3) -> str:
     return f"[net]\nwidth={width}\nheight={height}\nchannels={channels}\n\n{body}"
 
 
-def parse_error(tmp_path, text: str) -> CfgError:
-    path = tmp_path / "bad.cfg"
-    path.write_text(text)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(CfgError) as info:
-            parse_network(path)
-    assert str(info.value).startswith(f"{path}:{info.value.line}:")
-    return info.value
-
-
-def line_of(text: str, needle: str, after: str = "") -> int:
-    lines = text.split("\n")
-    start = lines.index(after) if after else 0
-    return next(i + 1 for i in range(start, len(lines)) if lines[i] == needle)
-
-
-def act64(name: str, v: np.ndarray) -> np.ndarray:
-    return {"linear": lambda: v, "leaky": lambda: np.where(v > 0, v, 0.1 * v), "relu": lambda: np.maximum(v, 0),
-            "logistic": lambda: 1 / (1 + np.exp(-v))}[name]()
-
-
 # ------------------------------------------------------------------------------------------ [local]
-
-def local_reference(x: np.ndarray, floats: np.ndarray, n: int, size: int, stride: int, pad: int,
-                    activation: str) -> np.ndarray:
-    """forward_local_layer for one image (c, h, w), float64, from the file's floats (biases then weights)."""
-    c, h, w = x.shape
-    out_h = (h - size if not pad else h - 1) // stride + 1  # local_out_height
-    out_w = (w - size if not pad else w - 1) // stride + 1
-    locations, k = out_h * out_w, c * size * size
-    biases, weights = floats[:n * locations], floats[n * locations:]
-    assert weights.size == k * n * locations
-    # im2col_cpu: row cc = (channel, ky, kx), column = out_y*out_w + out_x, zero outside the image
-    col = np.zeros((k, locations))
-    for cc in range(k):
-        kx, ky, ch = cc % size, (cc // size) % size, cc // size // size
-        for oy in range(out_h):
-            for ox in range(out_w):
-                iy, ix = ky + oy * stride - pad, kx + ox * stride - pad
-                if 0 <= iy < h and 0 <= ix < w:
-                    col[cc, oy * out_w + ox] = x[ch, iy, ix]
-    out = biases.astype(np.float64).copy()
-    for j in range(locations):  # gemm(0,0,n,1,k, weights + j*k*n, col + j, ldb=locations, out + j, ldc=locations)
-        a = weights[j * k * n:(j + 1) * k * n].astype(np.float64).reshape(n, k)
-        out[j::locations] += a @ col[:, j]
-    return act64(activation, out).reshape(n, out_h, out_w)
-
 
 LOCAL_CASES = [  # (h, w, filters, size, stride, pad, activation)
     (7, 9, 4, 3, 2, 1, "leaky"),
@@ -172,19 +126,15 @@ def test_local_summary_flops_and_describe():
 ])
 def test_local_bad_values_name_the_line(tmp_path, body, key, needles):
     text = net(3, 3, "[local]\n" + body)
-    err = parse_error(tmp_path, text)
-    assert err.line == line_of(text, key), str(err)
-    assert "[local] (layer 0)" in str(err)
-    for needle in needles:
-        assert needle in str(err), str(err)
+    expect_cfg_error(text, line_of(text, key), "[local] (layer 0)", *needles, path=tmp_path / "bad.cfg")
 
 
 def test_local_pad_rule_depends_on_the_input_size(tmp_path):
     # size 2, pad 1, stride 2: Darknet's (h-1)/2+1 and im2col's (h+2-2)/2+1 agree for odd h only
     body = "[local]\nfilters=1\nsize=2\nstride=2\npad=1\n"
     parse_network(net(7, 7, body).encode())
-    err = parse_error(tmp_path, net(8, 7, body))
-    assert "input width 8" in str(err) and "as 4" in str(err) and "lays out 5" in str(err)
+    text = net(8, 7, body)
+    expect_cfg_error(text, line_of(text, "pad=1"), "input width 8", "as 4", "lays out 5", path=tmp_path / "bad.cfg")
 
 
 # ------------------------------------------------------------------------------------------- [crop]
@@ -204,7 +154,7 @@ def crop_reference(x: np.ndarray, ch: int, cw: int, noadjust: bool) -> np.ndarra
 @pytest.mark.parametrize("h, w, ch, cw, noadjust", [(8, 9, 5, 4, 0), (8, 9, 5, 4, 1), (7, 7, 7, 7, 0),
                                                     (10, 6, 1, 3, 0), (6, 11, 3, 8, 1)])
 def test_crop_against_opencv_and_float64(tmp_path, h, w, ch, cw, noadjust):
-    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("cv2")
     text = net(w, h, f"[crop]\ncrop_height={ch}\ncrop_width={cw}\nflip=1\nangle=7\nsaturation=1.5\nexposure=1.5\n"
                      f"shift=.2\nnoadjust={noadjust}\n")
     cfg = tmp_path / "crop.cfg"
@@ -218,10 +168,8 @@ def test_crop_against_opencv_and_float64(tmp_path, h, w, ch, cw, noadjust):
     ref = crop_reference(x.double().numpy(), ch, cw, bool(noadjust))
     assert ours.shape == (2, 3, ch, cw)
     assert np.abs(ours - ref).max() <= 1e-6
-    if hasattr(cv2.dnn, "readNetFromDarknet"):
-        cv_net = cv2.dnn.readNetFromDarknet(str(cfg))
-        cv_net.setInput(x.numpy())
-        theirs = cv_net.forward()
+    if HAS_DARKNET_IMPORTER:
+        theirs = opencv_forward(cfg, None, x)
         assert np.abs(ours - theirs).max() <= 1e-6
 
 
@@ -235,10 +183,7 @@ def test_crop_against_opencv_and_float64(tmp_path, h, w, ch, cw, noadjust):
 ])
 def test_crop_bad_values_name_the_line(tmp_path, body, key, needles):
     text = net(9, 8, "[crop]\n" + body)
-    err = parse_error(tmp_path, text)
-    assert err.line == line_of(text, key), str(err)
-    for needle in needles:
-        assert needle in str(err), str(err)
+    expect_cfg_error(text, line_of(text, key), *needles, path=tmp_path / "bad.cfg")
 
 
 # --------------------------------------------------------------------------- [normalization] / [lrn]
@@ -307,10 +252,7 @@ def test_normalization_defaults_and_alias():
 ])
 def test_normalization_bad_values_name_the_line(tmp_path, body, key, needles):
     text = net(4, 4, "[normalization]\n" + body)
-    err = parse_error(tmp_path, text)
-    assert err.line == line_of(text, key), str(err)
-    for needle in needles:
-        assert needle in str(err), str(err)
+    expect_cfg_error(text, line_of(text, key), *needles, path=tmp_path / "bad.cfg")
 
 
 # --------------------------------------------------------------------------------------- [batchnorm]
@@ -359,5 +301,5 @@ def test_batchnorm_randomize_and_round_trip(tmp_path):
 
 def test_batchnorm_takes_no_keys(tmp_path):
     text = net(4, 4, "[batchnorm]\nbatch_normalize=1\n")
-    err = parse_error(tmp_path, text)
-    assert err.line == line_of(text, "batch_normalize=1") and "unknown key 'batch_normalize'" in str(err)
+    expect_cfg_error(text, line_of(text, "batch_normalize=1"), "unknown key 'batch_normalize'",
+                     path=tmp_path / "bad.cfg")

@@ -9,58 +9,25 @@ from hypothesis import strategies as st
 
 import darknet_py
 from darknet_py.detector import detect, detect_batch
-from darknet_py.postprocess import darknet_nms, threshold
+from darknet_py.postprocess import darknet_nms
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from conftest import ROOT
+from tests.helpers.paths import ROOT
+from tests.helpers.reference import candidates as threshold_one_image
+from tests.helpers.reference import do_nms_sort
+from tests.helpers.strategies import draw_candidates
 
 
 def _reference_nms(boxes, probs, thresh, kind="default", beta=0.6):
-    """src/box.c do_nms_sort in plain Python (ties: candidate order, as our stable sort); with
-    ``kind`` greedynms / diounms, AlexeyAB's diounms_sort (box_diou, box_diounms)."""
-    boxes = [tuple(map(float, b)) for b in boxes]
-    probs = [list(map(float, p)) for p in probs]
-
-    def plain_iou(a, b):
-        def overlap(x1, w1, x2, w2):
-            return min(x1 + w1 / 2, x2 + w2 / 2) - max(x1 - w1 / 2, x2 - w2 / 2)
-        w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
-        inter = 0.0 if w < 0 or h < 0 else w * h
-        return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-
-    def iou(a, b):
-        if kind == "default":
-            return plain_iou(a, b)
-        left, right = min(a[0] - a[2] / 2, b[0] - b[2] / 2), max(a[0] + a[2] / 2, b[0] + b[2] / 2)
-        top, bot = min(a[1] - a[3] / 2, b[1] - b[3] / 2), max(a[1] + a[3] / 2, b[1] + b[3] / 2)
-        c = (right - left) ** 2 + (bot - top) ** 2
-        if c == 0:
-            return plain_iou(a, b)
-        d = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
-        return plain_iou(a, b) - (d / c) ** (0.6 if kind == "greedynms" else beta)
-
-    for k in range(len(probs[0]) if probs else 0):
-        order = sorted(range(len(boxes)), key=lambda i: -probs[i][k])
-        for pos, i in enumerate(order):
-            if probs[i][k] == 0:
-                continue
-            for j in order[pos + 1:]:
-                if iou(boxes[i], boxes[j]) > thresh:
-                    probs[j][k] = 0.0
-    return np.array(probs).reshape(len(boxes), -1)
+    """The plain-Python do_nms_sort (diounms_sort for greedynms / diounms) on NumPy candidates -> its probs."""
+    return np.array(do_nms_sort(boxes.tolist(), probs.tolist(), thresh, kind, beta)).reshape(len(boxes), -1)
 
 
 @st.composite
 def candidates(draw):
     n = draw(st.integers(0, 40))
     c = draw(st.integers(1, 5))
-    # few distinct values so that identical boxes and tied scores occur often
-    coords = st.sampled_from([0.1, 0.2, 0.25, 0.3, 0.5, 0.55, 0.7])
-    sizes = st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.6])
-    boxes = [[draw(coords), draw(coords), draw(sizes), draw(sizes)] for _ in range(n)]
-    probs = [[draw(st.sampled_from([0.0, 0.0, 0.3, 0.6, 0.61, 0.9])) for _ in range(c)] for _ in range(n)]
-    return (torch.tensor(boxes, dtype=torch.float64).reshape(n, 4),
-            torch.tensor(probs, dtype=torch.float64).reshape(n, c))
+    return draw_candidates(draw, n, c, torch.float64)  # identical boxes and tied scores, often
 
 
 @settings(max_examples=300, deadline=None)
@@ -102,7 +69,7 @@ def test_threshold_is_strict_and_multiplies_objectness():
     boxes = torch.zeros(3, 4, dtype=torch.float64)
     obj = torch.tensor([0.5, 0.6, 1.0], dtype=torch.float64)
     cls = torch.tensor([[1.0, 1.0], [0.9, 0.5], [0.5, 0.49]], dtype=torch.float64)
-    c = threshold(boxes, obj, cls, 0.5)
+    c = threshold_one_image(boxes, obj, cls, 0.5)
     assert c.objectness.tolist() == [0.6, 1.0]  # obj == thresh is not > thresh
     assert torch.allclose(c.probs, torch.tensor([[0.54, 0.0], [0.0, 0.0]], dtype=torch.float64))  # 0.5 is not > 0.5
 
@@ -142,7 +109,7 @@ def _same(a, b):
 
 def test_detections_moved_together_equal_one_by_one():
     """detections_to: one copy per field for a whole batch, split back per image, empty images too."""
-    from darknet_py.postprocess import _moved_together, detections_to
+    from darknet_py.postprocess.detections import _moved_together, detections_to
     dets = _random_detections(np.random.default_rng(0), [3, 0, 5, 1, 0])
     moved = _moved_together(dets, torch.device("cpu"))
     assert len(moved) == 5 and all(_same(a, b) for a, b in zip(dets, moved))

@@ -7,9 +7,9 @@ import torch
 import darknet_py
 from darknet_py.boxes import iou_matrix_cxcywh, xyxy_to_cxcywh
 from darknet_py.dataset import read_labels
-from darknet_py.names import read_names
+from darknet_py.config.names import read_names
 from darknet_py.synth import CLASSES
-from conftest import ROOT
+from tests.helpers.paths import ROOT
 
 CFG = ROOT / "cfg" / "yolov3-tiny-shapes.cfg"
 WEIGHTS = ROOT / "weights" / "yolov3-tiny-shapes.weights"

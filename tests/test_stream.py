@@ -21,9 +21,10 @@ from darknet_py import stream
 from darknet_py.cli import main
 from darknet_py.detector import detect, detect_batch
 from darknet_py.imageio import load_image
-from darknet_py.names import read_names
+from darknet_py.config.names import read_names
 from darknet_py.synth import make_dataset, render_image
-from conftest import ROOT
+from tests.helpers.numeric import corner_iou
+from tests.helpers.paths import ROOT
 
 CFG = ROOT / "cfg" / "yolov3-tiny-shapes.cfg"
 WEIGHTS = ROOT / "weights" / "yolov3-tiny-shapes.weights"
@@ -32,16 +33,8 @@ THRESH = 0.25
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
 BASE = [str(CFG), str(WEIGHTS)]
 OPTS = ["--names", str(NAMES), "--thresh", str(THRESH), "--no-progress"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_network_thread():
-    """The decoding worker and the network share the 2 CI cores: with two network threads as well,
-    OpenMP's spinning threads made each forward pass 5-10x slower on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The decoding worker and the network share the 2 CI cores: the network gets one thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +276,7 @@ def test_any_runner_with_detect_batch_and_fast_flags(model, names, photos, tmp_p
         for d in a["detections"]:
             if d["score"] > THRESH + 0.05:
                 clear += 1
-                assert any(e["class_id"] == d["class_id"] and _box_iou(e["box"], d["box"]) >= 0.99
+                assert any(e["class_id"] == d["class_id"] and corner_iou(e["box"], d["box"]) >= 0.99
                            for e in b["detections"]), (a["image"], d)
     assert clear >= 5
 
@@ -302,13 +295,6 @@ def test_any_runner_with_detect_batch_and_fast_flags(model, names, photos, tmp_p
     assert main(["detect", *BASE, good[0], *OPTS, "--half", "--json"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--half" in err[0] and "darknet_py.fast" in err[0]
-
-
-def _box_iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else float(a == b)
 
 
 class _ChecksumRunner(stream.CustomRunner):
@@ -352,7 +338,7 @@ def test_photo_ring_hands_every_photo_over_intact(photos, tmp_path, monkeypatch,
         monkeypatch.setattr(stream.PhotoRing, "for_stream", classmethod(
             lambda cls, batch, in_flight, photos, total: cls(batch + 2, stream.RING_MIN_SLOT)))
     via_ring, shapes = [], set()
-    take = stream._PhotoFeed.next
+    take = stream.PhotoFeed.next
 
     def counting_next(feed):
         sample = take(feed)
@@ -361,7 +347,7 @@ def test_photo_ring_hands_every_photo_over_intact(photos, tmp_path, monkeypatch,
                         and sample["rgb"].untyped_storage().data_ptr() == feed.ring.buffer.untyped_storage().data_ptr())
         return sample
 
-    monkeypatch.setattr(stream._PhotoFeed, "next", counting_next)
+    monkeypatch.setattr(stream.PhotoFeed, "next", counting_next)
     runner = _ChecksumRunner()
     summary = stream.run(runner, stream.expand_inputs(paths), stream.StreamOptions(
         batch=batch, workers=workers, ring_bytes=slots * stream.RING_MIN_SLOT), stream.Outputs(text=False),

@@ -10,7 +10,7 @@ import pytest
 from darknet_py.cli import main
 from darknet_py.graph import parse_network
 from darknet_py.summary import summarize
-from conftest import REF, ROOT, ref_path
+from tests.helpers.paths import REF, ROOT, ref_path
 
 # cfgs whose every layer darknet-py runs today; the README's other rows are refused cleanly
 # (tests/test_cfg_errors.py) until their layers exist.

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from darknet_py.errors import DataError
-from darknet_py.names import read_data_file, read_names
+from darknet_py.config.data import read_data_config
+from darknet_py.config.names import read_names
 from darknet_py.synth import CLASSES, SynthDataset, make_background, make_dataset, render_image, shape_mask
 
 TRAIN, VALID = 60, 40
@@ -54,7 +55,7 @@ def test_layout(ds):
     for p in (ds.data, ds.names, ds.train_list, ds.valid_list, ds.train_json, ds.valid_json):
         assert p.is_file() and p.parent == ds.root
     assert ds.data.name == "shapes.data" and ds.names.name == "shapes.names"
-    assert read_data_file(ds.data) == {"classes": "6", "train": "train.txt", "valid": "valid.txt",
+    assert read_data_config(ds.data).as_dict() == {"classes": "6", "train": "train.txt", "valid": "valid.txt",
                                        "names": "shapes.names", "backup": "backup/", "eval": "coco",
                                        "annotations": "instances_valid.json"}
     assert ds.names.read_bytes() == b"rectangle\nellipse\ntriangle\ncross\nring\ndiamond\n"
@@ -172,7 +173,7 @@ def test_deterministic_and_overwrites(tmp_path):
     assert _files(tmp_path / "a") == _files(make_dataset(tmp_path / "d", train=5, valid=2, seed=5).root)
     other = make_dataset(tmp_path / "e", train=2, valid=1, seed=5, name="blocks")
     assert other.data.name == "blocks.data" and (other.root / "images/valid/blocks_000003.jpg").is_file()
-    assert read_data_file(other.data)["names"] == "blocks.names"
+    assert read_data_config(other.data).as_dict()["names"] == "blocks.names"
 
 
 def test_value_ranges_and_variety(ds):

@@ -22,20 +22,21 @@ from darknet_py.synth import make_dataset
 from darknet_py.train.schedule import TrainConfig, train_config
 from darknet_py.train.trainer import TrainOptions, _optimizer, train
 from darknet_py.weights import layers_in_file
-from conftest import ROOT
-from test_validate import TINY_SHAPES_CFG
+from tests.helpers.paths import ROOT
+from tests.helpers.cfgs import fixture_cfg_text
+from tests.helpers.opencv import HAS_DARKNET_IMPORTER, opencv_forward
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def train_cfg_text(size: int = 96, **net) -> str:
-    """The small 6-class network of test_validate with a training [net] section."""
+    """The small 6-class network (tests/fixtures/cfg/tiny-shapes.cfg) with a training [net] section."""
     keys = {"batch": 4, "subdivisions": 1, "learning_rate": 0.01, "momentum": 0.9, "decay": 0.0005,
             "burn_in": 10, "max_batches": 40, "policy": "steps", "steps": "30", "scales": ".1",
             "hue": 0, "saturation": 1, "exposure": 1, "flip": 0}
     keys.update(net)
     head = "[net]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()) + f"width={size}\nheight={size}\nchannels=3\n"
-    body = TINY_SHAPES_CFG.split("channels=3\n", 1)[1]
+    body = fixture_cfg_text("tiny-shapes").split("channels=3\n", 1)[1]
     return head + body.replace("num=6\n", "num=6\njitter=0\nrandom=0\n")
 
 
@@ -207,8 +208,8 @@ def test_kill_never_leaves_a_bad_checkpoint(shapes4, tmp_path):
 
 
 def test_checkpoint_reloads_identically_and_in_opencv(shapes4, tmp_path):
-    cv2 = pytest.importorskip("cv2")
-    if not hasattr(cv2.dnn, "readNetFromDarknet"):
+    pytest.importorskip("cv2")
+    if not HAS_DARKNET_IMPORTER:
         pytest.skip("this OpenCV has no Darknet importer (OpenCV 5)")
     ds, data = shapes4
     cfg = _write_cfg(tmp_path, max_batches=6)
@@ -219,9 +220,7 @@ def test_checkpoint_reloads_identically_and_in_opencv(shapes4, tmp_path):
     model.save_weights(again)
     assert again.read_bytes() == res.final.read_bytes()
     x = torch.rand(1, 3, 96, 96)
-    net = cv2.dnn.readNetFromDarknet(str(cfg), str(res.final))
-    net.setInput(x.numpy())
-    theirs = net.forward(net.getUnconnectedOutLayersNames())
+    theirs = opencv_forward(cfg, res.final, x, "unconnected")
     with torch.no_grad():
         ours = model(x)
     # OpenCV returns [yolo] outputs decoded, one row per cell/anchor: x, y, w, h, obj, obj*class scores

@@ -18,144 +18,10 @@ import darknet_py
 from darknet_py.cli import main
 from darknet_py.dataset import COCO_IDS
 from darknet_py.detector import detect
-from darknet_py.random_weights import randomize
 from darknet_py.synth import make_dataset
 from darknet_py.validate import detector_map, detector_recall, detector_valid
-
-# A yolov3-tiny-shaped network for the 6 generated classes at 128x128: small enough to run fast.
-TINY_SHAPES_CFG = """[net]
-batch=1
-width=128
-height=128
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=64
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=1
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-filters=64
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=33
-activation=linear
-
-[yolo]
-mask = 3,4,5
-anchors = 6,8, 12,16, 20,12, 28,36, 48,30, 70,70
-classes=6
-num=6
-
-[route]
-layers = -4
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[upsample]
-stride=2
-
-[route]
-layers = -1, 6
-
-[convolutional]
-batch_normalize=1
-filters=32
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=33
-activation=linear
-
-[yolo]
-mask = 0,1,2
-anchors = 6,8, 12,16, 20,12, 28,36, 48,30, 70,70
-classes=6
-num=6
-"""
+from tests.helpers.cfgs import fixture_cfg_text
+from tests.helpers.models import write_random_model
 
 _DARKNET_COCO_LINE = re.compile(r'\{"image_id":\d+, "category_id":\d+, "bbox":\[(-?\d+\.\d{6}, ){3}-?\d+\.\d{6}\], '
                                 r'"score":\d\.\d{6}\}')
@@ -165,11 +31,8 @@ _DARKNET_COCO_LINE = re.compile(r'\{"image_id":\d+, "category_id":\d+, "bbox":\[
 def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     ds = make_dataset(root / "data", train=2, valid=16, seed=5, min_side=96, max_side=320, max_objects=5)
-    cfg = root / "tiny-shapes.cfg"
-    cfg.write_text(TINY_SHAPES_CFG)
-    weights = root / "tiny-shapes.weights"
-    model = darknet_py.build_model(cfg)
-    randomize(model, seed=11, objectness_rate=0.004).save_weights(weights)
+    cfg, weights, _ = write_random_model(root, "tiny-shapes", fixture_cfg_text("tiny-shapes"), seed=11,
+                                         objectness_rate=0.004)
     return ds, cfg, weights
 
 

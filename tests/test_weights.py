@@ -25,68 +25,16 @@ from darknet_py.graph import build_model
 from darknet_py.weights import (Header, count_floats, layer_tensors, load_weights, save_weights, weights_bytes,
                                 weights_report)
 
-from conftest import REF  # noqa: E402
+from tests.helpers.cfgs import conv, head_conv, maxpool, net, route, sections, shortcut, upsample, yolo
+from tests.helpers.paths import REF  # noqa: E402
+from tests.helpers.reference import cfg_sections
 PJ_CFG = REF / "pjreddie" / "cfg"
 
 # Layers 1 (maxpool), 4 (shortcut), 5 (upsample), 6 (route) and 8 (yolo) own no bytes.
-SMALL_CFG = """[net]
-batch=1
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[convolutional]
-batch_normalize=1
-groups=2
-filters=16
-size=1
-stride=1
-pad=1
-activation=leaky
-
-[shortcut]
-from=-2
-activation=linear
-
-[upsample]
-stride=2
-
-[route]
-layers=-1,0
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,13,16,30,33,23,30,61,62,45,59,119
-classes=1
-num=6
-"""
+SMALL_CFG = sections(
+    net(64, batch=1),
+    conv(8), maxpool(), conv(16), conv(16, 1, "groups=2"), shortcut(-2), upsample(), route("-1,0"),
+    head_conv(18), yolo("0,1,2", "10,13,16,30,33,23,30,61,62,45,59,119", 1, 6))
 SMALL_LAYERS = 9
 # By hand: 8+3*8+8*3*3*3 | 16+3*16+16*8*3*3 | 16+3*16+16*(16/2)*1*1 | 18+18*24*1*1
 SMALL_FLOATS = 248 + 1216 + 192 + 450
@@ -100,30 +48,14 @@ TINY_FILE_BYTES = 35_434_956
 needs_ref = pytest.mark.skipif(not PJ_CFG.is_dir(), reason=f"{PJ_CFG} not present")
 
 
-# --------------------------------------------------------------- an independent cfg walker
-
-def cfg_sections(text: str):
-    """[{'kind', 'line', key: value}] with Darknet's whitespace stripping; first key wins."""
-    out = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = "".join(raw.split())
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("["):
-            out.append({"kind": line[1:line.index("]")], "line": lineno})
-        else:
-            key, value = line.split("=", 1)
-            out[-1].setdefault(key, value)
-    return out
-
+# --------------------------------------------------------------- an independent cfg walker (on read_cfg's sections)
 
 def darknet_layout(text: str):
     """[(layer index, cfg line, has_bn, [(darknet tensor name, shape)])] in file order."""
     secs = cfg_sections(text)
-    c = int(secs[0].get("channels", 3))
+    c = int(secs[0][1].get("channels", 3))
     chans, layout = [], []
-    for i, s in enumerate(secs[1:]):
-        kind = s["kind"]
+    for i, (kind, s, line) in enumerate(secs[1:]):
         if kind in ("convolutional", "conv"):
             n, k, g = int(s["filters"]), int(s["size"]), int(s.get("groups", 1))
             bn = s.get("batch_normalize", "0") == "1"
@@ -131,7 +63,7 @@ def darknet_layout(text: str):
             if bn:
                 tensors += [("scales", (n,)), ("rolling_mean", (n,)), ("rolling_variance", (n,))]
             tensors.append(("weights", (n, c // g, k, k)))
-            layout.append((i, s["line"], bn, tensors))
+            layout.append((i, line, bn, tensors))
             c = n
         elif kind == "route":
             c = sum(chans[j if j >= 0 else i + j] for j in (int(v) for v in s["layers"].split(",")))

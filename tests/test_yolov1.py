@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 
 import numpy as np
 import pytest
@@ -21,17 +20,17 @@ import torch
 
 import darknet_py
 from darknet_py.detector import detect, letterboxed
-from darknet_py.errors import CfgError
 from darknet_py.graph import build_model, parse_network
 from darknet_py.imageio import load_image
 from darknet_py.layers.detection import DetectionSpec
-from darknet_py.postprocess import threshold
 from darknet_py.random_weights import randomize
 from darknet_py.summary import summarize
 from darknet_py.transforms import letterbox, stretch
 from darknet_py.weights import count_floats
-from conftest import ref_path, sized_cfg_text
-from test_pjreddie_layers import local_reference
+from tests.helpers.cfgs import fixture_cfg_text, with_keys
+from tests.helpers.errors import expect_cfg_error
+from tests.helpers.paths import ref_path, sized_cfg_text
+from tests.helpers.reference import candidates, cfg_sections, do_nms_sort, local_reference, reported
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*multiples of 32")
 
@@ -63,64 +62,22 @@ def get_detection_detections(flat: np.ndarray, side: int, num: int, classes: int
     return dets
 
 
-def _overlap(x1, w1, x2, w2):
-    left = max(x1 - w1 / F32(2), x2 - w2 / F32(2))
-    right = min(x1 + w1 / F32(2), x2 + w2 / F32(2))
-    return right - left
-
-
-def box_iou(a, b):
-    """src/box.c box_iou in float32."""
-    w = _overlap(a[0], a[2], b[0], b[2])
-    h = _overlap(a[1], a[3], b[1], b[3])
-    inter = F32(0) if (w < 0 or h < 0) else w * h
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-
-
-def do_nms_sort(dets, classes: int, nms: float):
-    """src/box.c do_nms_sort: drop objectness==0, then per class sort by prob and zero overlaps."""
-    dets = [d for d in dets if d["objectness"] != 0]
-    for k in range(classes):
-        dets.sort(key=lambda d: -d["prob"][k])  # qsort's tie order is unspecified; ties do not occur here
-        for i, a in enumerate(dets):
-            if a["prob"][k] == 0:
-                continue
-            for b in dets[i + 1:]:
-                if box_iou(a["box"], b["box"]) > nms:
-                    b["prob"][k] = F32(0)
-    return dets
-
-
-def reported(dets, thresh: float, img_w: int, img_h: int):
-    """What draw_detections reports: (class, prob, left, top, right, bottom), corners clamped, not truncated."""
-    out = []
-    for d in dets:
-        x, y, w, h = (float(v) for v in d["box"])
-        corners = ((x - w / 2.) * img_w, (y - h / 2.) * img_h, (x + w / 2.) * img_w, (y + h / 2.) * img_h)
-        left, top, right, bot = (min(max(v, 0), lim - 1) for v, lim in zip(corners, (img_w, img_h, img_w, img_h)))
-        for j, p in enumerate(d["prob"]):
-            if p > thresh:
-                out.append((j, float(p), left, top, right, bot))
-    return sorted(out, key=lambda r: (r[0], -r[1]))
+def nms_reported(dets, nms: float, img_w: int, img_h: int):
+    """do_nms_sort in float32 (as the C) on get_detection_detections' boxes, then what draw_detections
+    reports: (class, prob, left, top, right, bottom), by class, then by decreasing prob."""
+    dets = [d for d in dets if d["objectness"] != 0]  # do_nms_sort leaves objectness 0 out first
+    boxes, probs = [d["box"] for d in dets], [d["prob"] for d in dets]
+    do_nms_sort(boxes, probs, nms, dtype=F32)
+    return sorted(((k, float(p), *corners) for k, p, corners in reported(boxes, probs, img_w, img_h)),
+                  key=lambda r: (r[0], -r[1]))
 
 
 # --------------------------------------------------------------------------------------- reference cfg
 
 def _walk_floats(text: str, width: int, height: int) -> int:
     """Weight floats by Darknet's shape rules, independent of darknet_py's layer code."""
-    sections = []
-    for raw in text.splitlines():
-        line = "".join(raw.split())
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("["):
-            sections.append({"kind": line[1:-1]})
-        else:
-            key, value = line.split("=", 1)
-            sections[-1].setdefault(key, value)
     c, h, w, total = 3, height, width, 0
-    for s in sections[1:]:
-        kind = s["kind"]
+    for kind, s, _ in cfg_sections(text)[1:]:
         if kind == "convolutional":
             n, size, stride = int(s["filters"]), int(s["size"]), int(s.get("stride", 1))
             pad = size // 2 if s.get("pad") == "1" else 0
@@ -174,36 +131,15 @@ def test_yolov1_cfg_parses_counts_and_summarises():
 
 # ------------------------------------------------------------------------------------ [detection] forward
 
-SMALL = """[net]
-width=32
-height=32
-channels=3
-
-[convolutional]
-filters=4
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[connected]
-output={output}
-activation=linear
-
-[detection]
-classes=3
-coords=4
-side=2
-num=2
-softmax={softmax}
-sqrt={sqrt}
-rescore=1
-"""
+def small(output: int = 52, softmax: int = 0, sqrt: int = 1) -> str:
+    """tests/fixtures/cfg/yolov1-small.cfg with [connected] output and [detection] softmax, sqrt set."""
+    text = with_keys(fixture_cfg_text("yolov1-small"), "connected", output=output)
+    return with_keys(text, "detection", softmax=softmax, sqrt=sqrt)
 
 
 @pytest.mark.parametrize("softmax", [0, 1])
 def test_detection_forward_against_float64(softmax):
-    nd = parse_network(SMALL.format(output=52, softmax=softmax, sqrt=1).encode())
+    nd = parse_network(small(output=52, softmax=softmax, sqrt=1).encode())
     layer = build_model(nd).layers[2]
     x = torch.randn(3, 52, 1, 1, generator=torch.Generator().manual_seed(softmax)) * 3
     with torch.no_grad():
@@ -248,12 +184,12 @@ def test_decode_and_generic_thresholds_equal_get_detection_detections(sqrt):
     for thresh in (0.0, 0.05, 0.2, 0.5, 0.9, 1.2):
         darknet = np.array([d["prob"] for d in get_detection_detections(flat, side, num, classes, bool(sqrt), thresh)])
         # generic pipeline, boxes replaced by the row index to see which rows it keeps
-        cand = threshold(torch.arange(rows, dtype=torch.float32)[:, None].expand(rows, 4), obj[0], cls[0], thresh,
+        cand = candidates(torch.arange(rows, dtype=torch.float32)[:, None].expand(rows, 4), obj[0], cls[0], thresh,
                          gate=spec.gate_objectness)
         ours = np.zeros((rows, classes), F32)
         ours[cand.boxes[:, 0].long().numpy()] = cand.probs.numpy()
         assert np.array_equal(ours, darknet), thresh  # bit for bit: same float32 products, same set
-        naive = threshold(boxes[0], torch.from_numpy(flat[36:54].copy()),
+        naive = candidates(boxes[0], torch.from_numpy(flat[36:54].copy()),
                           torch.from_numpy(flat[:36].copy()).view(9, 1, 4).expand(9, 2, 4).reshape(18, 4), thresh)
         naive_differs |= int((naive.probs > 0).sum()) != int((darknet > 0).sum())
     # the objectness gate of the other heads would drop boxes Darknet reports: the data exercises it
@@ -298,8 +234,7 @@ def test_yolov1_detect_equals_darknet_test_yolo(yolov1_96):
     with torch.no_grad():
         flat = model(x)[0].reshape(-1).numpy()  # the [detection] layer's l.output for the stretched photo
     got = detect(model, photo, thresh=thresh, nms=nms)
-    dets = do_nms_sort(get_detection_detections(flat, 7, 3, 20, True, thresh), 20, nms)
-    ref = reported(dets, thresh, img_w, img_h)
+    ref = nms_reported(get_detection_detections(flat, 7, 3, 20, True, thresh), nms, img_w, img_h)
     assert 5 <= len(ref) < 7 * 7 * 3 * 20, len(ref)
     ours = sorted(((int(c), float(s), *map(float, b)) for c, s, b in zip(got.classes, got.scores, got.boxes)),
                   key=lambda r: (r[0], -r[1]))
@@ -309,55 +244,39 @@ def test_yolov1_detect_equals_darknet_test_yolo(yolov1_96):
     lb, _ = letterbox(rgb, 96, 96)
     with torch.no_grad():
         flat_lb = model(lb[None])[0].reshape(-1).numpy()
-    other = reported(do_nms_sort(get_detection_detections(flat_lb, 7, 3, 20, True, thresh), 20, nms),
-                     thresh, img_w, img_h)
+    other = nms_reported(get_detection_detections(flat_lb, 7, 3, 20, True, thresh), nms, img_w, img_h)
     assert [r[:2] for r in other] != [r[:2] for r in ref]
 
 
 # -------------------------------------------------------------------------------------------- refusals
-
-def _error(tmp_path, text: str) -> CfgError:
-    path = tmp_path / "bad.cfg"
-    path.write_text(text)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(CfgError) as info:
-            parse_network(path)
-    assert str(info.value).startswith(f"{path}:{info.value.line}:")
-    return info.value
-
 
 def _line(text: str, pattern: str) -> int:
     return next(i + 1 for i, line in enumerate(text.split("\n")) if re.fullmatch(pattern, line))
 
 
 def test_wrong_connected_size_names_both_layers(tmp_path):
-    text = SMALL.format(output=50, softmax=0, sqrt=1)
-    err = _error(tmp_path, text)
-    assert err.line == _line(text, r"\[detection\]") and "(layer 2)" in str(err)
-    for needle in (f"layer 1 [connected] (cfg line {_line(text, r'.connected.')})", "gives 50 values",
-                   "2*2*((1+4)*2+3) = 52", "set output=52 there"):
-        assert needle in str(err), str(err)
+    text = small(output=50, softmax=0, sqrt=1)
+    expect_cfg_error(text, _line(text, r"\[detection\]"), "(layer 2)",
+                     f"layer 1 [connected] (cfg line {_line(text, r'.connected.')})", "gives 50 values",
+                     "2*2*((1+4)*2+3) = 52", "set output=52 there", path=tmp_path / "bad.cfg")
 
 
 def test_reference_yolov1_with_a_wrong_connected_size(tmp_path):
     text = ref_path("pjreddie", "cfg", "yolov1.cfg").read_text().replace("output= 1715", "output= 1470")
-    err = _error(tmp_path, text)
-    assert err.line == _line(text, r"\[detection\]")
-    for needle in ("layer 30 [connected]", f"cfg line {_line(text, r'.connected.')}", "1470", "= 1715",
-                   "set output=1715"):
-        assert needle in str(err), str(err)
+    expect_cfg_error(text, _line(text, r"\[detection\]"), "layer 30 [connected]",
+                     f"cfg line {_line(text, r'.connected.')}", "1470", "= 1715", "set output=1715",
+                     path=tmp_path / "bad.cfg")
 
 
 def test_detection_after_a_convolution_counts_values(tmp_path):
     # Darknet checks only the number of inputs: 2x2x13 from a convolution is 52 values too
-    text = SMALL.format(output=52, softmax=1, sqrt=0).replace("[connected]\noutput=52\nactivation=linear\n",
-                                                              "[convolutional]\nfilters=13\nsize=1\nstride=8\n"
-                                                              "activation=linear\n")
+    text = small(output=52, softmax=1, sqrt=0).replace("[connected]\noutput=52\nactivation=linear\n",
+                                                       "[convolutional]\nfilters=13\nsize=1\nstride=8\n"
+                                                       "activation=linear\n")
     assert parse_network(text.encode()).shapes[-2:] == [(13, 2, 2), (52, 1, 1)]
     bad = text.replace("filters=13", "filters=12")
-    err = _error(tmp_path, bad)
-    assert "layer 1 (cfg line" in str(err) and "gives 48 values (2x2x12)" in str(err)
+    err = expect_cfg_error(bad, _line(bad, r"\[detection\]"), "layer 1 (cfg line", "gives 48 values (2x2x12)",
+                           path=tmp_path / "bad.cfg")
     assert "set output" not in str(err)
 
 
@@ -372,17 +291,14 @@ def test_detection_after_a_convolution_counts_values(tmp_path):
     ("rescore=1\n", "rescore=1\nobject_scale=big\n", "object_scale=big", ["object_scale=big", "expected a number"]),
 ])
 def test_detection_bad_values_name_the_line(tmp_path, old, new, key, needles):
-    text = SMALL.format(output=52, softmax=0, sqrt=1).replace(old, new)
-    err = _error(tmp_path, text)
-    assert err.line == _line(text, key), str(err)
-    for needle in needles:
-        assert needle in str(err), str(err)
+    text = small(output=52, softmax=0, sqrt=1).replace(old, new)
+    expect_cfg_error(text, _line(text, key), *needles, path=tmp_path / "bad.cfg")
 
 
 def test_detection_training_keys_are_kept():
-    text = SMALL.format(output=52, softmax=0, sqrt=1) + ("jitter=.3\nobject_scale=2\nnoobject_scale=.5\nclass_scale=3\n"
-                                                         "coord_scale=5\nforced=1\nrandom=1\nreorg=0\n"
-                                                         "only_objectness=1\nmax=30\nresize=1.5\n")
+    text = small(output=52, softmax=0, sqrt=1) + ("jitter=.3\nobject_scale=2\nnoobject_scale=.5\nclass_scale=3\n"
+                                                  "coord_scale=5\nforced=1\nrandom=1\nreorg=0\n"
+                                                  "only_objectness=1\nmax=30\nresize=1.5\n")
     spec = parse_network(text.encode()).specs[-1]
     assert (spec.rescore, spec.jitter, spec.object_scale, spec.noobject_scale, spec.class_scale, spec.coord_scale,
             spec.forced, spec.random, spec.reorg, spec.only_objectness, spec.max_boxes, spec.resize) == \
@@ -408,6 +324,6 @@ def test_small_detector_runs_through_load_and_detect(tmp_path, photo_rgb):
     with torch.no_grad():
         flat = loaded(x[None])[0].reshape(-1).numpy()  # l.output of the loaded (channels_last) model
     h, w = photo_rgb.shape[:2]
-    ref = reported(do_nms_sort(get_detection_detections(flat, 2, 2, 3, True, 0.05), 3, 0.4), 0.05, w, h)
+    ref = nms_reported(get_detection_detections(flat, 2, 2, 3, True, 0.05), 0.4, w, h)
     ours = sorted(((int(c), float(s)) for c, s in zip(got.classes, got.scores)), key=lambda r: (r[0], -r[1]))
     assert len(ref) > 0 and ours == [r[:2] for r in ref]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +22,21 @@ import torch
 
 import darknet_py
 from darknet_py.cli import main
-from darknet_py.errors import CfgError
 from darknet_py.graph import parse_network
 from darknet_py.random_weights import randomize
 from darknet_py.softmax_tree import parse_tree_text
 from darknet_py.summary import summarize
 from darknet_py.transforms import letterbox
 from darknet_py.weights import count_floats
-from conftest import REF, ref_path, sized_cfg_text
+from tests.helpers.cfgs import cfg, conv, locate, maxpool, sections
+from tests.helpers.errors import expect_cfg_error, line_of
+from tests.helpers.models import random_model, write_random_model
+from tests.helpers.numeric import assert_detections_match, rel_err
+from tests.helpers.opencv import needs_darknet_importer, opencv_forward, opencv_net, opencv_run
+from tests.helpers.paths import REF, ref_path, sized_cfg_text
+from tests.helpers.reference import cfg_sections, correct_box, do_nms_sort, reported
 
 cv2 = pytest.importorskip("cv2")
-HAS_DARKNET_IMPORTER = hasattr(cv2.dnn, "readNetFromDarknet")
-needs_opencv = pytest.mark.skipif(not HAS_DARKNET_IMPORTER, reason="OpenCV 5 has no Darknet importer")
 
 THRESH, NMS = 0.25, 0.45
 
@@ -216,82 +218,19 @@ def _region_detections(output: np.ndarray, num: int, classes: int, anchors, thre
 def _darknet_boxes(dets, info, nms: float):
     """correct_region_boxes (relative=1) + do_nms_sort + the drawn, clipped photo boxes:
     -> [(class, prob, [x1, y1, x2, y2])]."""
-    items = []
-    for (bx, by, bw, bh), objectness, probs, *_ in dets:
-        new_w, new_h = info.new_w, info.new_h
-        box = ((bx - (info.net_w - new_w) / 2.0 / info.net_w) / (new_w / info.net_w),
-               (by - (info.net_h - new_h) / 2.0 / info.net_h) / (new_h / info.net_h),
-               bw * info.net_w / new_w, bh * info.net_h / new_h)
-        items.append([box, objectness, list(probs)])
-    # do_nms_sort: boxes with objectness 0 swapped to the end and left out
-    k = len(items) - 1
-    i = 0
-    while i <= k:
-        if items[i][1] == 0:
-            items[i], items[k] = items[k], items[i]
-            k -= 1
-        else:
-            i += 1
-    items = items[:k + 1]
-
-    def iou(a, b):
-        def overlap(x1, w1, x2, w2):
-            return min(x1 + w1 / 2, x2 + w2 / 2) - max(x1 - w1 / 2, x2 - w2 / 2)
-        ow, oh = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
-        inter = 0.0 if ow < 0 or oh < 0 else ow * oh
-        return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-
-    classes = len(items[0][2]) if items else 0
-    for c in range(classes):
-        items.sort(key=lambda d: -d[2][c])
-        for a in range(len(items)):
-            if items[a][2][c] == 0:
-                continue
-            for b in range(a + 1, len(items)):
-                # (zeroing an already-zero score changes nothing: skipped for speed)
-                if items[b][2][c] != 0 and iou(items[a][0], items[b][0]) > nms:
-                    items[b][2][c] = 0.0
-    out = []
-    for (bx, by, bw, bh), _, probs in items:
-        box = [max(0.0, min(info.img_w - 1.0, (bx - bw / 2) * info.img_w)),
-               max(0.0, min(info.img_h - 1.0, (by - bh / 2) * info.img_h)),
-               max(0.0, min(info.img_w - 1.0, (bx + bw / 2) * info.img_w)),
-               max(0.0, min(info.img_h - 1.0, (by + bh / 2) * info.img_h))]
-        out += [(c, p, box) for c, p in enumerate(probs) if p > 0]
-    return out
-
-
-def _box_iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else float(a == b)
+    kept = [d for d in dets if d[1] != 0]  # do_nms_sort leaves the boxes of objectness 0 out first
+    boxes = [correct_box(box, info) for box, *_ in kept]
+    probs = do_nms_sort(boxes, [list(p) for _, _, p, *_ in kept], nms)
+    return reported(boxes, probs, info.img_w, info.img_h)
 
 
 def _assert_same_detections(dets, ref, tol: float, thresh: float = THRESH):
-    mine = list(zip(dets.classes.tolist(), dets.scores.tolist(), dets.boxes.tolist()))
-    margin = 5 * tol  # a score this close to the threshold may fall either side of it
-    min_iou = 1 - 10 * tol
-    # boxes wholly outside the photo clip to zero area (no IoU): their corners must agree instead
-    pixels = 10 * tol * max(max(map(abs, d[2])) for d in mine + ref) if mine + ref else 0
-
-    def same_box(p, q):
-        return _box_iou(p, q) > min_iou or max(abs(u - v) for u, v in zip(p, q)) <= pixels
-
-    def unmatched(a, b):
-        return [d for d in a if abs(d[1] - thresh) > margin and not any(
-            e[0] == d[0] and abs(e[1] - d[1]) < margin and same_box(e[2], d[2]) for e in b)]
-
-    assert unmatched(mine, ref) == []
-    assert unmatched(ref, mine) == []
+    # a score within 5 * tol of the threshold may fall either side of it; boxes wholly outside the
+    # photo clip to zero area (no IoU): their corners must agree instead
+    assert_detections_match(dets, ref, thresh, 5 * tol, 1 - 10 * tol, corner_tol=10 * tol)
 
 
 # =========================================================================== helpers
-
-def _rel(a, b) -> float:
-    b = np.asarray(b, np.float64)
-    return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
-
 
 @torch.no_grad()
 def _calibrate_head(model, x, seed=0, obj_shift=-1.0, cls_std=3.0):
@@ -319,10 +258,7 @@ def _opencv_net(cfg_text: str, weights, tmp_path):
     assert count == 1
     path = tmp_path / "opencv.cfg"
     path.write_text(text)
-    net = cv2.dnn.readNetFromDarknet(str(path), str(weights))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.enableWinograd(False)  # Winograd convolutions round differently (see test_parity_opencv)
-    return net
+    return opencv_net(path, weights)
 
 
 def _anchor_major(rows: np.ndarray, num: int) -> np.ndarray:
@@ -348,19 +284,9 @@ def _walk_bflops(text: str, size: int):
     """Darknet's layer-table BFLOPs, walked here from the cfg text: 2*n*size^2*c*out_h*out_w per
     convolution, size^2*c*out_h*out_w per maxpool (AlexeyAB's count, which darknet_py's table
     follows; pjreddie prints none), 0 for route, reorg and region. -> (per-layer flops, total)."""
-    sections = []
-    for line in text.splitlines():
-        line = re.sub(r"\s", "", line)
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("["):
-            sections.append((line[1:-1], {}))
-        else:
-            key, value = line.split("=", 1)
-            sections[-1][1].setdefault(key, value)
     shapes, flops = [], []
     c, h, w = 3, size, size
-    for i, (kind, opt) in enumerate(sections[1:]):
+    for i, (kind, opt, _) in enumerate(cfg_sections(text)[1:]):
         f = 0.0
         if kind == "convolutional":
             k, s, n = int(opt["size"]), int(opt.get("stride", 1)), int(opt["filters"])
@@ -441,9 +367,7 @@ def reference(tmp_path_factory, photo_rgb):
             cfg.write_text(cfg_text)
             x, info = letterbox(photo_rgb, size, size)
             x = x[None]
-            model = darknet_py.build_model(cfg)
-            randomize(model, x, seed=1)
-            _calibrate_head(model, x, seed=1)
+            model = _calibrate_head(random_model(cfg, x, seed=1), x, seed=1)
             weights = d / f"{name}.weights"
             model.save_weights(weights)
             built[name] = (cfg, cfg_text, weights, x, info, tol, tol_rows)
@@ -459,7 +383,7 @@ def _capture(model, indices):
     return seen, hooks
 
 
-@needs_opencv
+@needs_darknet_importer
 @pytest.mark.parametrize("name", list(REFS))
 def test_reference_cfg_matches_opencv_and_float64(name, reference, photo_rgb, tmp_path):
     cfg, cfg_text, weights, x, info, tol, tol_rows = reference(name)
@@ -474,8 +398,7 @@ def test_reference_cfg_matches_opencv_and_float64(name, reference, photo_rgb, tm
     names = net.getLayerNames()
     reorg_names = [n for n in names if n.startswith("reorg_")]
     head_input = names[names.index("detection_out") - 2]  # the conv before OpenCV's permute
-    net.setInput(x.numpy())
-    theirs = net.forward(reorg_names + [head_input, "detection_out"])
+    theirs = opencv_run(net, x, reorg_names + [head_input, "detection_out"])
     theirs_raw, theirs_rows = theirs[-2][0], _anchor_major(theirs[-1], num)
 
     kinds = [s.kind for s in model.netdef.sections[1:]]
@@ -488,18 +411,18 @@ def test_reference_cfg_matches_opencv_and_float64(name, reference, photo_rgb, tm
         hook.remove()
     raw = seen[model.heads[0]][0][0].numpy()
     assert raw.shape == theirs_raw.shape
-    err = _rel(raw, theirs_raw)
+    err = rel_err(raw, theirs_raw)
     assert err <= tol, f"{name} head input: relative difference {err:.2e} > {tol:.0e}"
 
     if reorg:  # yolov2's passthrough: Darknet's reorg mapping, as OpenCV's ReorgLayer has it
         before, after = (t[0].numpy() for t in seen[reorg[0]])
-        assert _rel(after, theirs[0][0]) <= tol
+        assert rel_err(after, theirs[0][0]) <= tol
         ref = _reorg_reference(before, 2, False, False).reshape(after.shape)
         assert np.array_equal(after, ref)  # a permutation: exact
 
     # our head (l.output) and decode against the float64 port of the C, fed with the same head input
     ref_out = _region_forward(raw, num, classes)
-    err = _rel(out[0].numpy(), ref_out)
+    err = rel_err(out[0].numpy(), ref_out)
     assert err <= 1e-5, f"{name} l.output vs float64: {err:.2e}"
     ref_dets = _region_detections(ref_out, num, classes, spec.anchors, THRESH)
     ref_boxes = np.array([d[0] for d in ref_dets])
@@ -508,14 +431,14 @@ def test_reference_cfg_matches_opencv_and_float64(name, reference, photo_rgb, tm
     scores = obj[0, :, None] * probs[0]
     for part, ours_v, ref_v in (("x,y", boxes[0, :, :2], ref_boxes[:, :2]), ("w,h", boxes[0, :, 2:], ref_boxes[:, 2:]),
                                 ("objectness", obj[0], ref_obj), ("obj*p", scores, ref_products)):
-        err = _rel(ours_v.numpy(), ref_v)
+        err = rel_err(ours_v.numpy(), ref_v)
         assert err <= 1e-5, f"{name} {part} vs float64: {err:.2e}"
 
     # OpenCV's region rows (reordered to Darknet's): x, y, w, h, objectness, then obj*p where OpenCV's
     # own NMS (0.4, not Darknet's) left it non-zero
     for part, cols, ours_v in (("x,y", slice(0, 2), boxes[0, :, :2]), ("w,h", slice(2, 4), boxes[0, :, 2:]),
                                ("objectness", slice(4, 5), obj[0, :, None])):
-        err = _rel(ours_v.numpy(), theirs_rows[:, cols])
+        err = rel_err(ours_v.numpy(), theirs_rows[:, cols])
         assert err <= tol_rows, f"{name} {part} vs OpenCV: {err:.2e}"
     kept = theirs_rows[:, 5:] > 0
     assert kept.sum() > len(theirs_rows) // 2
@@ -533,7 +456,7 @@ def test_reference_cfg_matches_opencv_and_float64(name, reference, photo_rgb, tm
     _assert_same_detections(dets, ref, tol_rows)
 
 
-@needs_opencv
+@needs_darknet_importer
 def test_cli_detect_yolov2_tiny(reference, tmp_path, capsys):
     cfg, _, weights, *_ = reference("yolov2-tiny")
     photo = ref_path("pjreddie", "data", "dog.jpg")
@@ -604,30 +527,12 @@ def test_reorg_variants_against_reorg_cpu(stride, reverse, flatten):
         assert not torch.equal(out, plain)
 
 
-@needs_opencv
+@needs_darknet_importer
 def test_reorg_matches_opencv(tmp_path):
-    cfg = tmp_path / "reorg.cfg"
-    cfg.write_text(_reorg_cfg(32, 3, textwrap.dedent("""\
-        [convolutional]
-        filters=12
-        size=3
-        stride=1
-        pad=1
-        activation=linear
-
-        [reorg]
-        stride=2
-        """)))
-    model = darknet_py.build_model(cfg)
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    randomize(model, x, seed=0)
-    weights = tmp_path / "reorg.weights"
-    model.save_weights(weights)
-    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.enableWinograd(False)
-    net.setInput(x.numpy())
-    theirs = net.forward()
+    text = _reorg_cfg(32, 3, sections(conv(12, act="linear", bn=False), "[reorg]\nstride=2"))
+    cfg, weights, model = write_random_model(tmp_path, "reorg", text, x, seed=0)
+    theirs = opencv_forward(cfg, weights, x)
     with torch.no_grad():
         ours = model.eval()(x)[0].numpy()
     assert ours.shape == theirs.shape == (1, 48, 16, 16)
@@ -646,36 +551,10 @@ SMALL = 64
 
 
 def _small_region_cfg(classes: int, region: str, num: int = 2, width: int = SMALL, height: int = SMALL) -> str:
-    return textwrap.dedent(f"""\
-        [net]
-        width={width}
-        height={height}
-        channels=3
-
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        [maxpool]
-        size=2
-        stride=2
-
-        [convolutional]
-        filters={num * (5 + classes)}
-        size=1
-        stride=1
-        pad=1
-        activation=linear
-
-        [region]
-        anchors=1.5,2.0, 3.2,2.5{', 0.8,0.9' * (num - 2)}
-        classes={classes}
-        num={num}
-        """) + textwrap.dedent(region)
+    anchors = "1.5,2.0, 3.2,2.5" + ", 0.8,0.9" * (num - 2)
+    return cfg(conv(8, stride=2), maxpool(), conv(num * (5 + classes), 1, act="linear", bn=False),
+               f"[region]\nanchors={anchors}\nclasses={classes}\nnum={num}\n" + textwrap.dedent(region),
+               width=width, height=height)
 
 
 def _small_model(text, photo_rgb, seed=0, **calib):
@@ -822,28 +701,14 @@ def test_tree_detect_end_to_end(tmp_path, photo_rgb):
 def test_tree_file_errors(tmp_path, text, line, needle):
     (tmp_path / "bad.tree").write_text(text)
     cfg = _small_region_cfg(3, "softmax=1\ntree=bad.tree\n")
-    (tmp_path / "bad.cfg").write_text(cfg)
-    with pytest.raises(CfgError) as info:
-        parse_network(tmp_path / "bad.cfg")
-    msg = str(info.value)
-    assert needle in msg and f"bad.tree:{line}:" in msg
-    assert info.value.line == cfg.splitlines().index("tree=bad.tree") + 1
+    expect_cfg_error(cfg, cfg.splitlines().index("tree=bad.tree") + 1, needle, f"bad.tree:{line}:",
+                     path=tmp_path / "bad.cfg")
 
 
 # =========================================================================== refusals
 
 def _expect_error(text, key_line_text, *needles):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(CfgError) as info:
-            parse_network(text.encode())
-    msg = str(info.value)
-    lines = text.splitlines()
-    matches = [i + 1 for i, line in enumerate(lines) if line.strip() == key_line_text]
-    assert info.value.line in matches, (msg, matches)
-    for needle in needles:
-        assert needle in msg, msg
-    return info.value
+    return expect_cfg_error(text, line_of(text, key_line_text), *needles)
 
 
 def test_filters_mismatch_names_both_layers():
@@ -915,5 +780,6 @@ def test_reorg_refusals(body, line_text, needles):
 def test_reference_yolov2_reorg_stride_not_dividing():
     # at 304 (19 x 16) the reorg input is 19x19: Darknet's reorg_cpu would write past its buffer
     text = sized_cfg_text(ref_path("pjreddie", "cfg", "yolov2.cfg"), 304)
-    err = _expect_error(text, "stride=2", "stride=2 does not divide the 19x19 output of layer 26 (cfg line")
+    err = expect_cfg_error(text, locate(text, "reorg", 1, "stride"),
+                           "stride=2 does not divide the 19x19 output of layer 26 (cfg line")
     assert "[reorg] (layer 27)" in str(err)

@@ -10,20 +10,23 @@
 """
 from __future__ import annotations
 
-import textwrap
-
-import cv2
+import cv2  # noqa: F401 (tests.helpers.opencv runs it; without OpenCV this file fails, as before)
 import numpy as np
 import pytest
 import torch
 
 import darknet_py
-from darknet_py.decode import decode
-from darknet_py.errors import CfgError, DataError
+from darknet_py.errors import DataError
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from conftest import ref_path, sized_cfg_text
-from test_parity_opencv import _box_iou, _reference_detections
+from tests.helpers.cfgs import cfg, conv, head_conv, shortcut, yolo
+from tests.helpers.errors import expect_cfg_error, line_of
+from tests.helpers.models import write_random_model
+from tests.helpers.numeric import assert_detections_match, compare_rows, rel_err
+from tests.helpers.opencv import opencv_yolo_rows, yolo_rows
+from tests.helpers.paths import ref_path, sized_cfg_text
+from tests.helpers.reference import yolo_detections
+from tests.helpers.runtimes import onnx_session
 
 THRESH, NMS = 0.25, 0.45
 
@@ -68,57 +71,21 @@ def _reference_rows(raw: np.ndarray, spec, net_w: int, net_h: int) -> np.ndarray
     return rows.reshape(h * w * a, 5 + c)
 
 
-def _opencv_rows(cfg_text: str, weights, x: torch.Tensor, tmp_path) -> np.ndarray:
-    cv_cfg = tmp_path / "opencv.cfg"
-    # OpenCV zeroes class scores below its [yolo] `thresh` (.2 by default): 0 keeps them raw.
-    cv_cfg.write_text(cfg_text.replace("[yolo]", "[yolo]\nthresh=0"))
-    net = cv2.dnn.readNetFromDarknet(str(cv_cfg), str(weights))
-    net.enableWinograd(False)  # Winograd adds ~1e-4 (see test_parity_opencv)
-    net.setInput(x.numpy())
-    outs = net.forward(net.getUnconnectedOutLayersNames())
-    return np.concatenate([o.reshape(-1, o.shape[-1]) for o in outs])
-
-
-def _rel(a, b) -> float:
-    return float(np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max())
-
-
-def _compare_rows(ours: np.ndarray, theirs: np.ndarray, tol: float, what: str) -> float:
-    assert ours.shape == theirs.shape
-    worst = 0.0
-    for part, cols in (("x,y", slice(0, 2)), ("w,h", slice(2, 4)), ("objectness", slice(4, 5)),
-                       ("class scores", slice(5, None))):
-        err = _rel(ours[:, cols], theirs[:, cols])
-        assert err <= tol, f"{what} {part}: relative difference {err:.2e} > {tol:.0e}"
-        worst = max(worst, err)
-    return worst
-
-
 def _assert_same_detections(model, photo, rows: np.ndarray, tol: float):
     """darknet_py.detect on the photo against the plain-Python Darknet port applied to `rows`."""
     net_w, net_h = model.input_size
     info = letterbox(photo, net_w, net_h)[1]
     dets = darknet_py.detect(model, photo, THRESH, NMS)
-    mine = list(zip(dets.classes.tolist(), dets.scores.tolist(), dets.boxes.tolist()))
     last = model.head_specs[-1]
-    ref = _reference_detections(rows, info, THRESH, NMS, last.nms_kind, last.beta_nms)
+    ref = yolo_detections(rows, info, THRESH, NMS, last.nms_kind, last.beta_nms)
     assert len(ref) >= 3
-    margin = 5 * tol  # a score this close to the threshold may fall either side of it
-    min_iou = 1 - 10 * tol
-
-    def unmatched(a, b):
-        return [d for d in a if abs(d[1] - THRESH) > margin and not any(
-            e[0] == d[0] and abs(e[1] - d[1]) < margin and _box_iou(e[2], d[2]) > min_iou for e in b)]
-
-    assert unmatched(mine, ref) == []
-    assert unmatched(ref, mine) == []
+    # a score within 5 * tol of the threshold may fall either side of it
+    assert_detections_match(dets, ref, THRESH, 5 * tol, 1 - 10 * tol)
 
 
 def _ours_rows(model, x) -> np.ndarray:
-    net_w, net_h = model.input_size
     with torch.no_grad():
-        boxes, obj, cls = decode(model(x), model.yolo_specs, net_w, net_h)
-    return torch.cat([boxes[0], obj[0, :, None], obj[0, :, None] * cls[0]], 1).numpy()
+        return yolo_rows(model, model(x))
 
 
 # --------------------------------------------------------------------------- reference cfgs
@@ -130,18 +97,14 @@ def test_reference_cfg_matches_opencv(name, photo_rgb, tmp_path):
     cfg_text = sized_cfg_text(ref_path("alexeyab", "cfg", f"{name}.cfg"), size)
     x, _ = letterbox(photo_rgb, size, size)
     x = x[None]
-    model = darknet_py.build_model(cfg_text.encode())
-    randomize(model, x, seed=1)
-    weights = tmp_path / f"{name}.weights"
-    model.save_weights(weights)
-    model.eval()
+    _, weights, model = write_random_model(tmp_path, name, cfg_text, x, seed=1)
 
     ours = _ours_rows(model, x)
-    theirs = _opencv_rows(cfg_text, weights, x, tmp_path)
+    theirs = opencv_yolo_rows(cfg_text, weights, x, tmp_path)
     passing = int((ours[:, 4] > THRESH).sum())
     assert 5 <= passing <= 300, passing  # sane random weights: some boxes, not all
     tol = TOLERANCE[name]
-    _compare_rows(ours, theirs, tol, name)
+    compare_rows(ours, theirs, tol, name)
     _assert_same_detections(model, photo_rgb, theirs, tol)
 
 
@@ -166,95 +129,20 @@ SMALL = 64
 
 def _small_cfg(head: str, *, head_act: str = "linear", route: str = "layers=0\ngroups=2\ngroup_id=1",
                route3: str = "layers=-1,-3") -> str:
-    return textwrap.dedent("""\
-        [net]
-        width={size}
-        height={size}
-        channels=3
-
-        # 0: 8 channels
-        [convolutional]
-        batch_normalize=1
-        filters=8
-        size=3
-        stride=1
-        pad=1
-        activation=leaky
-
-        # 1: the second half of layer 0 (yolov4-tiny's pattern): 4 channels
-        [route]
-        {route}
-
-        # 2: 4 channels
-        [convolutional]
-        batch_normalize=1
-        filters=4
-        size=3
-        stride=1
-        pad=1
-        activation=leaky
-
-        # 3: layers 2 and 0: 12 channels
-        [route]
-        {route3}
-
-        # 4: 6 channels
-        [convolutional]
-        batch_normalize=1
-        filters=6
-        size=3
-        stride=1
-        pad=1
-        activation=leaky
-
-        # 5: 6 channels + layer 2's 4: the first 4 added, the last 2 kept
-        [shortcut]
-        from=2
-        activation=linear
-
-        # 6: 4 channels, 32x32
-        [convolutional]
-        batch_normalize=1
-        filters=4
-        size=3
-        stride=2
-        pad=1
-        activation=leaky
-
-        # 7: the first of 2 groups of layer 6: 2 channels
-        [route]
-        layers=-1
-        groups=2
-        group_id=0
-
-        # 8: 2 channels
-        [convolutional]
-        batch_normalize=1
-        filters=2
-        size=1
-        stride=1
-        pad=1
-        activation=leaky
-
-        # 9: 2 channels + layer 6's 4: the extra 2 of layer 6 ignored
-        [shortcut]
-        from=6
-        activation=leaky
-
-        [convolutional]
-        size=1
-        stride=1
-        pad=1
-        filters=21
-        activation={head_act}
-
-        [yolo]
-        mask=0,1,2
-        anchors=6,8, 12,10, 20,30
-        classes=2
-        num=3
-        {head}
-        """).format(size=SMALL, head=head, head_act=head_act, route=route, route3=route3)
+    return cfg(
+        conv(8),                # 0: 8 channels
+        "[route]\n" + route,    # 1: the second half of layer 0 (yolov4-tiny's pattern): 4 channels
+        conv(4),                # 2: 4 channels
+        "[route]\n" + route3,   # 3: layers 2 and 0: 12 channels
+        conv(6),                # 4: 6 channels
+        shortcut(2),            # 5: 6 channels + layer 2's 4: the first 4 added, the last 2 kept
+        conv(4, stride=2),      # 6: 4 channels, 32x32
+        "[route]\nlayers=-1\ngroups=2\ngroup_id=0",  # 7: the first of 2 groups of layer 6: 2 channels
+        conv(2, 1),             # 8: 2 channels
+        shortcut(6, "leaky"),   # 9: 2 channels + layer 6's 4: the extra 2 of layer 6 ignored
+        head_conv(21, head_act),
+        yolo("0,1,2", "6,8, 12,10, 20,30", 2, 3, head),
+        width=SMALL)
 
 
 SMALL_CASES = {
@@ -269,27 +157,23 @@ SMALL_CASES = {
 def test_generated_cfg_matches_opencv_and_reference_decode(case, photo_rgb, tmp_path):
     head, act = SMALL_CASES[case]
     cfg_text = _small_cfg(head, head_act=act)
-    model = darknet_py.build_model(cfg_text.encode())
-    shapes = model.netdef.shapes
-    assert [shapes[i][0] for i in (1, 3, 5, 7, 9)] == [4, 12, 6, 2, 2]
     x, _ = letterbox(photo_rgb, SMALL, SMALL)
     x = x[None]
-    randomize(model, x, seed=3)
-    weights = tmp_path / "small.weights"
-    model.save_weights(weights)
-    model.eval()
+    _, weights, model = write_random_model(tmp_path, "small", cfg_text, x, seed=3)
+    shapes = model.netdef.shapes
+    assert [shapes[i][0] for i in (1, 3, 5, 7, 9)] == [4, 12, 6, 2, 2]
 
     ours = _ours_rows(model, x)
-    theirs = _opencv_rows(cfg_text, weights, x, tmp_path)
-    _compare_rows(ours, theirs, 1e-4, case)  # measured <= 1e-5
+    theirs = opencv_yolo_rows(cfg_text, weights, x, tmp_path)
+    compare_rows(ours, theirs, 1e-4, case)  # measured <= 1e-5
 
     # The plain float64 decode of the head's input (our trunk, checked above) against both.
     spec = model.yolo_specs[0]
     with torch.no_grad():
         raw = model(x, raw=True)[0][0].numpy()
     ref = _reference_rows(raw, spec, SMALL, SMALL)
-    _compare_rows(theirs, ref, 1e-5, f"{case} OpenCV vs plain decode")
-    _compare_rows(ours, ref, 1e-5, f"{case} ours vs plain decode")
+    compare_rows(theirs, ref, 1e-5, f"{case} OpenCV vs plain decode")
+    compare_rows(ours, ref, 1e-5, f"{case} ours vs plain decode")
     _assert_same_detections(model, photo_rgb, ref, 1e-4)
 
     # model(x) is Darknet's l.output: logistic (unless new_coords), then x, y scaled.
@@ -338,10 +222,6 @@ def test_route_groups_over_two_inputs(photo_rgb):
 # --------------------------------------------------------------------------- refusals
 
 
-def _line_of(text: str, needle: str) -> int:
-    return next(i for i, line in enumerate(text.splitlines(), 1) if line.strip() == needle)
-
-
 @pytest.mark.parametrize("route, needle, message", [
     ("layers=0\ngroups=3\ngroup_id=0", "groups=3", "does not divide"),
     ("layers=0\ngroups=2\ngroup_id=2", "group_id=2", "out of range"),
@@ -350,10 +230,7 @@ def _line_of(text: str, needle: str) -> int:
 ])
 def test_bad_route_groups_name_the_line(route, needle, message):
     text = _small_cfg("", route=route)
-    with pytest.raises(CfgError) as err:
-        darknet_py.graph.parse_network(text.encode())
-    assert err.value.line == _line_of(text, needle)
-    assert message in str(err.value)
+    expect_cfg_error(text, line_of(text, needle), message)
 
 
 @pytest.mark.parametrize("head, needle", [
@@ -364,9 +241,7 @@ def test_bad_route_groups_name_the_line(route, needle, message):
 ])
 def test_bad_yolo_values_name_the_line(head, needle):
     text = _small_cfg(head)
-    with pytest.raises(CfgError) as err:
-        darknet_py.graph.parse_network(text.encode())
-    assert err.value.line == _line_of(text, needle)
+    expect_cfg_error(text, line_of(text, needle))
 
 
 @pytest.mark.parametrize("old, new, needle", [
@@ -377,10 +252,7 @@ def test_bad_yolo_values_name_the_line(head, needle):
 ])
 def test_unsupported_shortcut_names_the_line(old, new, needle):
     text = _small_cfg("").replace(old, new)
-    with pytest.raises(CfgError) as err:
-        darknet_py.graph.parse_network(text.encode())
-    lines = [i for i, line in enumerate(text.splitlines(), 1) if line.strip() == needle]
-    assert err.value.line == lines[-1]
+    expect_cfg_error(text, line_of(text, needle, -1))
 
 
 def test_training_refuses_scale_x_y(tmp_path):
@@ -392,7 +264,7 @@ def test_training_refuses_scale_x_y(tmp_path):
     data.write_text(f"classes=2\ntrain={tmp_path / 'train.txt'}\nnames={tmp_path / 'n.names'}\n")
     (tmp_path / "n.names").write_text("a\nb\n")
     (tmp_path / "train.txt").write_text("")
-    with pytest.raises(DataError, match=f"cfg line {_line_of(text, '[yolo]')}.*scale_x_y=1.3"):
+    with pytest.raises(DataError, match=f"cfg line {line_of(text, '[yolo]')}.*scale_x_y=1.3"):
         train(data, cfg, None, TrainOptions(device="cpu", workers=0, log=lambda s: None))
 
 
@@ -401,7 +273,7 @@ def test_training_refuses_scale_x_y(tmp_path):
 
 def test_decoded_onnx_export_of_scale_x_y_and_new_coords(photo_rgb, tmp_path):
     pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from darknet_py.export import DecodedHeads, export_onnx
     for case in ("scale_x_y", "new_coords"):
         head, act = SMALL_CASES[case]
@@ -413,9 +285,7 @@ def test_decoded_onnx_export_of_scale_x_y_and_new_coords(photo_rgb, tmp_path):
         path = tmp_path / f"{case}.onnx"
         report = export_onnx(model, path, decode=True)
         assert report.max_rel_diff <= 1e-4
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = onnx_session(path)
         got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
         with torch.no_grad():
             want = DecodedHeads(model)(x).numpy()
@@ -425,4 +295,4 @@ def test_decoded_onnx_export_of_scale_x_y_and_new_coords(photo_rgb, tmp_path):
         np.testing.assert_allclose(want[0, :, :4], xyxy, rtol=0, atol=1e-4)
         np.testing.assert_allclose(want[0, :, 4:], rows[:, 4:], rtol=0, atol=1e-6)
         for cols in (slice(0, 4), slice(4, 5), slice(5, None)):
-            assert _rel(got[..., cols], want[..., cols]) <= 1e-4  # onnxruntime's float32 conv order
+            assert rel_err(got[..., cols], want[..., cols]) <= 1e-4  # onnxruntime's float32 conv order

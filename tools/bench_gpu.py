@@ -37,13 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import darknet_py  # noqa: E402
-from darknet_py.batched import StaticPostprocess, geometry_table, postprocess_batch  # noqa: E402
-from darknet_py.decode import decode  # noqa: E402
-from darknet_py.detector import detect_batch, postprocess  # noqa: E402
-from darknet_py.fast import FastDetector, letterbox_u8  # noqa: E402
+from darknet_py.detector import detect_batch  # noqa: E402
+from darknet_py.fast import FastDetector  # noqa: E402
+from darknet_py.layers.head import decode_heads  # noqa: E402
+from darknet_py.postprocess import StaticPostprocess, postprocess  # noqa: E402
 from darknet_py.random_weights import randomize  # noqa: E402
 from darknet_py.summary import summarize  # noqa: E402
-from darknet_py.transforms import letterbox, prepare_batch  # noqa: E402
+from darknet_py.transforms import geometry_table, letterbox, letterbox_u8, prepare_batch  # noqa: E402
 
 REF = ROOT.parent / "shared" / "darknet-reference"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -190,13 +190,15 @@ class Bench:
             def post_equal():
                 n = 0
                 for th in (0.5, 0.25):
-                    want = postprocess(m, outs, infos, th, 0.45)
-                    got = postprocess_batch(m, outs, infos, th, 0.45)
+                    # each photo alone, then the whole batch at once
+                    want = [postprocess(m, [o[i:i + 1] for o in outs], [info], th, 0.45)[0]
+                            for i, info in enumerate(infos)]
+                    got = postprocess(m, outs, infos, th, 0.45)
                     n += sum(len(d) for d in want)
                     for a, b in zip(want, got):
                         for f in ("boxes", "scores", "classes", "objectness", "box_index"):
                             assert torch.equal(getattr(a, f), getattr(b, f)), f
-                    boxes, obj, cls = decode(outs, m.head_specs, size, size)
+                    boxes, obj, cls = decode_heads(outs, m.head_specs, size, size)
                     post = StaticPostprocess(len(infos), boxes.shape[1], cls.shape[2], th, 0.45, entry_cap=512)
                     st = post.unpack(post(boxes, obj, cls, geometry_table(infos, self.dev),
                                           torch.tensor(len(infos), device=self.dev)), len(infos))
@@ -204,7 +206,7 @@ class Bench:
                     for a, b in zip(want, st):
                         for f in ("boxes", "scores", "classes", "objectness", "box_index"):
                             assert torch.equal(getattr(a, f), getattr(b, f)), "static " + f
-                return f"batched and fixed-shape post-processing bit-identical ({n} detections)"
+                return f"batch, photo by photo and fixed-shape post-processing bit-identical ({n} detections)"
             self.check("batch-wide post-processing on the device", post_equal)
 
             def fp32_vs_cpu():

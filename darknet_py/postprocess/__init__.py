@@ -15,8 +15,3 @@ from .thresholds import DEFAULT_NMS, DEFAULT_THRESH, VALID_NMS, VALID_THRESH, ca
 __all__ = ["DEFAULT_NMS", "DEFAULT_THRESH", "Detections", "StaticPostprocess", "VALID_NMS", "VALID_THRESH",
            "batched_nms", "candidate_mask", "class_scores", "darknet_nms", "detections_to", "nms_policy",
            "postprocess", "postprocess_decoded", "suppress_on_pairs"]
-
-# Transitional: the per-image pieces the test suite's oracle still imports from here.
-from ..boxes import NMS_KINDS, overlap_matrix  # noqa: E402,F401
-from ._per_image import Candidates, detections_from, threshold  # noqa: E402,F401
-from .detections import _moved_together  # noqa: E402,F401

@@ -17,9 +17,6 @@ from .runner import CustomRunner, ModelRunner, Runner
 from .sinks import (FileSink, Outputs, Result, TextRecord, TextWriter, darknet_lines, json_record, legacy_out_path,
                     needs_rgb, text_record, yolo_lines)
 
-# Transitional: the feed's former private name, still used by the test suite.
-_PhotoFeed = PhotoFeed
-
 __all__ = ["CustomRunner", "Distributed", "FileSink", "FrameReader", "IMAGE_EXTENSIONS", "Item", "LIST_EXTENSIONS",
            "ModelRunner", "Outputs", "PhotoFeed", "PhotoRing", "RING_BYTES", "RING_MAX_SLOT", "RING_MIN_SLOT",
            "ROUND_ITEMS", "Result", "Runner", "StreamOptions", "Summary", "TextRecord", "TextWriter",
