@@ -1,8 +1,8 @@
 """What the layer-kind tests (tests/layers, tests/export/test_layer_keys.py, tests/parity/test_resnet50.py)
 share: small generated cfgs (32 px input) with random weights written by our writer and reloaded, run
-against a float64 reference (tests/helpers/float64_net.py); the tables of those cfgs per kind; and
+against a float64 reference (tests/helpers/float64_net.py); the tables of those cfgs per kind;
 calibrated models, hand-written weights files and every layer's output for the AlexeyAB and pjreddie
-kinds.
+kinds; and the check that a key without effect warns.
 
 Tolerance (``RTOL``): max |ours - reference| / max |reference| per output, 1e-4 (float32 against
 float64; measured <= 1e-6 for the small cfgs, 5e-6 for resnet50).
