@@ -6,9 +6,9 @@ import torch
 
 import darknet_py
 from darknet_py.detector import detect_batch
-from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
-from tests.helpers.paths import REF, ROOT
+from tests.helpers.models import write_random_model
+from tests.helpers.paths import ROOT, ref_path, sized_cfg_text
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -27,16 +27,13 @@ def exact_fp32():
 def test_cuda_matches_cpu(name, photo_rgb, tmp_path):
     if "/" in name:  # a reference cfg: [region] head, or AlexeyAB's groups/scale_x_y/DIoU NMS
         fork, base = name.split("/")
-        cfg = REF / fork / "cfg" / f"{base}.cfg"
-        if not cfg.exists():
-            pytest.skip("reference folder absent")
+        cfg = ref_path(fork, "cfg", f"{base}.cfg")
     else:
         cfg = ROOT / "cfg" / f"{name}.cfg"
     x = letterbox(photo_rgb, 416, 416)[0][None]
-    weights = tmp_path / "w.weights"
-    randomize(darknet_py.build_model(cfg, width=416, height=416), x, seed=4).save_weights(weights)
-    cpu = darknet_py.load(cfg, weights, device="cpu", width=416, height=416)
-    gpu = darknet_py.load(cfg, weights, device="cuda", width=416, height=416)
+    cfg, weights, _ = write_random_model(tmp_path, "net", sized_cfg_text(cfg, 416), x, seed=4)
+    cpu = darknet_py.load(cfg, weights, device="cpu")
+    gpu = darknet_py.load(cfg, weights, device="cuda")
     with torch.no_grad():
         for a, b in zip(cpu(x), gpu(x.cuda())):
             # cuDNN and oneDNN sum in different orders: float32 rounding only.

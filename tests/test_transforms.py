@@ -1,9 +1,10 @@
-"""Tests for darknet_py.transforms: Darknet's resize_image / letterbox_image / correct_yolo_boxes.
+"""darknet_py.transforms: Darknet's resize_image / letterbox_image / correct_yolo_boxes, and their batched
+forms (letterbox_u8; the per-row geometry table of the batch post-processing) against the per-photo ones.
 
-The references below are test-only ports of pjreddie/darknet src/image.c written as the C is
-written: per-pixel loops, one channel/row/column at a time.  ``_ref_resize`` runs either in
-float32 (every operation rounded to float32 via numpy scalars, which is what the C does) or
-in float64 (Python floats: Darknet's algorithm without float32 rounding).
+The references are test-only ports of pjreddie/darknet src/image.c (tests/helpers/transforms.py),
+written as the C is written: ``ref_resize`` runs either in float32 (``F32``: every operation rounded
+to float32, which is what the C does) or in float64 (``f64``: Darknet's algorithm without float32
+rounding).
 """
 from __future__ import annotations
 
@@ -11,86 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from darknet_py.transforms import (
-    LetterboxInfo,
-    correct_boxes,
-    darknet_resize,
-    letterbox,
-    letterbox_batch,
-    letterbox_info,
-    letterbox_size,
-    to_photo_xyxy,
-    u8_to_float,
-    unletterbox,
-)
-
-F32 = np.float32
-
-
-def _f64(v):
-    return float(v)
-
-
-# --------------------------------------------------------------------------- reference ports
-
-
-def _ref_resize(im, w, h, f):
-    """resize_image(im, w, h) from src/image.c; ``im`` is a (C,H,W) array, ``f`` the C float type."""
-    C, H, W = im.shape
-    src = [[[f(v) for v in row] for row in ch] for ch in im.tolist()]
-    part = [[[f(0)] * w for _ in range(H)] for _ in range(C)]
-    out = [[[f(0)] * w for _ in range(h)] for _ in range(C)]
-    one = f(1)
-    # (float)(im.w-1)/(w-1): with w == 1 the C divides by zero, but the value is never used
-    # because every column then takes the `c == w-1` branch.
-    w_scale = f(W - 1) / f(w - 1) if w > 1 else None
-    if h == 1:
-        raise NotImplementedError("h == 1 is undefined behaviour in Darknet ((int)NaN row index)")
-    h_scale = f(H - 1) / f(h - 1)
-    for k in range(C):
-        for r in range(H):
-            for c in range(w):
-                if c == w - 1 or W == 1:
-                    val = src[k][r][W - 1]
-                else:
-                    sx = f(c) * w_scale
-                    ix = int(sx)
-                    dx = sx - f(ix)
-                    val = (one - dx) * src[k][r][ix] + dx * src[k][r][ix + 1]
-                part[k][r][c] = val
-    for k in range(C):
-        for r in range(h):
-            sy = f(r) * h_scale
-            iy = int(sy)
-            dy = sy - f(iy)
-            for c in range(w):
-                out[k][r][c] = (one - dy) * part[k][iy][c]
-            if r == h - 1 or H == 1:
-                continue
-            for c in range(w):
-                out[k][r][c] = out[k][r][c] + dy * part[k][iy + 1][c]
-    return np.array(out, dtype=np.float64)
-
-
-def _ref_letterbox(u8_hwc: np.ndarray, w: int, h: int, f):
-    """load_image_stb's conversion + letterbox_image(im, w, h) + embed_image, as in the C."""
-    H, W, C = u8_hwc.shape
-    # data[dst] = (float)u8/255.  -> a double quotient, then rounded to float (f)
-    im = np.array([[[f(int(u8_hwc[j, i, k]) / 255.) for i in range(W)] for j in range(H)]
-                   for k in range(C)], dtype=np.float64)
-    if F32(w) / F32(W) < F32(h) / F32(H):
-        new_w, new_h = w, (H * w) // W
-    else:
-        new_w, new_h = (W * h) // H, h
-    resized = _ref_resize(im, new_w, new_h, f)
-    boxed = np.full((C, h, w), 0.5)
-    dx, dy = (w - new_w) // 2, (h - new_h) // 2
-    for k in range(C):
-        for y in range(new_h):
-            for x in range(new_w):
-                if 0 <= dx + x < w and 0 <= dy + y < h:  # set_pixel ignores out-of-range writes
-                    boxed[k, dy + y, dx + x] = resized[k, y, x]
-    return boxed, (new_w, new_h, dx, dy)
+from darknet_py.transforms import (LetterboxInfo, correct_boxes, correct_boxes_rows, darknet_resize, geometry_table,
+                                   letterbox, letterbox_batch, letterbox_info, letterbox_size, letterbox_u8, stretch,
+                                   to_photo_xyxy, to_photo_xyxy_rows, u8_to_float, unletterbox)
+from tests.helpers.transforms import F32, f64, ref_letterbox, ref_resize
 
 
 def _rand_u8(h, w, seed):
@@ -121,7 +46,7 @@ RESIZE_CASES = [
 def test_resize_matches_float32_port(in_w, in_h, out_w, out_h):
     img = torch.rand(3, in_h, in_w, generator=torch.Generator().manual_seed(in_w * 100 + in_h))
     ours = darknet_resize(img, out_w, out_h).double().numpy()
-    ref = _ref_resize(img.numpy(), out_w, out_h, F32)
+    ref = ref_resize(img.numpy(), out_w, out_h, F32)
     assert ours.shape == (3, out_h, out_w)
     # Observed difference is 0: torch's eager elementwise ops round each product and sum to
     # float32 exactly like the C.  The 1e-6 allowance is for what a C compiler may legally do
@@ -133,7 +58,7 @@ def test_resize_matches_float32_port(in_w, in_h, out_w, out_h):
 def test_resize_matches_float64_port_except_quirky_last_row(in_w, in_h, out_w, out_h):
     img = torch.rand(3, in_h, in_w, generator=torch.Generator().manual_seed(in_w * 100 + in_h))
     ours = darknet_resize(img, out_w, out_h).double().numpy()
-    ref64 = _ref_resize(img.numpy(), out_w, out_h, _f64)
+    ref64 = ref_resize(img.numpy(), out_w, out_h, f64)
     # 1e-5: float32 rounding of the scale and of sx = c*w_scale moves the tap weights by up to
     # ulp(in_size) (~4e-6 for sizes <= 64) times a pixel difference <= 1, in each of two passes.
     # The last row is left out: whether the float32 quirk drops it is a rounding accident, and
@@ -147,7 +72,7 @@ def test_resize_batched_equals_per_image_and_float64_input():
     for i in range(4):
         assert torch.equal(batched[i], darknet_resize(imgs[i], 23, 19))
     # float64 input runs the same algorithm in float64, so it equals the float64 port
-    ref64 = _ref_resize(imgs[0].double().numpy(), 23, 19, _f64)
+    ref64 = ref_resize(imgs[0].double().numpy(), 23, 19, f64)
     assert np.abs(darknet_resize(imgs[0].double(), 23, 19).numpy() - ref64).max() <= 1e-12
 
 
@@ -188,22 +113,22 @@ def test_letterbox_matches_ports(img_w, img_h, net_w, net_h):
     u8 = _rand_u8(img_h, img_w, seed=img_w * 1000 + img_h)
     ours, info = letterbox(u8, net_w, net_h)
     assert ours.dtype == torch.float32 and ours.shape == (3, net_h, net_w)
-    ref32, (new_w, new_h, dx, dy) = _ref_letterbox(u8, net_w, net_h, F32)
+    ref32, (new_w, new_h, dx, dy) = ref_letterbox(u8, net_w, net_h, F32)
     assert (info.new_w, info.new_h, info.dx, info.dy) == (new_w, new_h, dx, dy)
     assert (info.img_w, info.img_h, info.net_w, info.net_h) == (img_w, img_h, net_w, net_h)
     # Same tolerance and reason as test_resize_matches_float32_port; the observed result is
     # bit-identical, which we also check so that a silent precision change cannot hide.
     assert np.abs(ours.double().numpy() - ref32).max() <= 1e-6
     assert torch.equal(ours, torch.from_numpy(ref32).float())
-    ref64, _ = _ref_letterbox(u8, net_w, net_h, _f64)
+    ref64, _ = ref_letterbox(u8, net_w, net_h, f64)
     body = slice(dy, dy + new_h - 1)  # all image rows but the last (see the float64 test above)
     # 1e-5 as for resize, plus the float32 rounding of u8/255 (<= 3e-8)
     assert np.abs(ours.double().numpy()[:, body] - ref64[:, body]).max() <= 1e-5
 
 
 def test_last_row_quirk_12x16_to_416():
-    # darknet-facts.md: "a 12x16 image letterboxed to 416 gives a last image row mean of 4e-7
-    # against 0.51 for the row above".  A uniform value 130 (130/255 = 0.5098) makes it true:
+    # A 12x16 image letterboxed to 416 gives a last image row mean of 4e-7 against 0.51 for
+    # the row above.  A uniform value 130 (130/255 = 0.5098) makes it true:
     # h_scale = (float)15/415, 415*h_scale = 14.999999f, so iy = 14 and 1-dy = 9.54e-7, and
     # the last row is 9.54e-7 * 0.5098 = 4.9e-7.
     u8 = np.full((16, 12, 3), 130, dtype=np.uint8)
@@ -214,14 +139,14 @@ def test_last_row_quirk_12x16_to_416():
     assert 1e-7 < last.mean().item() < 1e-6
     assert abs(above.mean().item() - 130 / 255) < 1e-6
     # and it is what Darknet's own arithmetic gives, pixel for pixel
-    ref32, _ = _ref_letterbox(u8, 416, 416, F32)
+    ref32, _ = ref_letterbox(u8, 416, 416, F32)
     assert torch.equal(ours, torch.from_numpy(ref32).float())
 
 
 def test_last_row_quirk_is_a_float32_artifact():
     # In double, 415*(15/415) == 15 exactly, so the float64 port keeps the last row intact.
     col = torch.full((3, 16, 1), 130 / 255, dtype=torch.float32)
-    ref64 = _ref_resize(col.numpy(), 1, 416, _f64)
+    ref64 = ref_resize(col.numpy(), 1, 416, f64)
     assert ref64[0, -1, 0] == col[0, 15, 0].item()
     assert darknet_resize(col, 1, 416)[0, -1, 0].item() < 1e-6
     # Input heights (< 200) whose last row goes dark at 416, worked out by hand in float32.
@@ -318,7 +243,7 @@ def test_letterbox_accepts_torch_uint8_and_rejects_bad_input():
         letterbox(u8[..., 0], 32, 32)
 
 
-def test_batch_equals_single():
+def test_letterbox_batch_equals_single():
     images = [_rand_u8(48, 64, 6), _rand_u8(44, 35, 7), torch.from_numpy(_rand_u8(27, 40, 8))]
     xb, infos = letterbox_batch(images, 64, 64)
     assert xb.shape == (3, 3, 64, 64)
@@ -327,6 +252,20 @@ def test_batch_equals_single():
         assert info1 == info and torch.equal(x1, xi)
     empty, no_infos = letterbox_batch([], 64, 32)
     assert empty.shape == (0, 3, 32, 64) and no_infos == []
+
+
+@pytest.mark.parametrize("letterboxed", [True, False])
+def test_letterbox_u8_equals_per_photo_letterbox(letterboxed):
+    rng = np.random.default_rng(0)
+    one = letterbox if letterboxed else stretch
+    # downscale, upscale, odd paddings, 1-pixel sides, no resize at all
+    for h, w in ((576, 768), (37, 53), (1, 50), (50, 1), (416, 416), (417, 415), (3, 1000), (1, 1)):
+        batch = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
+        got, info = letterbox_u8(torch.from_numpy(batch), 416, 416, letterboxed=letterboxed)
+        for k in range(3):
+            want, want_info = one(batch[k], 416, 416)
+            assert want_info == info
+            assert torch.equal(got[k], want), (h, w, k)
 
 
 # --------------------------------------------------------------------------- box correction
@@ -409,6 +348,22 @@ def test_to_photo_xyxy_clips_like_draw_detections():
     assert to_photo_xyxy(boxes.reshape(1, 3, 4), info).shape == (1, 3, 4)
     with pytest.raises(ValueError):
         to_photo_xyxy(torch.zeros(3, 5), info)
+
+
+def test_geometry_rows_equal_per_image_arithmetic():
+    gen = torch.Generator().manual_seed(0)
+    sizes = [(768, 576), (576, 768), (417, 301), (1, 1000), (1000, 3), (416, 416), (333, 640), (97, 41)]
+    infos = [letterbox_info(w, h, 416, 320) for w, h in sizes]
+    img = torch.randint(0, len(infos), (4000,), generator=gen)
+    boxes = torch.rand(4000, 4, generator=gen) * torch.tensor([1.2, 1.2, 0.8, 0.8]) - torch.tensor([0.1, 0.1, 0, 0])
+    geom = geometry_table(infos, "cpu")
+    rel = correct_boxes_rows(boxes, geom[img])
+    xyxy = to_photo_xyxy_rows(rel, geom[img])
+    for k, info in enumerate(infos):
+        rows = img == k
+        want = correct_boxes(boxes[rows], info)
+        assert torch.equal(rel[rows], want)
+        assert torch.equal(xyxy[rows], to_photo_xyxy(want, info))
 
 
 # --------------------------------------------------------------------------- device
