@@ -12,6 +12,8 @@ import pytest
 from darknet_py.config.reader import Option, Section, parse_cfg_text
 from darknet_py.errors import CfgError
 
+from tests.helpers.config import cfg_summary
+
 # (kind, [(key, value), ...]) and the LF text that spells it, one option per line.
 DOC = [
     ("net", [("width", "64"), ("height", "64"), ("channels", "3")]),
@@ -44,17 +46,13 @@ EXPECTED = [
 ]
 
 
-def summary(doc):
-    return [(s.kind, s.line, [(o.key, o.value, o.line) for o in s.options.values()]) for s in doc.sections]
-
-
 def parse(data, path="t.cfg"):
     return parse_cfg_text(data, path)
 
 
 def test_lf_text_reads_as_written():
     doc = parse(LF_TEXT)
-    assert summary(doc) == EXPECTED
+    assert cfg_summary(doc) == EXPECTED
     assert [s.index for s in doc.sections] == [-1, 0, 1]
     assert doc.path == "t.cfg"
     assert doc.net.kind == "net" and [s.kind for s in doc.layers] == ["convolutional", "yolo"]
@@ -112,20 +110,20 @@ def test_formatting_gives_identical_parse(name):
     assert text != LF_TEXT or name == "no_final_newline"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # formatting alone must not warn
-        got = summary(parse(text))
-    assert got == summary(parse(LF_TEXT)) == EXPECTED
+        got = cfg_summary(parse(text))
+    assert got == cfg_summary(parse(LF_TEXT)) == EXPECTED
 
 
 @pytest.mark.parametrize("as_bytes", [False, True])
 def test_bytes_and_str_agree(as_bytes):
     data = LF_TEXT.replace("\n", "\r\n").encode() if as_bytes else LF_TEXT
-    assert summary(parse(data)) == EXPECTED
+    assert cfg_summary(parse(data)) == EXPECTED
 
 
 def test_cr_lf_is_one_line_break_and_lf_cr_two():
     # "\r\n" is one line end; "\n\r" is two
     doc = parse("[net]\r\nwidth=64\n\rheight=64\n")
-    assert summary(doc) == [("net", 1, [("width", "64", 2), ("height", "64", 4)])]
+    assert cfg_summary(doc) == [("net", 1, [("width", "64", 2), ("height", "64", 4)])]
 
 
 # -- BOM and encodings -------------------------------------------------------------------------
@@ -134,11 +132,11 @@ def test_bom_is_stripped_silently():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         doc = parse(b"\xef\xbb\xbf" + LF_TEXT.encode())
-    assert summary(doc) == EXPECTED
+    assert cfg_summary(doc) == EXPECTED
 
 
 def test_bom_with_crlf():
-    assert summary(parse(b"\xef\xbb\xbf" + LF_TEXT.replace("\n", "\r\n").encode())) == EXPECTED
+    assert cfg_summary(parse(b"\xef\xbb\xbf" + LF_TEXT.replace("\n", "\r\n").encode())) == EXPECTED
 
 
 def test_non_ascii_utf8_in_a_comment_is_fine():
@@ -174,7 +172,7 @@ def test_invalid_utf8_in_a_full_line_comment_warns(comment):
         doc = parse(b"\n".join(lines))
     shifted = [(k, n if n < 8 else n + 1, [(a, b, c if c < 8 else c + 1) for a, b, c in opts])
                for k, n, opts in EXPECTED]
-    assert summary(doc) == shifted
+    assert cfg_summary(doc) == shifted
 
 
 def test_invalid_utf8_in_an_inline_comment_is_an_error():
@@ -233,7 +231,7 @@ def test_html_word_in_a_leading_comment_is_still_a_cfg():
 def test_line_numbers_with_blank_and_comment_lines():
     text = "\n\n# head\n[net]\n\n; c\nwidth=416\n\n\n[maxpool]\n  # x\nsize=2\n"
     doc = parse(text)
-    assert summary(doc) == [("net", 4, [("width", "416", 7)]), ("maxpool", 10, [("size", "2", 12)])]
+    assert cfg_summary(doc) == [("net", 4, [("width", "416", 7)]), ("maxpool", 10, [("size", "2", 12)])]
 
 
 def test_error_line_after_crlf_and_cr():
@@ -378,5 +376,5 @@ def test_check_all_used_without_close_match():
 def test_to_text_round_trip():
     doc = parse(LF_TEXT)
     text = "\n".join(s.to_text() for s in doc.sections)
-    assert [(k, [(a, b) for a, b, _ in o]) for k, _, o in summary(parse(text))] == \
+    assert [(k, [(a, b) for a, b, _ in o]) for k, _, o in cfg_summary(parse(text))] == \
            [(k, [(a, b) for a, b, _ in o]) for k, _, o in EXPECTED]

@@ -1,7 +1,7 @@
-"""The single home of what the cfg-error and layer-graph tests share: TINY, a small valid YOLO network that
-each test changes in one place, and the calls that write a cfg text to a file and read it back (as a
-network, or as the CfgError it must raise); and ``touch``, which lays out the files a .data file or an
-image list names."""
+"""The single home of what the cfg-reader, cfg-error and layer-graph tests share: TINY, a small valid YOLO
+network that each test changes in one place, the calls that write a cfg text to a file and read it back
+(as a network, or as the CfgError it must raise), a read cfg as plain data (``cfg_summary``); and
+``touch``, which lays out the files a .data file or an image list names."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,6 +43,12 @@ def expect_error(tmp_path: Path, text: str | bytes, line: int | None, *needles: 
 def parse_ok(tmp_path: Path, text: str | bytes, name: str = "net.cfg") -> NetworkDef:
     """parse_network of the text written to tmp_path/NAME."""
     return parse_network(write_cfg(tmp_path, text, name))
+
+
+def cfg_summary(doc) -> list:
+    """A read cfg (darknet_py.config.reader's document) as plain data: [(kind, header line, [(key, value,
+    line), ...]), ...], sections and options in file order."""
+    return [(s.kind, s.line, [(o.key, o.value, o.line) for o in s.options.values()]) for s in doc.sections]
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
