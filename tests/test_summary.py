@@ -7,13 +7,14 @@ import warnings
 
 import pytest
 
-from darknet_py.cli import main
+from darknet_py.cli.main import main
 from darknet_py.graph import parse_network
 from darknet_py.summary import summarize
+
 from tests.helpers.paths import REF, ROOT, ref_path
 
-# cfgs whose every layer darknet-py runs today; the README's other rows are refused cleanly
-# (tests/test_cfg_errors.py) until their layers exist.
+# Reference cfgs whose README figures (weight floats, file bytes, BFLOPs) are checked here; that every
+# reference cfg loads is tests/config/test_reference_cfgs.py's.
 RUNNABLE = ("pjreddie/cfg/yolov3.cfg", "pjreddie/cfg/yolov3-tiny.cfg", "pjreddie/cfg/yolov3-spp.cfg",
             "pjreddie/cfg/yolov3-voc.cfg", "pjreddie/cfg/yolov3-openimages.cfg", "pjreddie/cfg/darknet53.cfg",
             "alexeyab/cfg/yolov4.cfg", "alexeyab/cfg/yolov4-tiny.cfg", "pjreddie/cfg/yolov2.cfg",

@@ -1,10 +1,10 @@
-"""Mutation fuzz of darknet_py.weights.load_weights (docs/bad-inputs.md §5 "Weights").
+"""Mutation fuzz of darknet_py.weights.load_weights.
 
 A valid small weights file is truncated, extended, and has header bytes flipped or replaced
-(and, size-preserving, payload bytes replaced). Loading may succeed (possibly with a W9
-warning) or raise WeightsError; any other exception (IndexError, struct.error, ValueError,
-OverflowError, ...) is a bug. When a load succeeds, the file must have held exactly what was
-asked for, which this file checks from its own arithmetic.
+(and, size-preserving, payload bytes replaced). Loading may succeed (possibly with a warning
+about NaN/Inf values or negative variances) or raise WeightsError; any other exception
+(IndexError, struct.error, ValueError, OverflowError, ...) is a bug. When a load succeeds, the
+file must have held exactly what was asked for, which this file checks from its own arithmetic.
 """
 from __future__ import annotations
 

@@ -5,9 +5,10 @@ import dataclasses
 
 import pytest
 
-from darknet_py.graph import build_model, parse_network
 from darknet_py.config.names import read_names
+from darknet_py.graph import build_model, parse_network
 from darknet_py.weights import count_floats
+
 from tests.helpers.paths import ROOT, ref_path
 
 # Our [net] sections are set for inference; these keys may differ from the training headers.

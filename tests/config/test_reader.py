@@ -1,5 +1,5 @@
 """darknet_py.config.reader on strings and bytes: line endings, whitespace, BOM, encodings,
-comments, line numbers, the typed getters and check_all_used (bad-inputs.md C4, C5, C6).
+comments, line numbers, the typed getters and check_all_used.
 
 Every expected value below is written from the text the test builds, not from the reader's output.
 """
@@ -11,6 +11,8 @@ import pytest
 
 from darknet_py.config.reader import Option, Section, parse_cfg_text
 from darknet_py.errors import CfgError
+
+from tests.helpers.config import cfg_summary
 
 # (kind, [(key, value), ...]) and the LF text that spells it, one option per line.
 DOC = [
@@ -44,17 +46,13 @@ EXPECTED = [
 ]
 
 
-def summary(doc):
-    return [(s.kind, s.line, [(o.key, o.value, o.line) for o in s.options.values()]) for s in doc.sections]
-
-
 def parse(data, path="t.cfg"):
     return parse_cfg_text(data, path)
 
 
-def test_lf_reference_parse():
+def test_lf_text_reads_as_written():
     doc = parse(LF_TEXT)
-    assert summary(doc) == EXPECTED
+    assert cfg_summary(doc) == EXPECTED
     assert [s.index for s in doc.sections] == [-1, 0, 1]
     assert doc.path == "t.cfg"
     assert doc.net.kind == "net" and [s.kind for s in doc.layers] == ["convolutional", "yolo"]
@@ -102,52 +100,52 @@ VARIANTS = {
     "spaces_around_eq": _per_line(_spaced_equals),
     "indent_and_list_spaces": _per_line(_indent_and_list_spaces),
     "no_final_newline": lambda t: t.rstrip("\n"),
-    "all_together": lambda t: _mixed_endings(_per_line(lambda l: _trailing(_tabs(_spaced_equals(l))))(t)),
+    "all_together": lambda t: _mixed_endings(_per_line(lambda line: _trailing(_tabs(_spaced_equals(line))))(t)),
 }
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_c5_formatting_gives_identical_parse(name):
+def test_formatting_gives_identical_parse(name):
     text = VARIANTS[name](LF_TEXT)
     assert text != LF_TEXT or name == "no_final_newline"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # formatting alone must not warn
-        got = summary(parse(text))
-    assert got == summary(parse(LF_TEXT)) == EXPECTED
+        got = cfg_summary(parse(text))
+    assert got == cfg_summary(parse(LF_TEXT)) == EXPECTED
 
 
 @pytest.mark.parametrize("as_bytes", [False, True])
-def test_c5_bytes_and_str_agree(as_bytes):
+def test_bytes_and_str_agree(as_bytes):
     data = LF_TEXT.replace("\n", "\r\n").encode() if as_bytes else LF_TEXT
-    assert summary(parse(data)) == EXPECTED
+    assert cfg_summary(parse(data)) == EXPECTED
 
 
-def test_c5_lone_cr_then_lf_counts_as_one_break():
+def test_cr_lf_is_one_line_break_and_lf_cr_two():
     # "\r\n" is one line end; "\n\r" is two
     doc = parse("[net]\r\nwidth=64\n\rheight=64\n")
-    assert summary(doc) == [("net", 1, [("width", "64", 2), ("height", "64", 4)])]
+    assert cfg_summary(doc) == [("net", 1, [("width", "64", 2), ("height", "64", 4)])]
 
 
-# -- C4: BOM and encodings --------------------------------------------------------------------
+# -- BOM and encodings -------------------------------------------------------------------------
 
-def test_c4_bom_stripped_silently():
+def test_bom_is_stripped_silently():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         doc = parse(b"\xef\xbb\xbf" + LF_TEXT.encode())
-    assert summary(doc) == EXPECTED
+    assert cfg_summary(doc) == EXPECTED
 
 
-def test_c4_bom_with_crlf():
-    assert summary(parse(b"\xef\xbb\xbf" + LF_TEXT.replace("\n", "\r\n").encode())) == EXPECTED
+def test_bom_with_crlf():
+    assert cfg_summary(parse(b"\xef\xbb\xbf" + LF_TEXT.replace("\n", "\r\n").encode())) == EXPECTED
 
 
-def test_c4_utf8_non_ascii_in_comment_is_fine():
+def test_non_ascii_utf8_in_a_comment_is_fine():
     text = "# Gewichte für die Türme — 検出\n" + LF_TEXT
     doc = parse(text.encode("utf-8"))
     assert doc.sections[0].line == 2 and doc.sections[0].options["width"].line == 3
 
 
-def test_c4_invalid_utf8_in_value_is_error_with_line_and_offset():
+def test_invalid_utf8_in_a_value_names_the_line_and_byte():
     lines = LF_TEXT.encode().split(b"\n")
     lines[8] = b"size=3\xff"  # line 9; 0xff at byte 7 of the line (1-based)
     data = b"\n".join(lines)
@@ -159,7 +157,7 @@ def test_c4_invalid_utf8_in_value_is_error_with_line_and_offset():
     assert "0xff" in str(err) and "byte 7" in str(err)
 
 
-def test_c4_invalid_utf8_latin1_cfg_is_error():
+def test_latin1_cfg_is_an_error():
     data = "[net]\nwidth=64\nheight=64\n[convolutional]\nactivation=lin\xe9ar\n".encode("latin-1")
     with pytest.raises(CfgError) as info:
         parse(data, "latin.cfg")
@@ -167,17 +165,17 @@ def test_c4_invalid_utf8_latin1_cfg_is_error():
 
 
 @pytest.mark.parametrize("comment", [b"# caf\xe9", b"; caf\xe9", b"   \t# caf\xe9 \xff\xfe"])
-def test_c4_invalid_utf8_in_full_line_comment_warns(comment):
+def test_invalid_utf8_in_a_full_line_comment_warns(comment):
     lines = LF_TEXT.encode().split(b"\n")
     lines.insert(7, comment)  # becomes line 8; everything after moves down one line
     with pytest.warns(UserWarning, match=r"t\.cfg:8"):
         doc = parse(b"\n".join(lines))
-    shifted = [(k, l if l < 8 else l + 1, [(a, b, c if c < 8 else c + 1) for a, b, c in opts])
-               for k, l, opts in EXPECTED]
-    assert summary(doc) == shifted
+    shifted = [(k, n if n < 8 else n + 1, [(a, b, c if c < 8 else c + 1) for a, b, c in opts])
+               for k, n, opts in EXPECTED]
+    assert cfg_summary(doc) == shifted
 
 
-def test_c4_invalid_utf8_in_inline_comment_is_error():
+def test_invalid_utf8_in_an_inline_comment_is_an_error():
     # only a full-line comment is skipped undecoded; an inline one shares the line with a value
     data = b"[net]\nwidth=64 # caf\xe9\nheight=64\n"
     with pytest.raises(CfgError) as info:
@@ -185,11 +183,11 @@ def test_c4_invalid_utf8_in_inline_comment_is_error():
     assert info.value.line == 2
 
 
-# -- C6: comments -------------------------------------------------------------------------------
+# -- comments -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("comment", ["# a comment", "; a comment", "    # indented", "\t; tab indented",
                                      "#filters=1", ";[yolo]", "# [net]"])
-def test_c6_full_line_comments_are_skipped(comment):
+def test_full_line_comments_are_skipped(comment):
     lines = LF_TEXT.split("\n")
     lines[7] = comment  # replaces "filters=16" on line 8
     doc = parse("\n".join(lines))
@@ -208,7 +206,7 @@ def test_c6_full_line_comments_are_skipped(comment):
     ("filters=255 #", "255"),
     ("filters=2 55", "255"),  # darknet deletes the inner space too
 ])
-def test_c6_inline_comment_stripped(line, value):
+def test_inline_comment_is_stripped(line, value):
     doc = parse(f"[net]\nwidth=64\nheight=64\n[convolutional]\n{line}\nsize=1\n")
     opt = doc.sections[1].options["filters"]
     assert (opt.value, opt.line) == (value, 5)
@@ -216,13 +214,13 @@ def test_c6_inline_comment_stripped(line, value):
     assert list(doc.sections[1].options) == ["filters", "size"]
 
 
-def test_c6_inline_comment_leaving_empty_value_is_error():
+def test_inline_comment_leaving_an_empty_value_is_an_error():
     with pytest.raises(CfgError) as info:
         parse("[net]\nwidth=64\nheight=64\n[convolutional]\nfilters= # 255\n", "c.cfg")
     assert info.value.line == 5 and "c.cfg:5" in str(info.value) and "filters" in str(info.value)
 
 
-def test_c6_html_word_in_leading_comment_is_still_a_cfg():
+def test_html_word_in_a_leading_comment_is_still_a_cfg():
     # the HTML sniff must not fire on a cfg whose first comment mentions a tag
     doc = parse("# copied from the <html> page of the repo\n" + LF_TEXT)
     assert [s.kind for s in doc.sections] == ["net", "convolutional", "yolo"]
@@ -233,7 +231,7 @@ def test_c6_html_word_in_leading_comment_is_still_a_cfg():
 def test_line_numbers_with_blank_and_comment_lines():
     text = "\n\n# head\n[net]\n\n; c\nwidth=416\n\n\n[maxpool]\n  # x\nsize=2\n"
     doc = parse(text)
-    assert summary(doc) == [("net", 4, [("width", "416", 7)]), ("maxpool", 10, [("size", "2", 12)])]
+    assert cfg_summary(doc) == [("net", 4, [("width", "416", 7)]), ("maxpool", 10, [("size", "2", 12)])]
 
 
 def test_error_line_after_crlf_and_cr():
@@ -378,5 +376,5 @@ def test_check_all_used_without_close_match():
 def test_to_text_round_trip():
     doc = parse(LF_TEXT)
     text = "\n".join(s.to_text() for s in doc.sections)
-    assert [(k, [(a, b) for a, b, _ in o]) for k, _, o in summary(parse(text))] == \
+    assert [(k, [(a, b) for a, b, _ in o]) for k, _, o in cfg_summary(parse(text))] == \
            [(k, [(a, b) for a, b, _ in o]) for k, _, o in EXPECTED]

@@ -6,12 +6,14 @@ import struct
 import pytest
 import torch
 
-import darknet_py
-from darknet_py.checkpoint import load_checkpoint, save_checkpoint
-from darknet_py.cli import main
+from darknet_py.checkpoint import checkpoint_names, load_checkpoint, save_checkpoint
+from darknet_py.cli.main import main
+from darknet_py.detector import detect, load
 from darknet_py.errors import WeightsError
+from darknet_py.graph import build_model
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox
+
 from tests.helpers.paths import ROOT
 
 CFG = ROOT / "cfg" / "yolov3-tiny.cfg"
@@ -21,7 +23,21 @@ CFG = ROOT / "cfg" / "yolov3-tiny.cfg"
 def tiny_weights(tmp_path_factory, photo_rgb):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.weights"
     x = letterbox(photo_rgb, 416, 416)[0][None]
-    randomize(darknet_py.build_model(CFG), x, seed=7).save_weights(path)
+    randomize(build_model(CFG), x, seed=7).save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_weights):
+    """cfg/yolov3-tiny.cfg with tiny_weights, loaded once for the tests that do not change it."""
+    return load(CFG, tiny_weights)
+
+
+@pytest.fixture(scope="module")
+def tiny_pt(tiny_model, tmp_path_factory):
+    """tiny_model saved as a checkpoint, once."""
+    path = tmp_path_factory.mktemp("ckpt") / "m.pt"
+    save_checkpoint(tiny_model, path)
     return path
 
 
@@ -37,51 +53,47 @@ def test_old_header_survives_the_round_trip(tiny_weights, tmp_path):
     body = tiny_weights.read_bytes()[20:]
     old = tmp_path / "old.weights"
     old.write_bytes(struct.pack("<iiiI", 0, 1, 7, 123456) + body)
-    model = darknet_py.load(CFG, old)
+    model = load(CFG, old)
     save_checkpoint(model, tmp_path / "old.pt")
     load_checkpoint(tmp_path / "old.pt").save_weights(tmp_path / "again.weights")
     assert (tmp_path / "again.weights").read_bytes() == old.read_bytes()
 
 
-def test_checkpoint_is_plain_and_readable(tiny_weights, tmp_path):
-    model = darknet_py.load(CFG, tiny_weights)
-    save_checkpoint(model, tmp_path / "m.pt")
-    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+def test_checkpoint_is_plain_and_readable(tiny_model, tiny_pt):
+    model = tiny_model
+    payload = torch.load(tiny_pt, weights_only=True)
     assert payload["cfg"] == CFG.read_text()
     names = list(payload["state_dict"])
     # Darknet's file order, with the layer index and kind in each name
-    assert names[:5] == ["000_convolutional.bn.bias", "000_convolutional.bn.weight", "000_convolutional.bn.running_mean",
-                         "000_convolutional.bn.running_var", "000_convolutional.conv.weight"]
+    assert names[:5] == ["000_convolutional.bn.bias", "000_convolutional.bn.weight",
+                         "000_convolutional.bn.running_mean", "000_convolutional.bn.running_var",
+                         "000_convolutional.conv.weight"]
     assert names[-2:] == ["022_convolutional.conv.bias", "022_convolutional.conv.weight"]
     assert torch.equal(payload["state_dict"]["013_convolutional.conv.weight"], model.layers[13].conv.weight)
 
 
-def test_pt_given_as_weights_detects_the_same(tiny_weights, tmp_path, photo_rgb):
-    model = darknet_py.load(CFG, tiny_weights)
-    save_checkpoint(model, tmp_path / "m.pt")
-    a = darknet_py.detect(model, photo_rgb, thresh=0.25)
-    b = darknet_py.detect(darknet_py.load(CFG, tmp_path / "m.pt"), photo_rgb, thresh=0.25)
+def test_pt_given_as_weights_detects_the_same(tiny_model, tiny_pt, photo_rgb):
+    a = detect(tiny_model, photo_rgb, thresh=0.25)
+    b = detect(load(CFG, tiny_pt), photo_rgb, thresh=0.25)
     assert len(a) > 0 and torch.equal(a.classes, b.classes) and torch.equal(a.boxes, b.boxes)
 
 
 def test_a_trained_checkpoint_converts_to_weights(tiny_weights, tmp_path):
-    model = darknet_py.load(CFG, tiny_weights)
+    model = load(CFG, tiny_weights)  # its own copy: this test changes it
     with torch.no_grad():  # stands in for training: every tensor changes
-        for _, t in darknet_py.checkpoint.checkpoint_names(model):
+        for _, t in checkpoint_names(model):
             t.mul_(1.01).add_(0.001)
     save_checkpoint(model, tmp_path / "trained.pt")
     assert main(["convert", str(tmp_path / "trained.pt"), str(tmp_path / "trained.weights")]) == 0
-    again = darknet_py.load(CFG, tmp_path / "trained.weights")
+    again = load(CFG, tmp_path / "trained.weights")
     x = torch.rand(1, 3, 416, 416)
     with torch.no_grad():
         for a, b in zip(model(x), again(x)):
             assert torch.equal(a, b)
 
 
-def test_strict_load_lists_every_problem(tiny_weights, tmp_path):
-    model = darknet_py.load(CFG, tiny_weights)
-    save_checkpoint(model, tmp_path / "m.pt")
-    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+def test_strict_load_lists_every_problem(tiny_pt, tmp_path):
+    payload = torch.load(tiny_pt, weights_only=True)
     del payload["state_dict"]["004_convolutional.bn.bias"]
     payload["state_dict"]["999_extra.weight"] = torch.zeros(3)
     payload["state_dict"]["013_convolutional.conv.weight"] = torch.zeros(1, 1, 1, 1)
