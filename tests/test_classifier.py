@@ -11,15 +11,14 @@ import torch
 
 import darknet_py
 from darknet_py.classifier import classify, top_k
-from darknet_py.cli import main
+from darknet_py.cli.main import main
 from darknet_py.errors import CfgError
 from darknet_py.imageio import save_image
 from darknet_py.random_weights import randomize
+from darknet_py.weights import count_floats
 from tests.helpers.cfgs import cfg, conv, maxpool
 from tests.helpers.opencv import needs_darknet_importer, opencv_forward
 from tests.helpers.paths import ROOT, ref_path, sized_cfg_text
-
-cv2 = pytest.importorskip("cv2")
 
 def small_text(bn: bool = False, groups: int = 1, temperature: float = 1) -> str:
     """A small classifier: conv, maxpool, [connected] (batch-normalised with bn), dropout, [connected] to 12
@@ -43,6 +42,7 @@ def _random_params(model, seed=0, scale=0.5):
 
 
 def _small(tmp_path, bn=False, groups=1, temperature=1):
+    """``small_text`` written to tmp_path with random weights: -> (cfg path, weights path)."""
     cfg = tmp_path / "small.cfg"
     cfg.write_text(small_text(bn, groups, temperature))
     weights = tmp_path / "small.weights"
@@ -50,10 +50,16 @@ def _small(tmp_path, bn=False, groups=1, temperature=1):
     return cfg, weights
 
 
+@pytest.fixture(scope="module")
+def small_classifier(tmp_path_factory):
+    """The small classifier with its defaults (no BN, one softmax group), written once."""
+    return _small(tmp_path_factory.mktemp("small"))
+
+
 @needs_darknet_importer
-def test_small_classifier_matches_opencv(tmp_path):
+def test_small_classifier_matches_opencv(small_classifier):
     # OpenCV reads [connected] without BN and [softmax] with groups=1, temperature=1 only
-    cfg, weights = _small(tmp_path)
+    cfg, weights = small_classifier
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = darknet_py.load(cfg, weights, channels_last=False)(x)[0].reshape(2, -1).numpy()
@@ -150,7 +156,7 @@ def test_darknet53_weights_size_and_outputs():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = darknet_py.build_model(ref_path("pjreddie", "cfg", "darknet53.cfg"), width=64, height=64)
-    assert darknet_py.weights.count_floats(model) == 41645640  # the reference README's figure
+    assert count_floats(model) == 41645640  # the reference README's figure
     with torch.no_grad():
         out = model.eval()(torch.rand(1, 3, 64, 64))
     assert len(out) == 1 and out[0].shape == (1, 1000, 1, 1)
@@ -163,8 +169,8 @@ def test_top_k_is_darknets():
     assert top_k(v, 99).indices == [1, 3, 2, 0, 4]
 
 
-def test_classifier_predict_command(tmp_path, capsys, photo_rgb):
-    cfg, weights = _small(tmp_path)
+def test_classifier_predict_command(small_classifier, tmp_path, capsys, photo_rgb):
+    cfg, weights = small_classifier
     names = tmp_path / "labels.list"
     names.write_text("".join(f"class{i}\n" for i in range(12)))
     data = tmp_path / "small.data"
@@ -182,7 +188,6 @@ def test_classifier_predict_command(tmp_path, capsys, photo_rgb):
 
 
 def test_detector_and_classifier_are_told_apart(tmp_path, photo_rgb):
-    cfg, weights = _small(tmp_path)
     with pytest.raises(CfgError, match=r"\[yolo\] head: it is a detector"):
         classify(darknet_py.build_model(ROOT / "cfg" / "yolov3-tiny.cfg").eval(), photo_rgb)
     text = small_text(groups=5)

@@ -1,4 +1,5 @@
-"""Parity with an independent implementation: OpenCV 4.x's Darknet importer (cv2.dnn).
+"""YOLOv3 (pjreddie's yolov3-tiny, yolov3, yolov3-spp) against an independent implementation:
+OpenCV 4.x's Darknet importer (cv2.dnn), and against a float64 run of the same graph.
 
 Both get the same letterboxed tensor (JPEG decoders differ) and the same weights file, which
 our writer produced from calibrated random weights (darknet_py.random_weights). We compare
@@ -12,8 +13,7 @@ import pytest
 import torch
 
 import darknet_py
-from darknet_py.detector import postprocess
-from darknet_py.random_weights import randomize
+from darknet_py.postprocess import postprocess
 from darknet_py.transforms import letterbox
 from tests.helpers.models import write_random_model
 from tests.helpers.numeric import assert_detections_match, compare_rows
@@ -33,12 +33,26 @@ NMS = 0.45
 TOLERANCE = {"yolov3-tiny": 1e-4, "yolov3": 3e-4, "yolov3-spp": 3e-4}
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, photo_rgb):
+    """name -> (cfg text, cfg path, weights path, letterboxed photo, LetterboxInfo), built once: the
+    reference cfg at 416 with calibrated random weights (seed 1) written by our writer."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            cfg_text = sized_cfg_text(ref_path("pjreddie", "cfg", f"{name}.cfg"), SIZE)
+            x, info = letterbox(photo_rgb, SIZE, SIZE)
+            x = x[None]
+            cfg, weights, _ = write_random_model(tmp_path_factory.mktemp(name), name, cfg_text, x, seed=1)
+            built[name] = (cfg_text, cfg, weights, x, info)
+        return built[name]
+    return get
+
+
 @pytest.mark.parametrize("name", ["yolov3-tiny", "yolov3", "yolov3-spp"])
-def test_yolo_outputs_and_detections_match_opencv(name, photo_rgb, tmp_path):
-    cfg_text = sized_cfg_text(ref_path("pjreddie", "cfg", f"{name}.cfg"), SIZE)
-    x, info = letterbox(photo_rgb, SIZE, SIZE)
-    x = x[None]
-    cfg, weights, _ = write_random_model(tmp_path, name, cfg_text, x, seed=1)
+def test_yolo_outputs_and_detections_match_opencv(name, reference, tmp_path):
+    cfg_text, cfg, weights, x, info = reference(name)
     ours_model = darknet_py.load(cfg, weights)  # what a user gets: cfg + file through our reader
 
     with torch.no_grad():
@@ -67,12 +81,10 @@ def test_yolo_outputs_and_detections_match_opencv(name, photo_rgb, tmp_path):
     assert_detections_match(dets, ref, THRESH, 5 * tol, 0.999)
 
 
-def test_float32_matches_float64_run(photo_rgb, tmp_path):
+def test_float32_matches_float64_run(reference):
     """Our float32 path against the same graph in float64 (a precision check for deep nets)."""
-    cfg = tmp_path / "yolov3.cfg"
-    cfg.write_text(sized_cfg_text(ref_path("pjreddie", "cfg", "yolov3.cfg"), SIZE))
-    x = letterbox(photo_rgb, SIZE, SIZE)[0][None]
-    model = randomize(darknet_py.build_model(cfg), x, seed=2)
+    _, cfg, weights, x, _ = reference("yolov3")
+    model = darknet_py.load(cfg, weights, channels_last=False)
     model64 = darknet_py.build_model(cfg)
     model64.load_state_dict(model.state_dict())
     model64 = model64.double().eval()
@@ -83,11 +95,10 @@ def test_float32_matches_float64_run(photo_rgb, tmp_path):
         assert float((o32.double() - o64).abs().max() / o64.abs().max()) < 1e-4
 
 
-def test_batch_rows_identical(photo_rgb):
+def test_batch_rows_identical(reference):
     """OpenCV's pattern: the same image twice in a batch gives identical rows."""
-    cfg = ref_path("pjreddie", "cfg", "yolov3-tiny.cfg")
-    x = letterbox(photo_rgb, SIZE, SIZE)[0][None]
-    model = randomize(darknet_py.build_model(cfg), x)
+    _, cfg, weights, x, _ = reference("yolov3-tiny")
+    model = darknet_py.load(cfg, weights, channels_last=False)
     with torch.no_grad():
         outs = model(torch.cat([x, x]))
     for o in outs:

@@ -6,8 +6,9 @@ import torch
 
 import darknet_py
 from darknet_py.boxes import iou_matrix_cxcywh, xyxy_to_cxcywh
-from darknet_py.dataset import read_labels
 from darknet_py.config.names import read_names
+from darknet_py.dataset import read_labels
+from darknet_py.imageio import load_image
 from darknet_py.synth import CLASSES
 from tests.helpers.paths import ROOT
 
@@ -26,7 +27,7 @@ def test_shipped_weights_fit_the_cfg_and_the_size_limit():
 def test_shipped_model_finds_every_object_of_the_sample():
     model = darknet_py.load(CFG, WEIGHTS)
     dets = darknet_py.detect(model, ROOT / "data" / "shapes.jpg", thresh=0.5)
-    _, meta = darknet_py.imageio.load_image(ROOT / "data" / "shapes.jpg")
+    _, meta = load_image(ROOT / "data" / "shapes.jpg")
     truth = read_labels(ROOT / "data" / "shapes.txt", classes=6)
     t = torch.from_numpy(truth.boxes).float() * torch.tensor([meta.width, meta.height] * 2)
     iou = iou_matrix_cxcywh(t, xyxy_to_cxcywh(dets.boxes))

@@ -1,7 +1,8 @@
 """[Gaussian_yolo] against a plain-Python port of AlexeyAB's src/gaussian_yolo_layer.c
 (forward_gaussian_yolo_layer, get_gaussian_yolo_box, get_gaussian_yolo_detections,
 correct_gaussian_yolo_boxes) and src/box.c (do_nms_sort, diounms_sort). OpenCV has no
-Gaussian_yolo importer, so the references are NumPy/float64 written from the C."""
+Gaussian_yolo importer, so the references are NumPy/float64 written from the C. (The reference folder
+holds no Gaussian YOLOv3 cfg: the network here is a small generated one with two heads.)"""
 from __future__ import annotations
 
 import math
@@ -11,8 +12,9 @@ import pytest
 import torch
 
 import darknet_py
-from darknet_py.detector import detect, postprocess
+from darknet_py.detector import detect
 from darknet_py.graph import parse_network
+from darknet_py.postprocess import postprocess
 from darknet_py.random_weights import randomize
 from darknet_py.transforms import letterbox, letterbox_info
 from tests.helpers.cfgs import cfg, conv, head_conv, route
@@ -117,7 +119,7 @@ def our_rows(det):
     return np.array(sorted(rows.tolist(), key=lambda r: (r[0], -r[1]))).reshape(-1, 6)
 
 
-def compare_rows(ours, ref):
+def compare_detections(ours, ref):
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
     np.testing.assert_array_equal(ours[:, 0], ref[:, 0])
     # Darknet multiplies (objectness*p) in float and (1 - uc) in double: a few float32 ulps apart
@@ -185,7 +187,7 @@ def test_detections_are_get_gaussian_yolo_detections(nms_kind, beta, yolo_point,
     ref = darknet_rows(dets, 0.45, img_w, img_h, kind, beta)
     suppressed = len(scores) - len(ref)
     assert suppressed > 0  # the NMS had work to do
-    compare_rows(our_rows(ours), ref)
+    compare_detections(our_rows(ours), ref)
 
 
 def test_decode_folds_the_uncertainty_into_the_class_probability():
@@ -218,7 +220,7 @@ def test_detect_end_to_end(photo_rgb):
         dets += get_gaussian_detections(o, head.masked_anchors, CLASSES, NET_W, NET_H, 0.3, "center", img_w, img_h)
     ref = darknet_rows(dets, 0.45, img_w, img_h)
     assert len(ref) > 0
-    compare_rows(our_rows(ours), ref)
+    compare_detections(our_rows(ours), ref)
 
 
 def test_weights_round_trip_has_no_head_bytes(tmp_path):
