@@ -243,13 +243,3 @@ def test_errors(tmp_path):
     with pytest.raises(DataError, match="no 'train' key"):
         calc_anchors(nokey, 1, 416, 416)
 
-
-def test_calc_anchors_command(tmp_path, capsys):
-    from darknet_py.cli import main
-    from darknet_py.synth import make_dataset
-
-    ds = make_dataset(tmp_path / "d", train=10, valid=1, seed=2, min_side=96, max_side=200)
-    assert main(["detector", "calc_anchors", str(ds.data), "-num_of_clusters", "4", "-width", "320",
-                 "-height", "320"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert re.fullmatch(r"anchors = (\d+,\d+, ){3}\d+,\d+", out[0]) and out[1].startswith("avg IoU = ")

@@ -144,7 +144,7 @@ def test_yolo_labels_match_coco_json(ds, split):
 def test_coco_json_loads_in_pycocotools(ds, capsys):
     from pycocotools.coco import COCO
 
-    for split, count, lst in (("train", TRAIN, ds.train_list), ("valid", VALID, ds.valid_list)):
+    for split, count in (("train", TRAIN), ("valid", VALID)):
         coco = COCO(str(ds.train_json if split == "train" else ds.valid_json))
         assert len(coco.getImgIds()) == count
         n_labels = sum(len(read_labels(lab)) for _, lab, _ in listed(ds, split))

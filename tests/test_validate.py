@@ -1,4 +1,4 @@
-"""detector valid / map / recall end to end on a generated dataset, with random weights.
+"""darknet_py.validate: detector valid / map / recall end to end on a generated dataset, with random weights.
 
 The expected values come from other code paths: per-image ``detect`` for the detections,
 pycocotools run directly on the files we write, and the generator's own COCO json for the truth.
@@ -14,14 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-import darknet_py
 from darknet_py.cli import main
 from darknet_py.dataset import COCO_IDS
-from darknet_py.detector import detect
-from darknet_py.synth import make_dataset
+from darknet_py.detector import detect, load
+from darknet_py.errors import DataError
 from darknet_py.validate import detector_map, detector_recall, detector_valid
-from tests.helpers.cfgs import fixture_cfg_text
-from tests.helpers.models import write_random_model
+from tests.helpers.validate import make_eval_set, with_data_keys
 
 _DARKNET_COCO_LINE = re.compile(r'\{"image_id":\d+, "category_id":\d+, "bbox":\[(-?\d+\.\d{6}, ){3}-?\d+\.\d{6}\], '
                                 r'"score":\d\.\d{6}\}')
@@ -29,28 +27,7 @@ _DARKNET_COCO_LINE = re.compile(r'\{"image_id":\d+, "category_id":\d+, "bbox":\[
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    ds = make_dataset(root / "data", train=2, valid=16, seed=5, min_side=96, max_side=320, max_objects=5)
-    cfg, weights, _ = write_random_model(root, "tiny-shapes", fixture_cfg_text("tiny-shapes"), seed=11,
-                                         objectness_rate=0.004)
-    return ds, cfg, weights
-
-
-def _with_data_keys(ds, tmp_path, **changes) -> Path:
-    """A copy of the generated .data file (beside it, so its relative paths still resolve) with keys changed."""
-    lines = {}
-    for raw in ds.data.read_text().splitlines():
-        if "=" in raw:
-            k, v = (s.strip() for s in raw.split("=", 1))
-            lines[k] = v
-    for k, v in changes.items():
-        if v is None:
-            lines.pop(k, None)
-        else:
-            lines[k] = v
-    p = ds.root / f"variant-{tmp_path.name}.data"
-    p.write_text("".join(f"{k} = {v}\n" for k, v in lines.items()))
-    return p
+    return make_eval_set(tmp_path_factory.mktemp("shapes"))
 
 
 def test_valid_writes_darknet_coco_results(shapes, tmp_path, capsys):
@@ -76,7 +53,7 @@ def test_valid_writes_darknet_coco_results(shapes, tmp_path, capsys):
 
     # Independent path: per-image detect() at Darknet's valid thresholds gives the same (class, score,
     # box) rows. detect() clips corners to [0, w-1] for drawing, the json to [0, w] as print_cocos.
-    model = darknet_py.load(cfg, weights)
+    model = load(cfg, weights)
     by_image = {}
     for r in records:
         by_image.setdefault(r["image_id"], []).append(r)
@@ -124,7 +101,7 @@ def test_map_equals_pycocotools_on_written_json(shapes, tmp_path):
 
     # The same truth read from the YOLO label files instead (no 'annotations' key): the labels hold
     # the same boxes to 6 decimals, so the numbers agree to well under a thousandth.
-    res_labels = detector_map(_with_data_keys(ds, tmp_path, annotations=None), cfg, weights, batch=4)
+    res_labels = detector_map(with_data_keys(ds, tmp_path, annotations=None), cfg, weights, batch=4)
     assert res_labels.truth_source == "YOLO label files"
     assert res_labels.labels.boxes == len(gt.anns)
     for name in names:
@@ -137,7 +114,7 @@ def test_map_equals_pycocotools_on_written_json(shapes, tmp_path):
 
 def test_voc_and_imagenet_result_files(shapes, tmp_path):
     ds, cfg, weights = shapes
-    data = _with_data_keys(ds, tmp_path, eval="voc")
+    data = with_data_keys(ds, tmp_path, eval="voc")
     run, written = detector_valid(data, cfg, weights, results=tmp_path / "voc", batch=8)
     assert [p.name for p in written] == [f"comp4_det_test_{n}.txt" for n in ds.classes]
     rows = [ln.split() for p in written for ln in p.read_text().splitlines()]
@@ -157,13 +134,13 @@ def test_voc_and_imagenet_result_files(shapes, tmp_path):
     first = [float(v) for v in rows[0][2:]] if rows else None
     assert first is None or any(np.allclose(np.clip(b + 1, 1, [im.width, im.height] * 2), first, atol=1e-5)
                                 for b, im in flat)
-    with pytest.raises(darknet_py.DataError, match="eval = imagenet .* classes=6"):
-        detector_valid(_with_data_keys(ds, tmp_path, eval="imagenet"), cfg, weights, results=tmp_path / "i")
+    with pytest.raises(DataError, match="eval = imagenet .* classes=6"):
+        detector_valid(with_data_keys(ds, tmp_path, eval="imagenet"), cfg, weights, results=tmp_path / "i")
 
 
 def test_recall_counts(shapes, tmp_path):
     ds, cfg, weights = shapes
-    data = _with_data_keys(ds, tmp_path, annotations=None)
+    data = with_data_keys(ds, tmp_path, annotations=None)
     gt = json.loads(ds.valid_json.read_text())
     res = detector_recall(data, cfg, weights)
     assert res.images == 16 and res.truths == len(gt["annotations"])
@@ -172,42 +149,6 @@ def test_recall_counts(shapes, tmp_path):
     assert none.proposals == 0 and none.correct == 0 and none.avg_iou == 0
     loose = detector_recall(data, cfg, weights, iou=0.0)  # any overlapping proposal counts
     assert loose.correct >= res.correct
-
-
-def test_map_cli_plot_and_report(shapes, tmp_path, capsys):
-    ds, cfg, weights = shapes
-    pytest.importorskip("matplotlib")
-    plot, report = tmp_path / "pr.png", tmp_path / "map.json"
-    assert main(["detector", "map", str(ds.data), str(cfg), str(weights), "-iou_thresh", "0.5", "--plot", str(plot),
-                 "--report", str(report)]) == 0
-    out = capsys.readouterr().out
-    assert "16 images" in out and "mAP" in out
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "coco" in json.loads(report.read_text())
-
-
-def test_cli_errors_are_one_line(shapes, tmp_path, capsys):
-    ds, cfg, weights = shapes
-    bad = _with_data_keys(ds, tmp_path, valid=None)
-    assert main(["detector", "valid", str(bad), str(cfg), str(weights)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no 'valid' key" in err[0] and bad.name in err[0]
-    assert main(["detector", "map", str(ds.data), str(cfg), str(weights), "extra.jpg"]) == 1
-    assert "reads its images from the .data file's valid list" in capsys.readouterr().err
-    # a bad label row stops map before the detector runs, naming file and line
-    label = ds.root / "labels" / "valid" / Path(ds.valid_list.read_text().split()[0]).with_suffix(".txt").name
-    saved = label.read_text()
-    try:
-        label.write_text(saved + "9 0.5 0.5 0.1 0.1\n")
-        no_json = _with_data_keys(ds, tmp_path, annotations=None)
-        assert main(["detector", "map", str(no_json), str(cfg), str(weights)]) == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        n = len(saved.splitlines()) + 1
-        assert len(err) == 1 and f"{label.name}:{n}: class id 9 outside 0..5" in err[0]
-        assert main(["detector", "map", str(no_json), str(cfg), str(weights), "--on-bad-label", "skip"]) == 0
-        assert "skipped 1 bad rows" in capsys.readouterr().err
-    finally:
-        label.write_text(saved)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

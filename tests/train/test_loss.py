@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import darknet_py
+from darknet_py.graph import build_model
 from darknet_py.layers.yolo import YoloSpec
 from darknet_py.train.loss import darknet_deltas, yolo_loss
 from tests.helpers.cfgs import fixture_cfg_text
@@ -41,81 +41,87 @@ def reference(raws, truths, counts, head_specs):
     """-> (deltas in raw layout, stats dicts, cost)."""
     deltas, stats, cost = [], [], 0.0
     for raw, spec in zip(raws, head_specs):
-        x = raw.detach().double().cpu().numpy()
-        n, _, hh, ww = x.shape
-        na = len(spec.mask)
-        x = x.reshape(n, na, 5 + C, hh, ww)
-        out = _sig(x)
-        out[:, :, 2:4] = x[:, :, 2:4]
-        d = np.zeros_like(x)
-        st = dict(iou=0.0, cls=0.0, obj=0.0, anyobj=0.0, r50=0, r75=0, count=0)
-
-        def box_delta(truth, anchor, b, a, j, i):
-            aw, ah = ANCHORS[anchor]
-            pred = ((i + out[b, a, 0, j, i]) / ww, (j + out[b, a, 1, j, i]) / hh,
-                    math.exp(x[b, a, 2, j, i]) * aw / NET, math.exp(x[b, a, 3, j, i]) * ah / NET)
-            scale = 2 - truth[2] * truth[3]
-            d[b, a, 0, j, i] = scale * (truth[0] * ww - i - out[b, a, 0, j, i])
-            d[b, a, 1, j, i] = scale * (truth[1] * hh - j - out[b, a, 1, j, i])
-            d[b, a, 2, j, i] = scale * (math.log(truth[2] * NET / aw) - x[b, a, 2, j, i])
-            d[b, a, 3, j, i] = scale * (math.log(truth[3] * NET / ah) - x[b, a, 3, j, i])
-            return box_iou(pred, truth)
-
-        def class_delta(cls, b, a, j, i):
-            p = out[b, a, 5:, j, i]
-            if d[b, a, 5, j, i] != 0:  # Darknet tests the class-0 entry of the delta
-                d[b, a, 5 + cls, j, i] = 1 - p[cls]
-            else:
-                for k in range(C):
-                    d[b, a, 5 + k, j, i] = (1.0 if k == cls else 0.0) - p[k]
-            return p[cls]
-
-        for b in range(n):
-            tl = [truths[b, t].tolist() for t in range(int(counts[b]))]
-            for j in range(hh):
-                for i in range(ww):
-                    for a in range(na):
-                        aw, ah = ANCHORS[spec.mask[a]]
-                        pred = ((i + out[b, a, 0, j, i]) / ww, (j + out[b, a, 1, j, i]) / hh,
-                                math.exp(x[b, a, 2, j, i]) * aw / NET, math.exp(x[b, a, 3, j, i]) * ah / NET)
-                        best, best_t = 0.0, 0
-                        for t, tr in enumerate(tl):
-                            v = box_iou(pred, tr)
-                            if v > best:
-                                best, best_t = v, t
-                        st["anyobj"] += out[b, a, 4, j, i]
-                        d[b, a, 4, j, i] = 0 - out[b, a, 4, j, i]
-                        if best > spec.ignore_thresh:
-                            d[b, a, 4, j, i] = 0
-                        if best > spec.truth_thresh:
-                            d[b, a, 4, j, i] = 1 - out[b, a, 4, j, i]
-                            class_delta(int(tl[best_t][4]), b, a, j, i)
-                            box_delta(tl[best_t], spec.mask[a], b, a, j, i)
-            for tr in tl:
-                i, j = min(int(tr[0] * ww), ww - 1), min(int(tr[1] * hh), hh - 1)
-                best, best_n = 0.0, 0
-                for k, (aw, ah) in enumerate(ANCHORS):
-                    v = box_iou((0, 0, aw / NET, ah / NET), (0, 0, tr[2], tr[3]))
-                    if v > best:
-                        best, best_n = v, k
-                if best_n not in spec.mask:
-                    continue
-                a = spec.mask.index(best_n)
-                v = box_delta(tr, best_n, b, a, j, i)
-                st["obj"] += out[b, a, 4, j, i]
-                d[b, a, 4, j, i] = 1 - out[b, a, 4, j, i]
-                st["cls"] += class_delta(int(tr[4]), b, a, j, i)
-                st["count"] += 1
-                st["r50"] += v > .5
-                st["r75"] += v > .75
-                st["iou"] += v
-        c = st["count"] or 1
-        stats.append(dict(layer=spec.index, avg_iou=st["iou"] / c, cls=st["cls"] / c, obj=st["obj"] / c,
-                          no_obj=st["anyobj"] / (n * na * hh * ww), recall50=st["r50"] / c,
-                          recall75=st["r75"] / c, count=st["count"]))
+        d, st = _reference_head(raw, spec, truths, counts)
+        stats.append(st)
         cost += float((d ** 2).sum())
         deltas.append(d.reshape(raw.shape))
     return deltas, stats, cost
+
+
+def _reference_head(raw, spec, truths, counts):
+    """One head of ``reference``: -> (deltas (n, anchors, 5 + C, h, w), stats dict)."""
+    x = raw.detach().double().cpu().numpy()
+    n, _, hh, ww = x.shape
+    na = len(spec.mask)
+    x = x.reshape(n, na, 5 + C, hh, ww)
+    out = _sig(x)
+    out[:, :, 2:4] = x[:, :, 2:4]
+    d = np.zeros_like(x)
+    st = dict(iou=0.0, cls=0.0, obj=0.0, anyobj=0.0, r50=0, r75=0, count=0)
+
+    def box_delta(truth, anchor, b, a, j, i):
+        aw, ah = ANCHORS[anchor]
+        pred = ((i + out[b, a, 0, j, i]) / ww, (j + out[b, a, 1, j, i]) / hh,
+                math.exp(x[b, a, 2, j, i]) * aw / NET, math.exp(x[b, a, 3, j, i]) * ah / NET)
+        scale = 2 - truth[2] * truth[3]
+        d[b, a, 0, j, i] = scale * (truth[0] * ww - i - out[b, a, 0, j, i])
+        d[b, a, 1, j, i] = scale * (truth[1] * hh - j - out[b, a, 1, j, i])
+        d[b, a, 2, j, i] = scale * (math.log(truth[2] * NET / aw) - x[b, a, 2, j, i])
+        d[b, a, 3, j, i] = scale * (math.log(truth[3] * NET / ah) - x[b, a, 3, j, i])
+        return box_iou(pred, truth)
+
+    def class_delta(cls, b, a, j, i):
+        p = out[b, a, 5:, j, i]
+        if d[b, a, 5, j, i] != 0:  # Darknet tests the class-0 entry of the delta
+            d[b, a, 5 + cls, j, i] = 1 - p[cls]
+        else:
+            for k in range(C):
+                d[b, a, 5 + k, j, i] = (1.0 if k == cls else 0.0) - p[k]
+        return p[cls]
+
+    for b in range(n):
+        tl = [truths[b, t].tolist() for t in range(int(counts[b]))]
+        for j in range(hh):
+            for i in range(ww):
+                for a in range(na):
+                    aw, ah = ANCHORS[spec.mask[a]]
+                    pred = ((i + out[b, a, 0, j, i]) / ww, (j + out[b, a, 1, j, i]) / hh,
+                            math.exp(x[b, a, 2, j, i]) * aw / NET, math.exp(x[b, a, 3, j, i]) * ah / NET)
+                    best, best_t = 0.0, 0
+                    for t, tr in enumerate(tl):
+                        v = box_iou(pred, tr)
+                        if v > best:
+                            best, best_t = v, t
+                    st["anyobj"] += out[b, a, 4, j, i]
+                    d[b, a, 4, j, i] = 0 - out[b, a, 4, j, i]
+                    if best > spec.ignore_thresh:
+                        d[b, a, 4, j, i] = 0
+                    if best > spec.truth_thresh:
+                        d[b, a, 4, j, i] = 1 - out[b, a, 4, j, i]
+                        class_delta(int(tl[best_t][4]), b, a, j, i)
+                        box_delta(tl[best_t], spec.mask[a], b, a, j, i)
+        for tr in tl:
+            i, j = min(int(tr[0] * ww), ww - 1), min(int(tr[1] * hh), hh - 1)
+            best, best_n = 0.0, 0
+            for k, (aw, ah) in enumerate(ANCHORS):
+                v = box_iou((0, 0, aw / NET, ah / NET), (0, 0, tr[2], tr[3]))
+                if v > best:
+                    best, best_n = v, k
+            if best_n not in spec.mask:
+                continue
+            a = spec.mask.index(best_n)
+            v = box_delta(tr, best_n, b, a, j, i)
+            st["obj"] += out[b, a, 4, j, i]
+            d[b, a, 4, j, i] = 1 - out[b, a, 4, j, i]
+            st["cls"] += class_delta(int(tr[4]), b, a, j, i)
+            st["count"] += 1
+            st["r50"] += v > .5
+            st["r75"] += v > .75
+            st["iou"] += v
+    c = st["count"] or 1
+    return d, dict(layer=spec.index, avg_iou=st["iou"] / c, cls=st["cls"] / c, obj=st["obj"] / c,
+                   no_obj=st["anyobj"] / (n * na * hh * ww), recall50=st["r50"] / c, recall75=st["r75"] / c,
+                   count=st["count"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +328,7 @@ def test_bad_shapes_are_reported():
 
 def test_gradient_reaches_every_conv_weight():
     torch.manual_seed(0)
-    model = darknet_py.build_model(fixture_cfg_text("tiny-shapes").encode()).train()
+    model = build_model(fixture_cfg_text("tiny-shapes").encode()).train()
     net_w, net_h = model.input_size
     x = torch.rand(2, 3, net_h, net_w)
     truths = torch.tensor([[[0.3, 0.4, 0.2, 0.3, 1], [0.7, 0.6, 0.5, 0.4, 4]],
