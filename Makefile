@@ -16,7 +16,7 @@ test:
 
 # ruff over the project; mypy over config/, layers/ and postprocess/ (ruff.toml, mypy.ini)
 lint:
-	$(PYTHON) -m ruff check darknet_py tools
+	$(PYTHON) -m ruff check darknet_py tests tools
 	$(PYTHON) -m mypy
 
 # The shipped model on the sample photo: prints the detections, writes predictions.jpg.

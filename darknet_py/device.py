@@ -103,6 +103,10 @@ class Distributed:
 
     def close(self) -> None:
         if self.active and dist.is_initialized():
+            # every process reaches the end before the group goes: gloo torn down in one process while
+            # another still holds its connections aborted that one now and then ("terminate called
+            # without an active exception", SIGABRT, after a finished run)
+            dist.barrier()
             dist.destroy_process_group()
 
 

@@ -18,7 +18,7 @@ print("device", torch.cuda.get_device_name() if torch.cuda.is_available() else "
 EOF
 
 echo "== 1. CUDA tests"
-TESTS="tests/test_fast.py tests/test_cuda.py tests/test_train.py tests/test_stream.py tests/test_postprocess.py"
+TESTS="tests/test_fast.py tests/test_cuda.py tests/test_transforms.py tests/train tests/stream tests/postprocess"
 # test_validate needs pycocotools (a test extra a bare GPU machine may lack): left out, and said so, without it
 if "$PY" -c "import pycocotools" 2>/dev/null; then TESTS="$TESTS tests/test_validate.py"
 else echo "pycocotools missing: tests/test_validate.py not run" | tee "$OUT/tests-left-out.txt"; fi

@@ -20,7 +20,7 @@ def run_train(args) -> int:
         max_batches=args.max_batches, backup=args.backup, save_every=args.save_every, amp=args.amp, seed=args.seed,
         on_bad_label=args.on_bad_label, regions=not args.quiet, time_limit=args.time_limit,
         log=lambda s: print(s, flush=True)))
-    if res.final.exists():
+    if res.main and res.final.exists():
         print(f"{res.iterations} iterations in {res.seconds:.1f} s, {res.seen} images seen; final weights {res.final}")
     return 0
 

@@ -66,6 +66,7 @@ class TrainResult:
     seen: int             # images seen in total (the header's value)
     seconds: float
     loss: float           # Darknet's running "avg" loss at the end
+    main: bool = True     # this process writes the files and the summary (rank 0 under torchrun)
 
 
 def basecfg(path) -> str:
@@ -266,7 +267,7 @@ def _train(data_path, cfg, weights, opt: TrainOptions, ctx: Distributed, dev: to
     if ctx.main:
         _save(model, final, seen)
         log(f"Saved {final}")
-    return TrainResult(final, max(0, max_batches - start), seen, time.perf_counter() - begin, avg_loss)
+    return TrainResult(final, max(0, max_batches - start), seen, time.perf_counter() - begin, avg_loss, ctx.main)
 
 
 __all__ = ["TrainOptions", "TrainResult", "basecfg", "darknet_init", "load_start_weights", "train"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Optional
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cfg"
 
@@ -30,7 +29,7 @@ def fixture_cfg_text(name: str) -> str:
 
 # ------------------------------------------------------------------------------------ variants of a text
 
-def locate(text: str, header: str, nth: int = 1, key: Optional[str] = None) -> int:
+def locate(text: str, header: str, nth: int = 1, key: str | None = None) -> int:
     """1-based line of the nth ``[header]`` or, with ``key``, of ``key=`` inside that section."""
     lines = text.split("\n")
     seen = 0
@@ -49,7 +48,7 @@ def locate(text: str, header: str, nth: int = 1, key: Optional[str] = None) -> i
     raise AssertionError(f"no [{header}] #{nth}")
 
 
-def set_key(text: str, header: str, nth: int, key: str, value: Optional[str]) -> str:
+def set_key(text: str, header: str, nth: int, key: str, value: str | None) -> str:
     """Replace the value of ``key`` in the nth ``[header]`` (None deletes the line)."""
     lines = text.split("\n")
     i = locate(text, header, nth, key) - 1
@@ -82,14 +81,14 @@ def sections(*parts: str) -> str:
     return "\n".join(textwrap.dedent(p).strip() + "\n" for p in parts)
 
 
-def net(width: int, height: Optional[int] = None, channels: int = 3, **keys) -> str:
+def net(width: int, height: int | None = None, channels: int = 3, **keys) -> str:
     """A [net] section: ``keys`` first (batch, subdivisions, ...), then width, height, channels."""
     lines = ["[net]"] + [f"{k}={v}" for k, v in keys.items()]
     lines += [f"width={width}", f"height={width if height is None else height}", f"channels={channels}"]
     return "\n".join(lines)
 
 
-def cfg(*layers: str, width: int = 32, height: Optional[int] = None, channels: int = 3) -> str:
+def cfg(*layers: str, width: int = 32, height: int | None = None, channels: int = 3) -> str:
     """A whole cfg: a [net] of width x height (square by default) and the layer sections."""
     return sections(net(width, height, channels), *layers)
 

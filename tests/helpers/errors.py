@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Union
 
 import pytest
 
@@ -20,8 +19,8 @@ def line_of(text: str, needle: str, nth: int = 1) -> int:
     return hits[nth - 1] if nth > 0 else hits[nth]
 
 
-def expect_cfg_error(text: Union[str, bytes], line: Optional[int], *needles: str,
-                     path: Optional[Path] = None) -> CfgError:
+def expect_cfg_error(text: str | bytes, line: int | None, *needles: str,
+                     path: Path | None = None) -> CfgError:
     """parse_network must refuse ``text`` with a CfgError at cfg line ``line`` (None: not asserted) whose
     message holds every needle; the error is returned. With ``path`` the text is written there and read
     as that file: the error then names it, its message beginning "path:line:". Warnings are silenced

@@ -4,13 +4,12 @@ file and a .weights file."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple, Union
 
 import darknet_py
 from darknet_py.random_weights import randomize
 
 
-def random_model(cfg: Union[str, Path], x=None, seed: int = 0, **randomize_kw):
+def random_model(cfg: str | Path, x=None, seed: int = 0, **randomize_kw):
     """darknet_py.build_model(cfg) (a cfg file, or a cfg text) with calibrated random weights:
     randomize on the input ``x`` (None: randomize's own smooth image); in eval mode."""
     model = darknet_py.build_model(cfg.encode() if isinstance(cfg, str) else cfg)
@@ -18,7 +17,7 @@ def random_model(cfg: Union[str, Path], x=None, seed: int = 0, **randomize_kw):
 
 
 def write_random_model(directory: Path, name: str, cfg_text: str, x=None, seed: int = 0,
-                       **randomize_kw) -> Tuple[Path, Path, "darknet_py.graph.DarknetModel"]:
+                       **randomize_kw) -> tuple[Path, Path, darknet_py.graph.DarknetModel]:
     """``cfg_text`` written to directory/NAME.cfg, its ``random_model`` written to directory/NAME.weights:
     -> (cfg path, weights path, model)."""
     cfg = directory / f"{name}.cfg"

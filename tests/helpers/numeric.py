@@ -3,7 +3,7 @@ scale, the IoU of two boxes given by their corners, and the two-way matching of 
 with a reference's."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ def corner_iou(a, b) -> float:
 
 
 def assert_detections_match(dets, ref: Sequence, thresh: float, margin: float, min_iou: float,
-                            corner_tol: Optional[float] = None) -> None:
+                            corner_tol: float | None = None) -> None:
     """darknet_py's Detections ``dets`` against a reference's [(class, score, [x1, y1, x2, y2])], both
     ways: every detection whose score is more than ``margin`` from ``thresh`` (a closer one may fall
     either side of it) has a counterpart of its class, score within ``margin`` and box IoU above

@@ -7,7 +7,7 @@ oracle that the batched and fast paths are compared with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ def nms_overlap(a, b, kind="default", beta=0.6, dtype=float):
     return box_diou(a, b, 0.6 if kind == "greedynms" else beta, dtype)
 
 
-def do_nms_sort(boxes: Sequence, probs: List[list], nms: float, kind="default", beta=0.6, dtype=float) -> List[list]:
+def do_nms_sort(boxes: Sequence, probs: list[list], nms: float, kind="default", beta=0.6, dtype=float) -> list[list]:
     """do_nms_sort's loop over the classes (AlexeyAB's diounms_sort for greedynms / diounms), on candidates
     that passed the objectness filter: per class, the boxes by decreasing prob (ties in candidate order, as
     darknet_py's stable sort; Darknet's qsort leaves them open), each non-zero prob zeroing that class's
@@ -82,7 +82,7 @@ def do_nms_sort(boxes: Sequence, probs: List[list], nms: float, kind="default", 
 
 # ------------------------------------------------------------------------------------ detections
 
-def correct_box(box, info) -> Tuple[float, float, float, float]:
+def correct_box(box, info) -> tuple[float, float, float, float]:
     """correct_yolo_boxes / correct_region_boxes (relative=1) of a letterboxed photo, float64: an
     (x, y, w, h) box of the network's frame -> the same box relative to the photo."""
     bx, by, bw, bh = box
@@ -91,7 +91,7 @@ def correct_box(box, info) -> Tuple[float, float, float, float]:
             bw * info.net_w / info.new_w, bh * info.net_h / info.new_h)
 
 
-def drawn_box(box, img_w: int, img_h: int) -> List[float]:
+def drawn_box(box, img_w: int, img_h: int) -> list[float]:
     """The corners draw_detections reports for a photo-relative (x, y, w, h) box: left, top, right,
     bottom in photo pixels, clamped to [0, size - 1], not truncated."""
     x, y, w, h = (float(v) for v in box)
@@ -99,7 +99,7 @@ def drawn_box(box, img_w: int, img_h: int) -> List[float]:
             max(0.0, min(img_w - 1.0, (x + w / 2) * img_w)), max(0.0, min(img_h - 1.0, (y + h / 2) * img_h))]
 
 
-def reported(boxes: Sequence, probs: Sequence, img_w: int, img_h: int) -> List[tuple]:
+def reported(boxes: Sequence, probs: Sequence, img_w: int, img_h: int) -> list[tuple]:
     """What draw_detections reports after the NMS: (class, prob, [left, top, right, bottom]) for every
     non-zero prob, in candidate order."""
     out = []
@@ -109,7 +109,7 @@ def reported(boxes: Sequence, probs: Sequence, img_w: int, img_h: int) -> List[t
     return out
 
 
-def yolo_detections(rows: np.ndarray, info, thresh: float, nms: float, kind="default", beta=0.6) -> List[tuple]:
+def yolo_detections(rows: np.ndarray, info, thresh: float, nms: float, kind="default", beta=0.6) -> list[tuple]:
     """get_yolo_detections + correct_yolo_boxes + do_nms_sort (diounms_sort for greedynms / diounms) in
     plain float64 Python, on decoded rows (x, y, w, h relative, objectness, objectness*class: OpenCV's
     [yolo] rows) -> [(class, prob, [left, top, right, bottom] in photo pixels)]."""
@@ -205,7 +205,7 @@ def local_reference(x: np.ndarray, floats: np.ndarray, n: int, size: int, stride
     return ACT64[activation](out).reshape(n, out_h, out_w)
 
 
-def cfg_sections(text: str) -> List[Tuple[str, Dict[str, str], int]]:
+def cfg_sections(text: str) -> list[tuple[str, dict[str, str], int]]:
     """read_cfg: [(kind, {key: value}, 1-based line of the header)], whitespace removed everywhere,
     '#' / ';' lines skipped, the first of a repeated key kept."""
     out = []

@@ -18,10 +18,9 @@ import darknet_py
 from darknet_py.graph import parse_network
 from darknet_py.transforms import letterbox
 from tests.helpers.errors import expect_cfg_error, line_of
-from tests.helpers.heads import (
-    NMS, REGION_SIZE, THRESH, TREE, Tree, assert_same_region_detections, region_darknet_boxes, region_detections,
-    region_forward, small_region_cfg, small_region_model,
-)
+from tests.helpers.heads import (NMS, REGION_SIZE, THRESH, TREE, Tree, assert_same_region_detections,
+                                 region_darknet_boxes, region_detections, region_forward, small_region_cfg,
+                                 small_region_model)
 
 
 # ------------------------------------------------------------------------------------ variants

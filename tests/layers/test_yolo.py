@@ -17,9 +17,8 @@ from darknet_py.random_weights import randomize
 from darknet_py.train.trainer import TrainOptions, train
 from darknet_py.transforms import letterbox
 from tests.helpers.errors import expect_cfg_error, line_of
-from tests.helpers.heads import (
-    YOLOV4_SMALL as SMALL, assert_same_yolo_detections, decoded_yolo_rows, sigmoid, yolov4_small_cfg,
-)
+from tests.helpers.heads import (YOLOV4_SMALL as SMALL, assert_same_yolo_detections, decoded_yolo_rows, sigmoid,
+                                 yolov4_small_cfg)
 from tests.helpers.models import write_random_model
 from tests.helpers.numeric import compare_rows, rel_err
 from tests.helpers.opencv import needs_darknet_importer, opencv_yolo_rows

@@ -29,10 +29,9 @@ from darknet_py.transforms import letterbox
 from darknet_py.weights import count_floats
 from tests.helpers.cfgs import locate
 from tests.helpers.errors import expect_cfg_error, line_of
-from tests.helpers.heads import (
-    NMS, THRESH, assert_same_region_detections, calibrate_region_head, region_darknet_boxes, region_detections,
-    region_forward, reorg_reference, small_region_cfg, small_region_model,
-)
+from tests.helpers.heads import (NMS, THRESH, assert_same_region_detections, calibrate_region_head,
+                                 region_darknet_boxes, region_detections, region_forward, reorg_reference,
+                                 small_region_cfg, small_region_model)
 from tests.helpers.models import random_model
 from tests.helpers.numeric import rel_err
 from tests.helpers.opencv import needs_darknet_importer, opencv_net, opencv_run
