@@ -16,6 +16,7 @@ from darknet_py.weights import weights_bytes
 from tests.helpers.cfgs import cfg, conv
 from tests.helpers.errors import expect_cfg_error, line_of
 from tests.helpers.float64_net import RefNet
+from tests.helpers.heads import yolov4_small_cfg
 from tests.helpers.layers import (RTOL, SHORTCUT_CASES, check_against_ref, expect_no_effect_warning, make_input,
                                   ours_out, written)
 from tests.helpers.numeric import rel_err
@@ -127,3 +128,16 @@ def test_bad_values_name_the_line(sections, line, needles, tmp_path):
 def test_weights_normalization_without_weights_type_warns(tmp_path):
     text = cfg(conv(4, 3) + "\n\n" + conv(4, 3) + "\n\n[shortcut]\nfrom=-2\nweights_normalization=relu")
     expect_no_effect_warning(text, "weights_normalization", tmp_path)
+
+
+# Keys of AlexeyAB's [shortcut] that this version refuses, each with its cfg line (on the small
+# YOLOv4-like network of tests/helpers/heads.py).
+@pytest.mark.parametrize("old, new, needle", [
+    ("from=6\n", "from=6\nweights_type=per_pixel\n", "weights_type=per_pixel"),
+    ("from=6\n", "from=6\nweights_type=per_feature\nweights_normalization=avg\n", "weights_normalization=avg"),
+    ("from=6\n", "from=6\nalpha=0.5\n", "alpha=0.5"),
+    ("from=6\n", "from=6,2\n", "from=6,2"),  # several inputs of different sizes: AlexeyAB asserts
+])
+def test_unsupported_shortcut_names_the_line(old, new, needle):
+    text = yolov4_small_cfg("").replace(old, new)
+    expect_cfg_error(text, line_of(text, needle, -1))

@@ -16,8 +16,7 @@ import pytest
 
 from darknet_py.graph import parse_network
 from darknet_py.transforms import letterbox
-from tests.helpers.errors import expect_cfg_error, line_of
-from tests.helpers.heads import THRESH, assert_same_yolo_detections, decoded_yolo_rows, yolov4_small_cfg
+from tests.helpers.heads import THRESH, assert_same_yolo_detections, decoded_yolo_rows
 from tests.helpers.models import write_random_model
 from tests.helpers.numeric import compare_rows
 from tests.helpers.opencv import opencv_yolo_rows
@@ -68,12 +67,3 @@ def test_reference_cfgs_use_the_new_keys():
     assert any(a < b for a, b in pairs)
 
 
-@pytest.mark.parametrize("old, new, needle", [
-    ("from=6\n", "from=6\nweights_type=per_pixel\n", "weights_type=per_pixel"),
-    ("from=6\n", "from=6\nweights_type=per_feature\nweights_normalization=avg\n", "weights_normalization=avg"),
-    ("from=6\n", "from=6\nalpha=0.5\n", "alpha=0.5"),
-    ("from=6\n", "from=6,2\n", "from=6,2"),  # several inputs of different sizes: AlexeyAB asserts
-])
-def test_unsupported_shortcut_names_the_line(old, new, needle):
-    text = yolov4_small_cfg("").replace(old, new)
-    expect_cfg_error(text, line_of(text, needle, -1))
