@@ -19,7 +19,7 @@ import os
 import torch
 
 from .errors import UsageError, WeightsError
-from .files import atomic_output
+from .files import atomic_output, note_input
 from .graph import DarknetModel, build_model
 from .weights import Header, is_torch_file_head, layer_tensors
 
@@ -66,6 +66,7 @@ def is_checkpoint(path) -> bool:
 
 def read_checkpoint(path) -> dict:
     spath = os.fspath(path)
+    note_input(spath, "checkpoint")
     try:
         payload = torch.load(spath, map_location="cpu", weights_only=True)
     except OSError as exc:

@@ -31,6 +31,7 @@ import numpy as np
 
 from .defaults import MAP_CONF_THRESH, MAP_IOU
 from .errors import DataError, UsageError
+from .files import atomic_output
 
 # Pair budget per chunk of the vectorised detection x truth IoU computation (memory bound only).
 _PAIR_CHUNK = 1 << 22
@@ -545,5 +546,6 @@ def plot_pr_curves(report: EvaluationReport, path: str | os.PathLike) -> None:
     ax.grid(alpha=0.3)
     if len(report.rows) <= 25:
         ax.legend(fontsize=7, loc="lower left")
-    fig.savefig(os.fspath(path), format="png")
+    with atomic_output(path) as fh:
+        fig.savefig(fh, format="png")
 

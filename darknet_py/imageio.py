@@ -27,8 +27,8 @@ from typing import Union
 import cv2
 import numpy as np
 
-from .errors import ImageError
-from .files import write_bytes
+from .errors import ImageError, OutputError
+from .files import note_input, write_bytes
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -330,6 +330,7 @@ def load_image(path: PathLike, *, exif_orientation: bool = True,
     ``max_pixels`` bounds width*height, checked from the header before decoding where possible.
     """
     name = os.fsdecode(path)
+    note_input(name, "photo")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -406,3 +407,5 @@ def save_image(path: PathLike, rgb: np.ndarray, *, jpeg_quality: int = 80) -> No
         write_bytes(name, buf.tobytes())  # not cv2.imwrite: non-ASCII paths work everywhere; atomic
     except OSError as e:
         raise ImageError(f"cannot write: {e.strerror or e}", path=name) from None
+    except OutputError as e:  # a folder, a device, an input of the run: refused before writing
+        raise ImageError(f"cannot write: {e.reason}", path=name) from None

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from .errors import DataError, UsageError
-from .files import write_bytes
+from .files import OutputPlan, exists_error, write_bytes
 
 CLASSES: tuple[str, ...] = ("rectangle", "ellipse", "triangle", "cross", "ring", "diamond")
 
@@ -192,8 +192,11 @@ def render_image(rng: np.random.Generator, width: int, height: int, max_objects:
 
 def make_dataset(out_dir, *, train: int = 200, valid: int = 50, seed: int = 0, min_side: int = 160,
                  max_side: int = 512, max_objects: int = 6, jpeg_quality: int = 90,
-                 name: str = "shapes") -> SynthDataset:
-    """Write the dataset (see the module docstring) into ``out_dir`` and describe it."""
+                 name: str = "shapes", overwrite: bool = False) -> SynthDataset:
+    """Write the dataset (see the module docstring) into ``out_dir`` and describe it. Files that
+    exist already (a dataset's own ``train.txt``, an earlier synth run) are replaced, and an earlier,
+    larger run's extra photos removed, only with ``overwrite``; without it they are refused before
+    anything is written."""
     root = Path(out_dir)
     checks = [(train >= 0 and valid >= 0, f"train={train} and valid={valid} must be >= 0"),
               (min_side >= 32, f"min_side={min_side} must be >= 32"),
@@ -206,6 +209,28 @@ def make_dataset(out_dir, *, train: int = 200, valid: int = 50, seed: int = 0, m
     for ok, msg in checks:
         if not ok:
             raise DataError(msg, os.fspath(root))
+    if root.exists() and not root.is_dir():
+        raise DataError("the dataset folder is a file", os.fspath(root))
+    plan = OutputPlan(overwrite)
+    stale: list[Path] = []
+    for split, first, count in (("train", 1, train), ("valid", train + 1, valid)):
+        keep = {f"{name}_{i:06d}" for i in range(first, first + count)}
+        for d, ext in ((root / "images" / split, ".jpg"), (root / "labels" / split, ".txt")):
+            # an earlier, larger run's photos would be left in the folders without being listed
+            for p in sorted(d.glob(f"{name}_*{ext}")):
+                if re.fullmatch(rf"{re.escape(name)}_\d+", p.stem) and p.stem not in keep:
+                    if not overwrite:
+                        raise exists_error(os.fspath(p), "a photo of an earlier synth run, which this one would "
+                                                         "remove")
+                    stale.append(p)
+        for image_id in range(first, first + count):
+            stem = f"{name}_{image_id:06d}"
+            plan.add(root / "images" / split / f"{stem}.jpg", "a synthetic photo", named=False)
+            plan.add(root / "labels" / split / f"{stem}.txt", "a synthetic photo's labels", named=False)
+        plan.add(root / f"{split}.txt", f"the {split} list", named=False)
+        plan.add(root / f"instances_{split}.json", f"the {split} COCO annotations", named=False)
+    plan.add(root / f"{name}.names", "the names file", named=False)
+    plan.add(root / f"{name}.data", "the .data file", named=False)
     rng = np.random.default_rng(seed)
     categories = [{"id": i + 1, "name": c} for i, c in enumerate(CLASSES)]
     out = {}
@@ -216,11 +241,9 @@ def make_dataset(out_dir, *, train: int = 200, valid: int = 50, seed: int = 0, m
             lab_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataError(f"cannot create the dataset folders: {exc.strerror or exc}", os.fspath(root)) from None
-        keep = {f"{name}_{i:06d}" for i in range(first, first + count)}
-        for d, ext in ((img_dir, ".jpg"), (lab_dir, ".txt")):  # stale files of an earlier, larger run
-            for p in d.glob(f"{name}_*{ext}"):
-                if re.fullmatch(rf"{re.escape(name)}_\d+", p.stem) and p.stem not in keep:
-                    p.unlink()
+        for p in stale:
+            if p.parent in (img_dir, lab_dir):
+                p.unlink()
         images, anns, lines = [], [], []
         for image_id in range(first, first + count):
             w, h = (int(s) for s in rng.integers(min_side, max_side + 1, 2))

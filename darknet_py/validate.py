@@ -32,7 +32,7 @@ from .detector import check_detector, letterboxed, load
 from .device import model_device
 from .errors import DataError, UsageError
 from .evaluation import EvaluationReport, GroundTruth, ImageDetections, coco_detections, coco_evaluate, evaluate
-from .files import write_text
+from .files import OutputPlan, write_text
 from .layers.head import decode_heads
 from .postprocess import darknet_nms, detections_to, postprocess
 from .stream.feed import PhotoFeed, default_workers
@@ -233,8 +233,10 @@ def image_ids_for(setup: ValidSetup, from_names: bool) -> list[int]:
 def detector_valid(data_path, cfg, weights, *, out: str | None = None, results: str | None = None,
                    device="cpu", batch: int = 8, thresh: float = VALID_THRESH, nms: float = VALID_NMS,
                    width: int | None = None, height: int | None = None, progress: bool | None = False,
-                   workers: int | None = None, model=None) -> tuple[ValidationRun, list[Path]]:
-    """``darknet detector valid``: detections over ``valid``, written where ``results`` says."""
+                   workers: int | None = None, model=None, overwrite: bool = False) -> tuple[ValidationRun, list[Path]]:
+    """``darknet detector valid``: detections over ``valid``, written where ``results`` says. The
+    result files are checked before the run: an existing one is replaced when ``out`` names it or
+    with ``overwrite`` (Darknet's default names are not the user's to lose silently)."""
     setup = _setup(data_path, cfg, weights, device, width, height, model)
     kind = setup.data.eval
     classes = setup.model.netdef.classes
@@ -245,6 +247,15 @@ def detector_valid(data_path, cfg, weights, *, out: str | None = None, results: 
     ids = image_ids_for(setup, from_names=kind == "coco")
     folder = Path(results) if results is not None else setup.data.results
     folder.mkdir(parents=True, exist_ok=True)  # Darknet would crash on fopen(NULL) instead
+    if kind == "coco":
+        targets = [folder / f"{out or 'coco_results'}.json"]
+    elif kind == "imagenet":
+        targets = [folder / f"{out or 'imagenet-detection'}.txt"]
+    else:
+        targets = [folder / f"{out or 'comp4_det_test_'}{name}.txt" for name in setup.names]
+    plan = OutputPlan(overwrite)
+    for target in targets:
+        plan.add(target, "a result file of detector valid", named=out is not None)
     run = run_detections(setup.model, setup.images, ids, list_path=os.fspath(setup.list_path), thresh=thresh,
                          nms=nms, batch=batch, workers=workers, progress=progress)
     if kind == "coco":

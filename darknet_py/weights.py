@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError, WeightsError
-from .files import write_bytes
+from .files import note_input, write_bytes
 
 FLOAT = np.dtype("<f4")  # Darknet's files are little-endian float32, whatever the host reading them
 # More images than any training run has seen (yolov3.weights: 32,013,312): a garbled header.
@@ -145,6 +145,7 @@ def load_weights(model, path, upto: int | None = None, *, seen_bytes: int | None
     """
     spath = os.fspath(path)
     _check_upto(model, upto)
+    note_input(spath, "weights")
     try:
         with open(spath, "rb") as fh:
             data = bytearray(fh.read())

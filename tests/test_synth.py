@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from darknet_py.errors import DataError
+from darknet_py.errors import DataError, UsageError
 from darknet_py.config.data import read_data_config
 from darknet_py.config.names import read_names
 from darknet_py.synth import CLASSES, SynthDataset, make_background, make_dataset, render_image, shape_mask
@@ -169,7 +169,10 @@ def test_deterministic_and_overwrites(tmp_path):
     assert set(c) == set(a)
     assert sum(a[k] != c[k] for k in a if k.endswith(".jpg")) == 12
     # regenerating smaller into an existing folder gives exactly the fresh result, no stale files
-    make_dataset(tmp_path / "a", train=5, valid=2, seed=5)
+    with pytest.raises(UsageError, match="exists"):  # not without being asked, and nothing touched
+        make_dataset(tmp_path / "a", train=5, valid=2, seed=5)
+    assert _files(tmp_path / "a") == a
+    make_dataset(tmp_path / "a", train=5, valid=2, seed=5, overwrite=True)
     assert _files(tmp_path / "a") == _files(make_dataset(tmp_path / "d", train=5, valid=2, seed=5).root)
     other = make_dataset(tmp_path / "e", train=2, valid=1, seed=5, name="blocks")
     assert other.data.name == "blocks.data" and (other.root / "images/valid/blocks_000003.jpg").is_file()

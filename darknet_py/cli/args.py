@@ -12,11 +12,12 @@ LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hie
                 "seen-bytes", "allow-trailing-bytes", "partial", "verbose", "no-exif-orientation", "iou_thresh",
                 "batch", "results", "points", "plot", "workers", "size", "on-bad-label", "report", "clear",
                 "gpus", "num_of_clusters", "width", "height", "max-batches", "backup", "save-every", "seed",
-                "quiet", "time-limit")
+                "quiet", "time-limit", "overwrite")
 
 # Library keywords (darknet_py.errors.DarknetPyError.option) -> the option that sets them here, with
 # the keyword's value in {}.
-FLAGS = {"on_bad": "--on-bad-label {}", "max_batches": "--max-batches {}", "recursive": "--recursive"}
+FLAGS = {"on_bad": "--on-bad-label {}", "max_batches": "--max-batches {}", "recursive": "--recursive",
+         "overwrite": "--overwrite"}
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -41,6 +42,12 @@ def size_of(args) -> tuple[int | None, int | None]:
     if len(args.size) > 2:
         raise UsageError(f"--size takes one or two numbers, got {len(args.size)}")
     return args.size[0], args.size[-1]
+
+
+def add_overwrite_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace existing files among {what} (a file named on the command line is always "
+                        "replaced; an input never is)")
 
 
 def check_at_least(*checks: tuple[str, int | None, int]) -> None:
@@ -99,6 +106,9 @@ def add_stream_options(p: argparse.ArgumentParser, detector: bool) -> None:
     p.add_argument("--save-conf", action="store_true", help=t + "--save-txt: the score as a sixth column")
     p.add_argument("--save-dir", metavar="DIR",
                    help=t + "drawn photos DIR/NAME (videos and cameras: the annotated video DIR/NAME.mp4)")
+    add_overwrite_option(p, "test: the files written in the --save-txt and --save-dir folders; valid: the result "
+                            "files; train: an earlier run's backups" if detector
+                         else "the files written in the --save-txt and --save-dir folders")
     p.add_argument("--save-video", metavar="FILE",
                    help=t + "the annotated video of the video or camera input, same fps and size (.mp4, .avi, "
                             ".mkv; several: FILE-NAME.ext); as -o FILE.mp4")
@@ -124,5 +134,5 @@ def set_tf32(allow: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = allow
 
 
-__all__ = ["FLAGS", "LONG_OPTIONS", "add_detect_options", "add_size_option", "add_stream_options", "check_at_least",
-           "normalise_argv", "set_tf32", "size_of"]
+__all__ = ["FLAGS", "LONG_OPTIONS", "add_detect_options", "add_overwrite_option", "add_size_option",
+           "add_stream_options", "check_at_least", "normalise_argv", "set_tf32", "size_of"]

@@ -95,10 +95,12 @@ def run_detect(args, names_path: str | None) -> int:
         plain = (not cameras and [it.name for it in items] == inputs and all(it.kind == "image" for it in items))
         if draw_out is None and plain and not (json_out or args.save_txt or args.save_dir or video_out):
             draw_out = "predictions.jpg"
-        try:
-            stream.check_output_names(items, args.save_txt, args.save_dir)
-        except UsageError as exc:
-            raise UsageError(f"{exc} (--save-txt/--save-dir)") from None
+        outputs = stream.Outputs(json_stdout=json_stdout, json_out=json_out, ext_output=args.ext_output,
+                                 save_txt=args.save_txt, save_conf=args.save_conf, save_dir=args.save_dir,
+                                 draw_out=draw_out, draw_several=photos > 1, video_out=video_out,
+                                 video_several=videos > 1, overwrite=args.overwrite)
+        if dist.main:
+            stream.plan_outputs(items, outputs)  # refused before the model loads, not after the run
 
         model = load(args.cfg, args.weights, device=device, seen_bytes=args.seen_bytes)
         check_detector(model)
@@ -114,10 +116,6 @@ def run_detect(args, names_path: str | None) -> int:
         opts = stream.StreamOptions(thresh=thresh, nms=nms, batch=batch, workers=workers,
                                     exif_orientation=not args.no_exif_orientation, max_frames=args.max_frames,
                                     pin_memory=on_cuda)
-        outputs = stream.Outputs(json_stdout=json_stdout, json_out=json_out, ext_output=args.ext_output,
-                                 save_txt=args.save_txt, save_conf=args.save_conf, save_dir=args.save_dir,
-                                 draw_out=draw_out, draw_several=photos > 1, video_out=video_out,
-                                 video_several=videos > 1)
         summary = stream.run(runner, items, opts, outputs, names, classes, out=sys.stdout, err=sys.stderr,
                              progress=args.progress, dist=dist)
     finally:

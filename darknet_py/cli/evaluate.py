@@ -7,7 +7,7 @@ import sys
 
 from ..defaults import MAP_IOU, RECALL_IOU, RECALL_NMS, RECALL_THRESH, VALID_NMS, VALID_THRESH
 from ..errors import UsageError
-from ..files import write_text
+from ..files import OutputPlan, note_inputs, write_text
 from .args import size_of
 
 
@@ -22,6 +22,7 @@ def run(args) -> int:
                   workers=args.workers)
     if args.action == "valid":
         run_, written = va.detector_valid(args.data, args.cfg, args.weights, out=args.out, results=args.results,
+                                          overwrite=args.overwrite,
                                           thresh=VALID_THRESH if args.thresh is None else args.thresh,
                                           nms=VALID_NMS if args.nms is None else args.nms, **common)
         print(f"{len(run_.images)} images, {run_.count()} detections in {run_.seconds:.1f} s "
@@ -30,6 +31,12 @@ def run(args) -> int:
         print(f"wrote {where}")
         return 0
     if args.action == "map":
+        # the named outputs are checked before the run: not a folder or device, not the .data file
+        note_inputs((args.data, args.cfg, args.weights), "input")
+        plan = OutputPlan()
+        for path, what in ((args.report, "the JSON report"), (args.plot, "the PR curves")):
+            if path:
+                plan.add(path, what)
         res = va.detector_map(args.data, args.cfg, args.weights,
                               thresh=VALID_THRESH if args.thresh is None else args.thresh,
                               nms=VALID_NMS if args.nms is None else args.nms,

@@ -41,10 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
     from ..errors import DarknetPyError
 
+    from ..files import Terminated, input_scope, terminate_as_interrupt
+
     if hasattr(args, "tf32"):
         set_tf32(args.tf32)
     try:
-        return COMMANDS[args.command][1](args)
+        # one command, one set of inputs no output may replace; SIGTERM finishes outputs as Ctrl-C does
+        with input_scope(), terminate_as_interrupt():
+            return COMMANDS[args.command][1](args)
     except DarknetPyError as exc:
         if args.debug:
             traceback.print_exc()
@@ -55,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"darknet-py: error: {exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        return 143
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

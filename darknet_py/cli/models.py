@@ -8,7 +8,18 @@ import sys
 import warnings
 
 from ..errors import UsageError
-from .args import add_size_option, size_of
+from .args import add_overwrite_option, add_size_option, size_of
+
+
+def _plan(inputs, outputs) -> None:
+    """Before any work: the outputs ((path, what, named) each) checked against the command's inputs
+    and each other (darknet_py.files.OutputPlan); ``named=False`` for a name derived by us."""
+    from ..files import OutputPlan, note_inputs
+
+    note_inputs([p for p in inputs if p])
+    plan = OutputPlan(overwrite=False)
+    for path, what, named in outputs:
+        plan.add(path, what, named=named)
 
 
 def add_validate_parser(sub) -> None:
@@ -92,6 +103,7 @@ def add_partial_parser(sub) -> None:
 def run_partial(args) -> int:
     from ..detector import load
 
+    _plan((args.cfg, args.weights), [(args.out, "the partial weights", True)])
     model = load(args.cfg, args.weights)
     # Darknet's partial loads with clear=1: the backbone starts a new training at seen = 0
     model.header = dataclasses.replace(model.header, seen=0)
@@ -119,6 +131,7 @@ def add_export_parser(sub) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset")
     p.add_argument("--image", help="photo to measure the export's difference against PyTorch on")
     p.add_argument("-o", "--output", help="output file (default: the weights' name with .onnx/.torchscript.pt/.pt)")
+    add_overwrite_option(p, "the default output name (-o names a file that is replaced)")
 
 
 def run_export(args) -> int:
@@ -127,9 +140,13 @@ def run_export(args) -> int:
     from ..imageio import load_image
 
     width, height = size_of(args)
+    out = args.output or os.path.splitext(args.weights)[0] + EXPORT_SUFFIXES[args.format]
+    # a default name made from the weights' is replaced only with --overwrite; never the inputs
+    # (`export OTHER.cfg m.pt --format pt` would otherwise rewrite m.pt)
+    _plan((args.cfg, args.weights, args.image),
+          [(out, f"the {args.format} export", args.output is not None or args.overwrite)])
     model = load(args.cfg, args.weights, width=width, height=height, channels_last=False)
     sample = load_image(args.image)[0] if args.image else None
-    out = args.output or os.path.splitext(args.weights)[0] + EXPORT_SUFFIXES[args.format]
     if args.format == "pt":
         report = ex.export_checkpoint(model, out, sample=sample)
     elif args.format == "onnx":
@@ -156,6 +173,7 @@ def add_convert_parser(sub) -> None:
 def run_convert(args) -> int:
     from ..checkpoint import load_checkpoint
 
+    _plan((args.checkpoint, args.cfg), [(args.out, "the converted weights", True)])
     model = load_checkpoint(args.checkpoint, cfg=args.cfg)
     model.save_weights(args.out)
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes)")

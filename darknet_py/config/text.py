@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import DataError
+from ..files import note_input
 
 
 def read_text(path, what: str) -> str:
@@ -15,6 +16,7 @@ def read_text(path, what: str) -> str:
             data = fh.read()
     except OSError as exc:
         raise DataError(f"cannot read {what}: {exc.strerror or exc}", spath) from None
+    note_input(spath, what)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:

@@ -15,11 +15,11 @@ from .inputs import (IMAGE_EXTENSIONS, LIST_EXTENSIONS, VIDEO_EXTENSIONS, Item, 
                      expand_inputs, video_rel)
 from .runner import CustomRunner, ModelRunner, Runner
 from .sinks import (FileSink, Outputs, Result, TextRecord, TextWriter, darknet_lines, json_record, legacy_out_path,
-                    needs_rgb, text_record, yolo_lines)
+                    needs_rgb, plan_outputs, text_record, video_out_path, yolo_lines)
 
 __all__ = ["CustomRunner", "Distributed", "FileSink", "FrameReader", "IMAGE_EXTENSIONS", "Item", "LIST_EXTENSIONS",
            "ModelRunner", "Outputs", "PhotoFeed", "PhotoRing", "RING_BYTES", "RING_MAX_SLOT", "RING_MIN_SLOT",
            "ROUND_ITEMS", "Result", "Runner", "StreamOptions", "Summary", "TextRecord", "TextWriter",
            "VIDEO_EXTENSIONS", "check_output_names", "darknet_lines", "default_workers", "drawn_rel",
-           "expand_inputs", "json_record", "legacy_out_path", "needs_rgb", "run", "stream", "text_record",
-           "video_rel", "yolo_lines"]
+           "expand_inputs", "json_record", "legacy_out_path", "needs_rgb", "plan_outputs", "run", "stream",
+           "text_record", "video_out_path", "video_rel", "yolo_lines"]

@@ -32,7 +32,7 @@ from ..postprocess.thresholds import DEFAULT_NMS, DEFAULT_THRESH
 from .feed import RING_BYTES, FrameReader, PhotoFeed, open_capture
 from .inputs import Item
 from .runner import Runner
-from .sinks import FileSink, Outputs, Result, TextRecord, TextWriter, needs_rgb, text_record
+from .sinks import FileSink, Outputs, Result, TextRecord, TextWriter, needs_rgb, plan_outputs, text_record
 
 # Items each process runs between two merges of the text outputs under torchrun.
 ROUND_ITEMS = 256
@@ -220,6 +220,8 @@ def run(runner: Runner, items: Sequence[Item], opts: StreamOptions, outputs: Out
     if dist.active and any(it.kind == "camera" for it in items):
         raise UsageError("a camera cannot be shared by several torchrun processes; run it in one process")
     opts.keep_rgb = opts.keep_rgb or needs_rgb(outputs)
+    if dist.main:
+        plan_outputs(items, outputs)  # before any work: nothing the run writes may replace what it must not
     n = len(items)
     positions = list(range(dist.rank, n, dist.world))
     per_round = ROUND_ITEMS * dist.world if dist.active else max(1, n)
@@ -227,7 +229,13 @@ def run(runner: Runner, items: Sequence[Item], opts: StreamOptions, outputs: Out
     round_of = [p // per_round for p in positions]
     bar = _progress(sum(items[p].kind == "image" for p in positions), progress if dist.main else False, err)
     writer = TextWriter(outputs, out, err, bar) if dist.main else None
-    files = FileSink(outputs, names, classes)
+    try:
+        files = FileSink(outputs, names, classes, main=dist.main)
+    except BaseException:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        raise
     ok = failed = 0
     buffer: list[TextRecord] = []
     seq: dict[int, int] = {}
@@ -255,11 +263,13 @@ def run(runner: Runner, items: Sequence[Item], opts: StreamOptions, outputs: Out
                 buffer += records
             else:
                 writer.write(records)
-    finally:
-        files.close()
-        bar.close()
-        if writer is not None:
-            writer.close()
+    finally:  # outputs are finished however the run ends (an error, Ctrl-C, SIGTERM): what ran is kept
+        try:
+            files.close()
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
     seconds = time.perf_counter() - start
     totals = dist.all_gather((ok, failed))
     ok, failed = sum(t[0] for t in totals), sum(t[1] for t in totals)

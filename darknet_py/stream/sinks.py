@@ -1,8 +1,15 @@
 """Where a stream's results go, in input order: Darknet's lines, JSON lines, YOLO label files, drawn
 photos and annotated videos. Text outputs are written by one process (rank 0 under torchrun);
-files by the process that ran the photo."""
+files by the process that ran the photo.
+
+Every file goes through darknet_py.files: the names are planned before the run
+(:func:`plan_outputs`: no input, special file or other result is written over, an existing file in
+an output folder only with ``overwrite``); the JSON lines file and the videos grow under temporary
+names and the output folders in hidden stages, all renamed into place when the run ends, however it
+ends short of SIGKILL."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Sequence
@@ -15,10 +22,11 @@ import numpy as np
 
 from ..draw import draw_detections, group_by_box
 from ..errors import OutputError, UsageError
-from ..files import write_text
+from ..dataset import label_path_for
+from ..files import GrowingFile, OutputPlan, exists_error, StagedFolder, TempPath, note_input, write_text
 from ..imageio import save_image
 from ..postprocess import Detections
-from .inputs import DRAWN_EXTENSIONS, FOURCC, Item, _stem, drawn_rel, video_rel
+from .inputs import DRAWN_EXTENSIONS, FOURCC, Item, _stem, check_output_names, drawn_rel, video_rel
 
 
 @dataclass
@@ -103,19 +111,63 @@ class Outputs:
     draw_several: bool = False        # -out with several photos: NAME-<stem>
     video_out: str | None = None   # annotated video (several videos: NAME-<stem>.ext)
     video_several: bool = False
+    overwrite: bool = False           # replace existing files in the output folders
 
 
 def needs_rgb(outputs: Outputs) -> bool:
     return bool(outputs.save_dir or outputs.draw_out or outputs.video_out)
 
 
-def _mkdir_for(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def video_out_path(outputs: Outputs, item: Item) -> str:
+    """The annotated video of ``item`` under ``video_out`` (several videos: NAME-<stem>.ext)."""
+    path = outputs.video_out or ""
+    if outputs.video_several:
+        base, ext = os.path.splitext(path)
+        path = f"{base}-{Path(_stem(item.rel)).name}{ext}"
     return path
 
 
-def _open_text(path: str) -> IO[str]:
-    return open(_mkdir_for(Path(path)), "w", encoding="utf-8")
+def _note_stream_inputs(items: Sequence[Item]) -> None:
+    """The photos and videos, and the label files beside or under ``labels/`` for each photo (both
+    Darknet trees' places), are inputs: no output of the run may replace them."""
+    for it in items:
+        if it.path and it.kind in ("image", "video"):
+            note_input(it.path, it.kind if it.kind == "video" else "photo")
+            if it.kind == "image":
+                note_input(label_path_for(it.path), f"label file of {it.name}")
+                note_input(os.path.splitext(it.path)[0] + ".txt", f"label file of {it.name}")
+
+
+def plan_outputs(items: Sequence[Item], o: Outputs) -> OutputPlan:
+    """Every file the run will write, checked before any work (darknet_py.files.OutputPlan): a
+    drawn photo over its input, labels over a dataset's labels, two photos on one output name, a
+    result over a device or over an existing file in an output folder are refused here."""
+    _note_stream_inputs(items)
+    check_output_names(items, o.save_txt, o.save_dir)
+    plan = OutputPlan(o.overwrite)
+    if o.json_out:
+        plan.add(o.json_out, "the JSON lines file")
+    for it in items:
+        src = f"{it.kind}:{os.path.realpath(it.path) if it.path else it.name}"
+        if it.kind == "image":
+            if o.save_txt:
+                plan.add(os.path.join(o.save_txt, _stem(it.rel) + ".txt"), f"the labels of {it.name}", named=False,
+                         source=src)
+            if o.save_dir:
+                plan.add(os.path.join(o.save_dir, drawn_rel(it.rel)), f"the drawn {it.name}", named=False, source=src)
+            if o.draw_out:
+                plan.add(legacy_out_path(o.draw_out, it.name, o.draw_several), f"the drawn {it.name}", source=src)
+        elif it.kind in ("video", "camera"):
+            if o.save_dir:
+                plan.add(os.path.join(o.save_dir, video_rel(it)), f"the annotated {it.name}", named=False, source=src)
+            if o.video_out:
+                plan.add(video_out_path(o, it), f"the annotated {it.name}", source=src)
+            if o.save_txt and not o.overwrite:
+                pattern = glob.escape(os.path.join(o.save_txt, _stem(it.rel))) + "_[0-9]*.txt"
+                taken = sorted(glob.glob(pattern))
+                if taken:
+                    raise exists_error(taken[0], f"the labels of a frame of {it.name}")
+    return plan
 
 
 def _writing(path, action: Callable):
@@ -127,12 +179,14 @@ def _writing(path, action: Callable):
 
 
 class _Videos:
-    """Annotated videos being written, closed when their input ends."""
+    """Annotated videos being written, each finished (renamed into place) when its input ends."""
 
     def __init__(self) -> None:
-        self.open: dict[str, tuple[Any, tuple[int, int], int]] = {}
+        self.open: dict[str, tuple[Any, tuple[int, int], int, TempPath | None]] = {}
 
-    def write(self, path: str, bgr: np.ndarray, fps: float, index: int) -> None:
+    def write(self, path: str, bgr: np.ndarray, fps: float, index: int, staged: bool = False) -> None:
+        """A frame of the video ``path`` (``staged``: a path in a StagedFolder's stage, written as is;
+        else written under a temporary name and renamed at its end)."""
         entry = self.open.get(path)
         h, w = bgr.shape[:2]
         if entry is None:
@@ -140,26 +194,47 @@ class _Videos:
             if ext not in FOURCC:
                 raise UsageError(f"{path}: cannot write a video with extension {ext or '(none)'!r}; use one of "
                                  f"{', '.join(FOURCC)}")
-            _writing(path, lambda: _mkdir_for(Path(path)))
-            writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*FOURCC[ext]), fps, (w, h))
+            tmp = None if staged else _writing(path, lambda: _temp_beside(path))
+            writer = cv2.VideoWriter(tmp.tmp if tmp else path, cv2.VideoWriter_fourcc(*FOURCC[ext]), fps, (w, h))
             if not writer.isOpened():
+                if tmp is not None:
+                    tmp.discard()
                 raise OutputError(f"OpenCV cannot write this video ({FOURCC[ext]} codec)", path)
-            entry = self.open[path] = (writer, (w, h), index)
+            entry = self.open[path] = (writer, (w, h), index, tmp)
         if (w, h) != entry[1]:
             raise OutputError(f"a frame of {w}x{h} in a video that started at {entry[1][0]}x{entry[1][1]}", path)
         entry[0].write(bgr)
 
     def close(self, keep_index: int | None = None) -> None:
         for path in [p for p, e in self.open.items() if e[2] != keep_index]:
-            self.open.pop(path)[0].release()
+            writer, _, _, tmp = self.open.pop(path)
+            writer.release()  # writes the index an MP4 needs to play
+            if tmp is not None:
+                _writing(path, tmp.commit)
+
+
+def _temp_beside(path: str) -> TempPath:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return TempPath(path)
 
 
 class FileSink:
-    """Per-photo files: YOLO txt, drawn photos, annotated videos."""
+    """Per-photo files: YOLO txt, drawn photos, annotated videos. The output folders are staged
+    (darknet_py.files.StagedFolder) and :meth:`close` moves them into place."""
 
-    def __init__(self, outputs: Outputs, names: Sequence[str], classes: int) -> None:
+    def __init__(self, outputs: Outputs, names: Sequence[str], classes: int, main: bool = True) -> None:
+        """``main``: this process holds the output folders' locks (rank 0 under torchrun)."""
         self.o, self.names, self.classes = outputs, names, classes
         self.videos = _Videos()
+        self.labels = _writing(outputs.save_txt, lambda: StagedFolder(outputs.save_txt, main)) \
+            if outputs.save_txt else None
+        try:
+            self.drawn = _writing(outputs.save_dir, lambda: StagedFolder(outputs.save_dir, main)) \
+                if outputs.save_dir else None
+        except BaseException:
+            if self.labels is not None:
+                self.labels.abort()
+            raise
 
     def handle(self, r: Result) -> None:
         self.videos.close(keep_index=r.index)
@@ -167,32 +242,35 @@ class FileSink:
             return
         o = self.o
         suffix = "" if r.frame is None else f"_{r.frame:06d}"
-        if o.save_txt:
-            path = Path(o.save_txt) / (_stem(r.item.rel) + suffix + ".txt")
+        if self.labels is not None:
+            path = self.labels.path(_stem(r.item.rel) + suffix + ".txt")
             text = yolo_lines(r.dets, r.width, r.height, o.save_conf)
-            _writing(path, lambda: write_text(_mkdir_for(path), text))
+            _writing(os.path.join(o.save_txt, _stem(r.item.rel) + suffix + ".txt"), lambda: write_text(path, text))
         if not needs_rgb(o):
             return
         drawn = draw_detections(r.rgb, r.dets, self.names, self.classes)
         if r.frame is None:
-            if o.save_dir:
-                path = Path(o.save_dir) / drawn_rel(r.item.rel)
-                _writing(path, lambda: save_image(_mkdir_for(path), drawn))
+            if self.drawn is not None:
+                path = self.drawn.path(drawn_rel(r.item.rel))
+                _writing(os.path.join(o.save_dir, drawn_rel(r.item.rel)), lambda: save_image(path, drawn))
             if o.draw_out:
                 save_image(legacy_out_path(o.draw_out, r.item.name, o.draw_several), drawn)
             return
         bgr = np.ascontiguousarray(drawn[:, :, ::-1])
-        if o.save_dir:
-            self.videos.write(os.path.join(o.save_dir, video_rel(r.item)), bgr, r.fps, r.index)
+        if self.drawn is not None:
+            self.videos.write(self.drawn.path(video_rel(r.item)), bgr, r.fps, r.index, staged=True)
         if o.video_out:
-            path = o.video_out
-            if o.video_several:
-                base, ext = os.path.splitext(path)
-                path = f"{base}-{Path(_stem(r.item.rel)).name}{ext}"
-            self.videos.write(path, bgr, r.fps, r.index)
+            self.videos.write(video_out_path(o, r.item), bgr, r.fps, r.index)
 
     def close(self) -> None:
-        self.videos.close()
+        """Finish every output: the videos, then the staged folders (also after an error, Ctrl-C or
+        SIGTERM: what ran is kept)."""
+        try:
+            self.videos.close()
+        finally:
+            for folder, name in ((self.labels, self.o.save_txt), (self.drawn, self.o.save_dir)):
+                if folder is not None:
+                    _writing(name, folder.finish)
 
 
 @dataclass
@@ -212,7 +290,11 @@ class TextRecord:
 
 def text_record(r: Result, seq: int, outputs: Outputs, names: Sequence[str]) -> TextRecord:
     if r.error is not None:
-        return TextRecord(r.index, seq, err=f"darknet-py: {r.error}\n")
+        # every input has its JSON line, a failed one with its error, so lines and inputs pair up
+        rec = {"image": r.item.name, **({"frame": r.frame} if r.frame is not None else {}), "error": r.error}
+        line = json.dumps(rec) + "\n"
+        return TextRecord(r.index, seq, out=line if outputs.json_stdout else "",
+                          json=line if outputs.json_out else "", err=f"darknet-py: {r.error}\n")
     rec = json_record(r, names) if (outputs.json_stdout or outputs.json_out) else None
     line = json.dumps(rec) + "\n" if rec is not None else ""
     out = ""
@@ -236,9 +318,9 @@ class TextWriter:
 
     def __init__(self, outputs: Outputs, out: IO[str], err: IO[str], bar=None) -> None:
         self.out, self.err, self.bar = out, err, bar
-        self.json_file: IO[str] | None = None
+        self.json_file: GrowingFile | None = None
         if outputs.json_out:
-            self.json_file = _writing(outputs.json_out, lambda: _open_text(outputs.json_out))
+            self.json_file = _writing(outputs.json_out, lambda: _growing(outputs.json_out))
 
     def _emit(self, stream: IO[str], text: str) -> None:
         if not text:
@@ -262,9 +344,16 @@ class TextWriter:
             self.json_file.flush()
 
     def close(self) -> None:
+        """Rename the JSON lines file into place (after an error, Ctrl-C or SIGTERM too)."""
         if self.json_file is not None:
-            self.json_file.close()
+            json_file, self.json_file = self.json_file, None
+            _writing(json_file.path, json_file.finish)
+
+
+def _growing(path: str) -> GrowingFile:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return GrowingFile(path)
 
 
 __all__ = ["FileSink", "Outputs", "Result", "TextRecord", "TextWriter", "darknet_lines", "json_record",
-           "legacy_out_path", "needs_rgb", "text_record", "yolo_lines"]
+           "legacy_out_path", "needs_rgb", "plan_outputs", "text_record", "video_out_path", "yolo_lines"]

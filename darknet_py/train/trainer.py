@@ -36,6 +36,7 @@ from ..config.data import read_data_config
 from ..device import Distributed
 from ..errors import DataError
 from ..graph import DarknetModel, build_model
+from ..files import OutputLock, OutputPlan, release_input
 from ..layers.convolutional import ConvBlock
 from ..weights import Header, layers_in_file
 from .data import AugmentConfig, DetectionDataset, MultiScaleBatchSampler, make_loader
@@ -56,6 +57,7 @@ class TrainOptions:
     on_bad_label: str = "error"
     regions: bool = True                 # print Darknet's per-head "Region" lines
     time_limit: float | None = None   # seconds: stop after the iteration that passes it (saved, resumable)
+    overwrite: bool = False              # replace backup files of an earlier run (a resumed run always may)
     log: Callable[[str], None] = print
 
 
@@ -181,8 +183,48 @@ def _train(data_path, cfg, weights, opt: TrainOptions, ctx: Distributed, dev: to
 
     backup = Path(opt.backup if opt.backup is not None else data.get("backup", "backup"))
     base = basecfg(cfg)
+    lock = None
     if ctx.main:
         backup.mkdir(parents=True, exist_ok=True)
+        lock = _claim_backup(backup, base, weights, opt, start, max_batches)
+    try:
+        return _run(model, data, tc, specs, opt, ctx, dev, log, backup, base, seen, start, max_batches, minibatch)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _backup_names(backup: Path, base: str, opt: TrainOptions, start: int, max_batches: int) -> list[Path]:
+    """Every file a run from iteration ``start`` to ``max_batches`` may write in ``backup``."""
+    numbered = [done for done in range(start + 1, max_batches + 1)
+                if done % 10000 == 0 or (done < 1000 and done % 100 == 0)]
+    return ([backup / f"{base}_last.weights", backup / f"{base}_final.weights"]
+            + [backup / f"{base}_{done}.weights" for done in numbered])
+
+
+def _claim_backup(backup: Path, base: str, weights, opt: TrainOptions, start: int, max_batches: int) -> OutputLock:
+    """Before the first iteration: a lock on the backup names, so a second training writing the same
+    names is refused instead of one run's weights silently replacing the other's; and the names
+    checked. Resuming from ``NAME_last.weights`` (Darknet's way to go on) continues this training's
+    own files, so it may replace them -- the start weights included; any other run replaces an
+    earlier run's files only with ``overwrite``."""
+    lock = OutputLock(backup / base, "training's backup names")
+    try:
+        last = backup / f"{base}_last.weights"
+        resuming = weights is not None and last.exists() and os.path.samefile(weights, last)
+        if resuming:
+            release_input(last)
+        plan = OutputPlan(overwrite=opt.overwrite or resuming)
+        for path in _backup_names(backup, base, opt, start, max_batches):
+            plan.add(path, "a backup of this training", named=False)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _run(model: DarknetModel, data, tc: TrainConfig, specs, opt: TrainOptions, ctx: Distributed, dev: torch.device,
+         log, backup: Path, base: str, seen: int, start: int, max_batches: int, minibatch: int) -> TrainResult:
     last = specs[-1]  # Darknet reads jitter and random from the last layer
     dataset = DetectionDataset(data.require("train", "the list of training images"), model.netdef.classes,
                                AugmentConfig.of(tc, jitter=last.jitter), on_bad=opt.on_bad_label)

@@ -28,9 +28,18 @@ def expected_record(model, names, path_or_rgb, name, **extra) -> dict:
                            for c, s, b in zip(dets.classes.tolist(), dets.scores.tolist(), dets.boxes.tolist())]}
 
 
-def records(text: str) -> list:
-    """JSON lines -> records, each one's "seconds" (the timing, which differs between runs) checked and removed."""
+def all_records(text: str) -> list:
+    """JSON lines -> records, failed inputs' ``{"image", "error"}`` included; each detection
+    record's "seconds" (the timing, which differs between runs) checked and removed."""
     recs = [json.loads(line) for line in text.splitlines() if line.strip()]
     for r in recs:
-        assert r.pop("seconds") >= 0
+        if "error" in r:
+            assert set(r) <= {"image", "frame", "error"} and r["error"], r
+        else:
+            assert r.pop("seconds") >= 0
     return recs
+
+
+def records(text: str) -> list:
+    """The detection records of JSON lines (:func:`all_records` less the failed inputs' lines)."""
+    return [r for r in all_records(text) if "error" not in r]

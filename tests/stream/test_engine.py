@@ -24,7 +24,7 @@ from darknet_py.stream.sinks import Outputs
 from tests.helpers.numeric import corner_iou
 from tests.helpers.paths import ROOT
 from tests.helpers.processes import child_env
-from tests.helpers.stream import BASE, OPTS, THRESH, expected_record, records
+from tests.helpers.stream import BASE, OPTS, THRESH, all_records, expected_record, records
 
 ENV = child_env(OMP_NUM_THREADS="1")
 # The decoding worker and the network share the 2 CI cores: the network gets one thread.
@@ -47,6 +47,11 @@ def test_folder_with_corrupt_photo_equals_per_photo_detect(model, names, photos,
     want = [expected_record(model, names, p, p) for p in good]
     assert sum(len(r["detections"]) for r in want) > 10
     assert records(out.read_text()) == want  # bit-exact scores, in input order
+    # and the corrupt photo has its line, in its place, with the error stderr gave
+    every = all_records(out.read_text())
+    assert [r["image"] for r in every] == sorted(good + [str(corrupt)])
+    failed = [r for r in every if "error" in r]
+    assert len(failed) == 1 and failed[0]["image"] == str(corrupt) and "truncated JPEG" in failed[0]["error"]
     # Darknet's lines on stdout, in the same order; the corrupt photo is not among them
     heads = [line.split(": Predicted in")[0] for line in cap.out.splitlines() if ": Predicted in" in line]
     assert heads == good
