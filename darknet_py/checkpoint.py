@@ -15,13 +15,16 @@ mis-shaped tensor is listed in one error.
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 
 import torch
 
+from . import limits as budgets
 from .errors import UsageError, WeightsError
 from .files import atomic_output, note_input
 from .graph import DarknetModel, build_model
-from .weights import Header, is_torch_file_head, layer_tensors
+from .weights import Header, count_floats, is_torch_file_head, layer_tensors, value_problems
 
 FORMAT = "darknet-py checkpoint"
 VERSION = 1
@@ -56,6 +59,8 @@ def save_checkpoint(model: DarknetModel, path) -> None:
 def is_checkpoint(path) -> bool:
     """A zip (torch.save's format) or pickle file, by its magic bytes: a .pt given where weights
     are expected is read as what it is."""
+    if budgets.special_file_problem(path):  # a FIFO would block the read forever
+        return False
     try:
         with open(os.fspath(path), "rb") as fh:
             head = fh.read(4)
@@ -64,9 +69,43 @@ def is_checkpoint(path) -> bool:
     return is_torch_file_head(head)
 
 
-def read_checkpoint(path) -> dict:
+def check_checkpoint_size(path, model: DarknetModel | None = None, *, limits: bool | None = None) -> None:
+    """Refuse, before torch.load reads anything, a checkpoint whose content would be larger than
+    the tensors of ``model`` allow (or, without a model, than darknet_py.limits.MAX_PARAM_BYTES):
+    the sizes come from the zip's directory (a few MB of deflated zeros can declare gigabytes) or,
+    for a bare pickle, from stat."""
+    spath = os.fspath(path)
+    budgets.check_regular_file(spath, WeightsError)
+    if model is not None:
+        allowed, what = 4 * count_floats(model), "the cfg's tensors"
+    elif budgets.enforced(limits):
+        allowed, what = budgets.MAX_PARAM_BYTES, "the weights budget of darknet_py.limits"
+    else:
+        return
+    allowed += budgets.CHECKPOINT_OVERHEAD_BYTES
+    try:
+        if zipfile.is_zipfile(spath):
+            with zipfile.ZipFile(spath) as zf:
+                size = sum(info.file_size for info in zf.infolist())
+        else:
+            size = os.path.getsize(spath)
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise WeightsError(f"not a loadable PyTorch checkpoint: {exc}", spath) from None
+    if size > allowed:
+        err = WeightsError(f"checkpoint content is {size} bytes ({budgets.gib(size)}) uncompressed, more than "
+                           f"{what} take ({allowed} bytes with {budgets.gib(budgets.CHECKPOINT_OVERHEAD_BYTES)} for "
+                           "the rest); not read" + ("" if model is not None else "; pass limits=False to read it"),
+                           spath)
+        if model is None:
+            err.option = ("limits", "False")
+        raise err
+
+
+def read_checkpoint(path, model: DarknetModel | None = None, *, limits: bool | None = None) -> dict:
+    """The checkpoint's dict, after :func:`check_checkpoint_size` (against ``model`` when given)."""
     spath = os.fspath(path)
     note_input(spath, "checkpoint")
+    check_checkpoint_size(spath, model, limits=limits)
     try:
         payload = torch.load(spath, map_location="cpu", weights_only=True)
     except OSError as exc:
@@ -95,21 +134,26 @@ def load_state(model: DarknetModel, state: dict[str, torch.Tensor], path: str | 
             problems.append(f"size mismatch for {k}: checkpoint {tuple(state[k].shape)}, cfg {tuple(t.shape)}")
     if problems:
         raise WeightsError("checkpoint does not fit the cfg: " + "; ".join(problems), path)
+    where = {f"{i:03d}_{model.netdef.sections[i + 1].kind}.{name}": (i, name)
+             for i, tensors in layer_tensors(model) for name, _ in tensors}
     with torch.no_grad():
         for k, t in expected.items():
             t.copy_(state[k])
+            for problem in value_problems(model, *where[k], state[k].detach().to("cpu", torch.float32).numpy()):
+                warnings.warn(f"{path or '<checkpoint>'}: {problem}", stacklevel=2)
 
 
-def load_checkpoint(path, cfg=None) -> DarknetModel:
-    """Build the model a checkpoint defines (or ``cfg`` when given) and load its tensors."""
-    payload = read_checkpoint(path)
+def load_checkpoint(path, cfg=None, *, limits: bool | None = None) -> DarknetModel:
+    """Build the model a checkpoint defines (or ``cfg`` when given) and load its tensors
+    (``limits``: the budgets of darknet_py.limits, see :func:`check_checkpoint_size`)."""
+    payload = read_checkpoint(path, limits=limits)
     width, height = payload.get("input_size", (None, None))
     if cfg is None:
         if "cfg" not in payload:
             raise WeightsError("checkpoint holds no cfg text: pass the cfg", os.fspath(path))
-        model = build_model(payload["cfg"].encode("utf-8"), width=width, height=height)
+        model = build_model(payload["cfg"].encode("utf-8"), width=width, height=height, limits=limits)
     else:
-        model = build_model(cfg, width=width, height=height)
+        model = build_model(cfg, width=width, height=height, limits=limits)
     load_state(model, payload["state_dict"], os.fspath(path))
     header = payload.get("header")
     if header is not None:

@@ -29,20 +29,21 @@ ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 def load(cfg, weights=None, device: str | torch.device = "cpu", *, width: int | None = None,
          height: int | None = None, upto: int | None = None, channels_last: bool = True,
-         **weights_kwargs) -> DarknetModel:
+         limits: bool | None = None, **weights_kwargs) -> DarknetModel:
     """Build the network a cfg defines, load Darknet weights (optional), move it, set eval mode.
 
     ``weights`` may also be a darknet-py checkpoint (.pt), recognised by its first bytes.
     ``channels_last`` (default True) keeps kernels and activations NHWC: measured faster on the
     CPU (tools/bench_cpu.py) and on an H200 in fp32 (yolov3-416 batch 1: 4.1 ms against 6.4 ms);
-    outputs are the same NCHW tensors either way.
+    outputs are the same NCHW tensors either way. ``limits=False`` goes past the memory budgets of
+    darknet_py.limits (see darknet_py.graph.parse_network).
     """
-    model = build_model(cfg, width=width, height=height)
+    model = build_model(cfg, width=width, height=height, limits=limits)
     if weights is not None:
         if is_checkpoint(weights):
             if upto is not None:
                 raise UsageError("upto= applies to Darknet .weights files, not to checkpoints")
-            payload = read_checkpoint(weights)
+            payload = read_checkpoint(weights, model)
             load_state(model, payload["state_dict"], os.fspath(weights))
         else:
             model.load_weights(weights, upto=upto, **weights_kwargs)

@@ -131,9 +131,10 @@ def release_input(path: PathLike) -> None:
 
 # ---------------------------------------------------------------------------- target checks
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for messages (readers' and writers' alike)."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
                        (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return name
@@ -161,7 +162,7 @@ def check_target(path: PathLike) -> str:
                               "through it", target)
         return target
     if not stat.S_ISREG(st.st_mode):
-        raise OutputError(f"is {_kind(st.st_mode)}; an output must be a regular file (refusing to replace it)",
+        raise OutputError(f"is {file_kind(st.st_mode)}; an output must be a regular file (refusing to replace it)",
                           target)
     hit = _inputs().match(st)
     if hit is not None:
@@ -566,5 +567,5 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 
 __all__ = ["GrowingFile", "InputSet", "OutputLock", "OutputPlan", "StagedFolder", "TempPath", "Terminated",
-           "atomic_output", "check_target", "exists_error", "input_scope", "note_input", "note_inputs", "release_input",
-           "terminate_as_interrupt", "write_bytes", "write_text"]
+           "atomic_output", "check_target", "exists_error", "file_kind", "input_scope", "note_input", "note_inputs",
+           "release_input", "terminate_as_interrupt", "write_bytes", "write_text"]

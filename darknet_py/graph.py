@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from .config.reader import CfgDocument, Section, parse_cfg_text, read_cfg
+from . import limits as budgets
 from .errors import CfgError
 from .layers import LAYERS, LayerKind, LayerSpec, Shape
 from .layers.head import DetectionHead
@@ -35,6 +36,16 @@ class NetworkDef:
     shapes: list[Shape]  # output (C, H, W) of each layer
     input_shape: Shape
     cfg_text: str = ""  # the cfg as read, so a checkpoint can carry its own network definition
+    weight_counts: list[int] = field(default_factory=list)  # floats of each layer in a .weights file
+
+    @property
+    def weight_floats(self) -> int:
+        return sum(self.weight_counts)
+
+    @property
+    def activation_bytes(self) -> int:
+        """float32 outputs of every layer for one image: what Darknet allocates (one l.output each)."""
+        return 4 * sum(c * h * w for c, h, w in self.shapes)
 
     @property
     def yolo_indices(self) -> list[int]:
@@ -85,9 +96,42 @@ def _check_common_keys(section: Section) -> None:
                                 "(remove it, or use `darknet-py partial`)", key)
 
 
+def _check_ranges(section: Section) -> None:
+    """Integer values that no network means (a 65536-pixel side, a 20001-wide kernel), with the
+    line; checked before the layer parses them (darknet_py.limits.KEY_RANGES)."""
+    for key, opt in section.options.items():
+        value = opt.value.strip()
+        if not value.lstrip("+-").isdigit() or len(value) > 40:
+            continue  # not an integer (the layer's parse says so), or too long to be one
+        problem = budgets.range_problem(section.kind, key, int(value))
+        if problem:
+            raise section.error(problem, key)
+
+
+# The key whose line a budget error points at: the one that sizes the layer.
+_SIZING_KEYS = ("filters", "output", "size", "stride", "atoms", "classes", "num")
+
+
+def _check_budget(section: Section, what: str, layer_bytes: int, total: int, budget: int) -> None:
+    if total > budget:
+        key = next((k for k in _SIZING_KEYS if k in section.options), None)
+        err = CfgError(f"the network's {what} reach {budgets.gib(total)} by this layer ({budgets.gib(layer_bytes)} "
+                       f"here), above the budget of {budgets.gib(budget)} (darknet_py.limits); pass limits=False "
+                       "to go past it", path=section.path,
+                       line=section.options[key].line if key else section.line, section=section.kind,
+                       index=section.index)
+        err.option = ("limits", "False")
+        raise err
+
+
 def parse_network(cfg: str | os.PathLike | CfgDocument | bytes, *, width: int | None = None,
-                  height: int | None = None) -> NetworkDef:
-    """Validate a cfg (path, bytes or parsed document); ``width``/``height`` override ``[net]``."""
+                  height: int | None = None, limits: bool | None = None) -> NetworkDef:
+    """Validate a cfg (path, bytes or parsed document); ``width``/``height`` override ``[net]``.
+
+    With ``limits`` (default: on, see darknet_py.limits.enforced) a network whose weights or
+    activations (batch 1, float32) would exceed darknet_py.limits' budgets is refused, naming
+    the layer where the total crosses it; the estimate comes from the specs alone.
+    """
     if isinstance(cfg, CfgDocument):
         doc = cfg
     elif isinstance(cfg, bytes):
@@ -96,11 +140,19 @@ def parse_network(cfg: str | os.PathLike | CfgDocument | bytes, *, width: int | 
         doc = read_cfg(cfg)
     net_section = doc.sections[0]
     net_section.check_duplicates(NET_TRAINING_KEYS)
+    _check_ranges(net_section)
     net = parse_net(net_section)
     if width is not None:
         net.width = int(width)
     if height is not None:
         net.height = int(height)
+    for key, side in (("width", net.width), ("height", net.height)):
+        if not 1 <= side <= budgets.MAX_INPUT_SIDE:
+            raise CfgError(f"{key}={side}: expected 1..{budgets.MAX_INPUT_SIDE} (a side beyond any network input)",
+                           path=doc.path, line=net_section.line, section=net_section.kind)
+    enforce = budgets.enforced(limits)
+    param_bytes = activation_bytes = 0
+    weight_counts: list[int] = []
     if len(doc.sections) < 2:
         raise CfgError("the cfg defines no layers after [net]", path=doc.path, line=net_section.line)
     specs: list[LayerSpec] = []
@@ -111,6 +163,7 @@ def parse_network(cfg: str | os.PathLike | CfgDocument | bytes, *, width: int | 
         kind = LAYERS.get(section)
         section.check_duplicates(kind.training_keys)
         _check_common_keys(section)
+        _check_ranges(section)
         try:
             spec = kind.parse(section, net)
         except CfgError:
@@ -118,11 +171,19 @@ def parse_network(cfg: str | os.PathLike | CfgDocument | bytes, *, width: int | 
             raise
         section.check_all_used(_known_keys(kind))
         in_shapes = [input_shape if j < 0 else shapes[j] for j in spec.input_layers()]
-        shapes.append(kind.out_shape(spec, in_shapes, section, specs))
+        out = kind.out_shape(spec, in_shapes, section, specs)
+        weight_counts.append(kind.weight_count(spec, in_shapes, out))
+        shapes.append(out)
         specs.append(spec)
         kinds.append(kind)
+        param_bytes += 4 * weight_counts[-1]
+        activation_bytes += 4 * out[0] * out[1] * out[2]
+        if enforce:
+            _check_budget(section, "weights", 4 * weight_counts[-1], param_bytes, budgets.MAX_PARAM_BYTES)
+            _check_budget(section, "activations for one image", 4 * out[0] * out[1] * out[2], activation_bytes,
+                          budgets.MAX_ACTIVATION_BYTES)
     _check_heads(specs, doc.sections)
-    return NetworkDef(doc.path, net, doc.sections, specs, kinds, shapes, input_shape, doc.text)
+    return NetworkDef(doc.path, net, doc.sections, specs, kinds, shapes, input_shape, doc.text, weight_counts)
 
 
 def _raise_typo_of_missing_key(section: Section, kind: type[LayerKind]) -> None:
@@ -208,7 +269,9 @@ class DarknetModel(nn.Module):
         save_weights(self, path, upto=upto)
 
 
-def build_model(cfg, *, width: int | None = None, height: int | None = None) -> DarknetModel:
-    """cfg (path / bytes / CfgDocument / NetworkDef) -> DarknetModel with freshly initialised weights."""
-    netdef = cfg if isinstance(cfg, NetworkDef) else parse_network(cfg, width=width, height=height)
+def build_model(cfg, *, width: int | None = None, height: int | None = None,
+                limits: bool | None = None) -> DarknetModel:
+    """cfg (path / bytes / CfgDocument / NetworkDef) -> DarknetModel with freshly initialised weights
+    (``limits``: see :func:`parse_network`)."""
+    netdef = cfg if isinstance(cfg, NetworkDef) else parse_network(cfg, width=width, height=height, limits=limits)
     return DarknetModel(netdef)

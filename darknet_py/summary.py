@@ -2,9 +2,10 @@
 totals, plus the size of the ``.weights`` file the cfg implies.
 
 BFLOPs are Darknet's (``make_convolutional_layer``): 2 * filters * size^2 * c/groups * out_h*out_w
-per convolution, nothing for the other kinds. Weight counts come from building each layer on
-its own and counting what it writes to a ``.weights`` file, so they follow the same layer code
-that reads and writes the files.
+per convolution, nothing for the other kinds. Weight counts come from each kind's
+``weight_count`` rule on its spec (NetworkDef.weight_counts): no layer is built and no tensor
+made, so a table of a network too large to build still prints (tests compare the rule with the
+tensors each built layer writes to a ``.weights`` file).
 """
 from __future__ import annotations
 
@@ -77,16 +78,17 @@ def _describe(kind, spec) -> str:
     return ""
 
 
-def summarize(cfg, *, width: int | None = None, height: int | None = None) -> Summary:
-    """The table for a cfg (path, bytes or parsed NetworkDef) at its own or the given size."""
-    netdef: NetworkDef = cfg if isinstance(cfg, NetworkDef) else parse_network(cfg, width=width, height=height)
+def summarize(cfg, *, width: int | None = None, height: int | None = None, limits: bool | None = None) -> Summary:
+    """The table for a cfg (path, bytes or parsed NetworkDef) at its own or the given size, from the
+    specs alone (``limits``: see darknet_py.graph.parse_network)."""
+    netdef: NetworkDef = (cfg if isinstance(cfg, NetworkDef)
+                          else parse_network(cfg, width=width, height=height, limits=limits))
     rows = []
-    for spec, kind, section, out in zip(netdef.specs, netdef.kinds, netdef.sections[1:], netdef.shapes):
+    for spec, kind, section, out, floats in zip(netdef.specs, netdef.kinds, netdef.sections[1:], netdef.shapes,
+                                                netdef.weight_counts):
         ins = [netdef.input_shape if j < 0 else netdef.shapes[j] for j in spec.input_layers()]
-        module = kind.build(spec, ins)
-        tensors = module.darknet_tensors() if hasattr(module, "darknet_tensors") else []
         rows.append(LayerRow(spec.index, section.kind, spec.line, _describe(kind, spec), ins[0] if ins else
-                             netdef.input_shape, out, kind.flops(spec, ins, out), sum(t.numel() for _, t in tensors)))
+                             netdef.input_shape, out, kind.flops(spec, ins, out), floats))
     return Summary(netdef.path, rows, netdef.input_shape)
 
 

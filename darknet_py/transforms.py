@@ -45,6 +45,7 @@ __all__ = [
     "LetterboxInfo",
     "correct_boxes",
     "correct_boxes_rows",
+    "resize_u8",
     "darknet_resize",
     "fit",
     "fit_info",
@@ -172,22 +173,54 @@ def darknet_resize(img: torch.Tensor, out_w: int, out_h: int) -> torch.Tensor:
     in_h, in_w = int(img.shape[-2]), int(img.shape[-1])
     if out_w <= 0 or out_h <= 0 or in_w <= 0 or in_h <= 0:
         raise UsageError(f"darknet_resize: sizes must be positive, got {in_w}x{in_h} -> {out_w}x{out_h}")
-    dev, dt = img.device, img.dtype
+    part = _horizontal(img, out_w)
+    j0, j1, v0, v1, no_second = (t.to(img.device) for t in _axis_taps(in_h, out_h, img.dtype))
+    return _vertical(part, j0, j1, v0, v1, no_second)
 
-    # Horizontal pass -> part (..., in_h, out_w).
-    i0, i1, w0, w1, copy_last = (t.to(dev) for t in _axis_taps(in_w, out_w, dt))
+
+def _horizontal(img: torch.Tensor, out_w: int) -> torch.Tensor:
+    """Pass 1 of :func:`darknet_resize`: (..., rows, in_w) -> (..., rows, out_w), row by row."""
+    in_w = int(img.shape[-1])
+    i0, i1, w0, w1, copy_last = (t.to(img.device) for t in _axis_taps(in_w, out_w, img.dtype))
     interp = w0 * img.index_select(-1, i0) + w1 * img.index_select(-1, i1)
     last_col = img[..., in_w - 1:in_w]  # broadcast over the output columns
-    part = torch.where(copy_last, last_col, interp)
+    return torch.where(copy_last, last_col, interp)
 
-    # Vertical pass -> (..., out_h, out_w).
-    j0, j1, v0, v1, no_second = (t.to(dev) for t in _axis_taps(in_h, out_h, dt))
+
+def _vertical(part: torch.Tensor, j0, j1, v0, v1, no_second) -> torch.Tensor:
+    """Pass 2 of :func:`darknet_resize`: output row r from rows j0[r] and j1[r] of ``part``."""
     first = v0[:, None] * part.index_select(-2, j0)
     second = v1[:, None] * part.index_select(-2, j1)
     # Last-row quirk (resize_image): the last output row never gets its dy*row[iy+1] term.  When
     # (out_h-1)*h_scale rounds below in_h-1 in float32 (e.g. in_h 16 -> 416), iy = in_h-2 and
     # dy ~ 1, so that row is (1-dy)*row[in_h-2] ~ 1e-6: nearly black.  Kept on purpose.
     return torch.where(no_second[:, None], first, first + second)
+
+
+# Photo rows converted to float at a time by resize_u8: 64 rows of a 16000-pixel photo are 12 MB.
+STRIP_ROWS = 64
+
+
+def resize_u8(img_u8: torch.Tensor, out_w: int, out_h: int) -> torch.Tensor:
+    """``darknet_resize(u8_to_float(img_u8.permute(2, 0, 1)), out_w, out_h)`` bit for bit, for an
+    HxWx3 uint8 photo, without a float copy of the photo: only the rows the vertical pass reads
+    (at most two per output row) are converted, STRIP_ROWS at a time, so memory follows the
+    output size. Every step is elementwise, so grouping rows differently changes no value."""
+    in_h = int(img_u8.shape[0])
+    out_w, out_h = int(out_w), int(out_h)
+    if out_w <= 0 or out_h <= 0:
+        raise UsageError(f"resize: sizes must be positive, got {int(img_u8.shape[1])}x{in_h} -> {out_w}x{out_h}")
+    j0, j1, v0, v1, no_second = _axis_taps(in_h, out_h, torch.float32)
+    rows = torch.unique(torch.cat([j0, j1]))  # sorted: the input rows read
+    dev = img_u8.device
+    parts = []
+    for k in range(0, len(rows), STRIP_ROWS):
+        strip = img_u8.index_select(0, rows[k:k + STRIP_ROWS].to(dev))  # (r, W, 3) uint8
+        parts.append(_horizontal(u8_to_float(strip.permute(2, 0, 1)), out_w))
+    part = torch.cat(parts, dim=-2)  # (3, len(rows), out_w)
+    # Row indices of the photo -> positions in ``part``.
+    j0, j1 = torch.searchsorted(rows, j0), torch.searchsorted(rows, j1)
+    return _vertical(part, *(t.to(dev) for t in (j0, j1, v0, v1, no_second)))
 
 
 # --------------------------------------------------------------------------- letterbox / unletterbox
@@ -228,8 +261,8 @@ def letterbox(img: ImageLike, net_w: int, net_h: int, *,
     """
     t = _as_u8_hwc(img, device)
     info = letterbox_info(int(t.shape[1]), int(t.shape[0]), net_w, net_h)
-    chw = u8_to_float(t.permute(2, 0, 1))  # load_image_stb stores planar CHW
-    resized = darknet_resize(chw, info.new_w, info.new_h)
+    # load_image_stb stores planar CHW floats; resize_u8 makes them a strip at a time (same values)
+    resized = resize_u8(t, info.new_w, info.new_h)
     canvas = torch.full((3, info.net_h, info.net_w), LETTERBOX_FILL, dtype=torch.float32, device=t.device)
     # embed_image at ((w-new_w)/2, (h-new_h)/2) in C integer division.
     canvas[:, info.dy:info.dy + info.new_h, info.dx:info.dx + info.new_w] = resized
@@ -248,7 +281,7 @@ def stretch(img: ImageLike, net_w: int, net_h: int, *,
     YOLOv1's ``test_yolo`` and ``validate_detector_recall`` prepare a photo."""
     t = _as_u8_hwc(img, device)
     info = stretch_info(int(t.shape[1]), int(t.shape[0]), net_w, net_h)
-    return darknet_resize(u8_to_float(t.permute(2, 0, 1)), int(net_w), int(net_h)), info
+    return resize_u8(t, int(net_w), int(net_h)), info
 
 
 # --------------------------------------------------------------------------- letterbox or stretch

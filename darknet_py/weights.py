@@ -22,6 +22,7 @@ import torch
 
 from .errors import UsageError, WeightsError
 from .files import note_input, write_bytes
+from .limits import check_regular_file
 
 FLOAT = np.dtype("<f4")  # Darknet's files are little-endian float32, whatever the host reading them
 # More images than any training run has seen (yolov3.weights: 32,013,312): a garbled header.
@@ -131,6 +132,21 @@ def _layer_name(model, i: int) -> str:
     return f"layer {i} [{model.netdef.sections[i + 1].kind}] (cfg line {spec.line})"
 
 
+def value_problems(model, i: int, name: str, values: np.ndarray) -> list[str]:
+    """What is wrong with the values of tensor ``name`` of layer ``i``, whatever file they came from
+    (.weights or checkpoint): NaN/Inf (the network then detects nothing, silently), negative
+    variances (sqrt of them is NaN)."""
+    problems = []
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        problems.append(f"{_layer_name(model, i)}: {name} has {bad} NaN/Inf values")
+    if name.endswith("running_var"):
+        neg = int(np.count_nonzero(values < 0))
+        if neg:
+            problems.append(f"{_layer_name(model, i)}: {name} has {neg} negative variances")
+    return problems
+
+
 def _check_upto(model, upto: int | None) -> None:
     if upto is not None and not 0 <= upto <= len(model.layers):
         raise UsageError(f"upto={upto}: expected 0..{len(model.layers)} (the number of layers to load)")
@@ -145,10 +161,16 @@ def load_weights(model, path, upto: int | None = None, *, seen_bytes: int | None
     """
     spath = os.fspath(path)
     _check_upto(model, upto)
+    plan = layer_tensors(model, upto)
+    need = sum(t.numel() for _, ts in plan for _, t in ts)
+    check_regular_file(spath, WeightsError)
     note_input(spath, "weights")
     try:
         with open(spath, "rb") as fh:
-            data = bytearray(fh.read())
+            # The size comes from stat and only what the cfg needs is read: a huge file (or one
+            # longer than the cfg, refused below) is never read into memory.
+            file_bytes = os.fstat(fh.fileno()).st_size
+            data = bytearray(fh.read(min(file_bytes, 20 + 4 * need)))
     except OSError as exc:
         raise WeightsError(f"cannot read weights: {exc.strerror or exc}", spath) from None
     if not data:
@@ -158,9 +180,6 @@ def load_weights(model, path, upto: int | None = None, *, seen_bytes: int | None
     # reads the first float into the high half of 'seen', which looks absurd; the size hint below
     # names the cause.
     header = read_header(bytes(data[:20]), spath, seen_bytes=seen_bytes, force_header=True)
-    plan = layer_tensors(model, upto)
-    need = sum(t.numel() for _, ts in plan for _, t in ts)
-    file_bytes = len(data)
     need_bytes = header.size + 4 * need
     payload = file_bytes - header.size
     avail = payload // 4
@@ -210,13 +229,7 @@ def load_weights(model, path, upto: int | None = None, *, seen_bytes: int | None
             chunk = floats[offset:offset + t.numel()]
             offset += t.numel()
             chunks.append((t, chunk))
-            bad = int(np.count_nonzero(~np.isfinite(chunk)))
-            if bad:
-                problems.append(f"{_layer_name(model, i)}: {name} has {bad} NaN/Inf values")
-            if name.endswith("running_var"):
-                neg = int(np.count_nonzero(chunk < 0))
-                if neg:
-                    problems.append(f"{_layer_name(model, i)}: {name} has {neg} negative variances")
+            problems += value_problems(model, i, name, chunk)
     # strict: refuse before copying anything, so a refused file leaves the model as it was
     # (checking while copying left it half-overwritten with the NaN values it refused).
     if strict and problems:
@@ -235,6 +248,7 @@ def layers_in_file(model, path, *, seen_bytes: int | None = None) -> int | None:
     backbone such as darknet53.conv.74, which Darknet's ``train`` loads as far as it goes);
     None when it does not end on a boundary (then ``load_weights`` explains the mismatch)."""
     spath = os.fspath(path)
+    check_regular_file(spath, WeightsError)
     try:
         with open(spath, "rb") as fh:
             head = fh.read(20)

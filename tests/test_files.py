@@ -60,7 +60,7 @@ def test_refuses_a_socket_a_folder_and_a_dangling_link(tmp_path):
     folder = tmp_path / "d"
     folder.mkdir()
     (folder / "keep").write_text("k")
-    with pytest.raises(OutputError, match="is a folder"):
+    with pytest.raises(OutputError, match="is a directory"):
         write_bytes(folder, b"x")
     assert (folder / "keep").read_text() == "k"
     link = tmp_path / "dangling"

@@ -17,7 +17,7 @@ LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hie
 # Library keywords (darknet_py.errors.DarknetPyError.option) -> the option that sets them here, with
 # the keyword's value in {}.
 FLAGS = {"on_bad": "--on-bad-label {}", "max_batches": "--max-batches {}", "recursive": "--recursive",
-         "overwrite": "--overwrite"}
+         "overwrite": "--overwrite", "limits": "--no-limits"}
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -48,6 +48,13 @@ def add_overwrite_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help=f"replace existing files among {what} (a file named on the command line is always "
                         "replaced; an input never is)")
+
+
+def add_limits_option(p: argparse.ArgumentParser) -> None:
+    """``--no-limits``: the budgets of darknet_py.limits off (cli.main runs the command inside
+    darknet_py.limits.disabled())."""
+    p.add_argument("--no-limits", action="store_true",
+                   help="go past the memory budgets of darknet_py.limits (weights, activations, checkpoint size)")
 
 
 def check_at_least(*checks: tuple[str, int | None, int]) -> None:
@@ -134,5 +141,5 @@ def set_tf32(allow: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = allow
 
 
-__all__ = ["FLAGS", "LONG_OPTIONS", "add_detect_options", "add_overwrite_option", "add_size_option",
-           "add_stream_options", "check_at_least", "normalise_argv", "set_tf32", "size_of"]
+__all__ = ["FLAGS", "LONG_OPTIONS", "add_detect_options", "add_limits_option", "add_overwrite_option",
+           "add_size_option", "add_stream_options", "check_at_least", "normalise_argv", "set_tf32", "size_of"]

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import Callable
 
+from ..limits import disabled
 from . import classifier, detect, detector, models, synth
-from .args import FLAGS, normalise_argv, set_tf32
+from .args import FLAGS, add_limits_option, normalise_argv, set_tf32
 
 # command -> (adds its parser, runs it); the parsers are added in this order
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
@@ -25,6 +27,10 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "partial": (models.add_partial_parser, models.run_partial),
 }
 
+# Commands that read cfgs, weights or checkpoints, and so take --no-limits.
+LIMITED = ("detect", "detector", "classifier", "validate-cfg", "summary", "inspect-weights", "export", "convert",
+           "partial")
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="darknet-py", description="Run Darknet cfg/weights files in PyTorch.")
@@ -32,8 +38,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
-    for command in sub.choices.values():  # --debug after the subcommand too
+    for name, command in sub.choices.items():  # --debug after the subcommand too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        if name in LIMITED:
+            add_limits_option(command)
     return p
 
 
@@ -47,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_tf32(args.tf32)
     try:
         # one command, one set of inputs no output may replace; SIGTERM finishes outputs as Ctrl-C does
-        with input_scope(), terminate_as_interrupt():
+        with input_scope(), terminate_as_interrupt(), contextlib.ExitStack() as stack:
+            if getattr(args, "no_limits", False):
+                stack.enter_context(disabled())
             return COMMANDS[args.command][1](args)
     except DarknetPyError as exc:
         if args.debug:

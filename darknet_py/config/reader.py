@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from ..errors import CfgError
+from ..limits import check_regular_file
 
 PathLike = Union[str, os.PathLike]
 
@@ -292,6 +293,7 @@ def parse_cfg_text(data: bytes | str, path: PathLike | None = None) -> CfgDocume
 def read_cfg(path: PathLike) -> CfgDocument:
     """Read a cfg file (missing, directory and unreadable paths raise CfgError with the OS reason)."""
     spath = os.fspath(path)
+    check_regular_file(spath, CfgError)
     try:
         with open(spath, "rb") as fh:
             data = fh.read()

@@ -6,11 +6,13 @@ import os
 
 from ..errors import DataError
 from ..files import note_input
+from ..limits import check_regular_file
 
 
 def read_text(path, what: str) -> str:
     """The file's text; an unreadable file or invalid UTF-8 is a DataError naming ``what`` it is."""
     spath = os.fspath(path)
+    check_regular_file(spath, DataError)
     try:
         with open(spath, "rb") as fh:
             data = fh.read()

@@ -73,3 +73,7 @@ class BatchnormKind(LayerKind):
     @classmethod
     def build(cls, spec, in_shapes: Sequence[Shape]) -> BatchNorm:
         return BatchNorm(in_shapes[0][0])
+
+    @classmethod
+    def weight_count(cls, spec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return 3 * in_shapes[0][0]  # scales, rolling mean, rolling variance

@@ -80,6 +80,12 @@ class ConnectedKind(LayerKind):
         return Connected(c * h * w, spec.output, spec.batch_normalize, spec.activation)
 
     @classmethod
+    def weight_count(cls, spec: ConnectedSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        # biases, the outputs x inputs matrix, then BN scales/mean/variance
+        c, h, w = in_shapes[0]
+        return spec.output * (1 + c * h * w + (3 if spec.batch_normalize else 0))
+
+    @classmethod
     def flops(cls, spec: ConnectedSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> float:
         c, h, w = in_shapes[0]
         return 2.0 * c * h * w * spec.output  # make_connected_layer: 2 * inputs * outputs

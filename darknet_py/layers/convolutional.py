@@ -401,6 +401,12 @@ class Convolutional(LayerKind):
         return 2.0 * spec.filters * spec.size * spec.size * c / spec.groups * out_h * out_w
 
     @classmethod
+    def weight_count(cls, spec: ConvSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        # biases (or BN beta), BN scales/mean/variance, kernels n x c/groups x size x size
+        n = spec.filters
+        return n * (4 if spec.batch_normalize else 1) + n * (in_shapes[0][0] // spec.groups) * spec.size ** 2
+
+    @classmethod
     def describe(cls, spec: ConvSpec) -> str:
         groups = f" g{spec.groups}" if spec.groups > 1 else ""
         sy, sx = spec.strides

@@ -86,5 +86,9 @@ class ImplicitKind(LayerKind):
         return Implicit(spec.filters, spec.atoms, spec.mean, spec.std)
 
     @classmethod
+    def weight_count(cls, spec: ImplicitSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        return spec.filters * spec.atoms
+
+    @classmethod
     def describe(cls, spec: ImplicitSpec) -> str:
         return f"{spec.filters:5d}" + (f" x{spec.atoms} atoms" if spec.atoms != 1 else "")

@@ -143,5 +143,12 @@ class LocalKind(LayerKind):
         return 2.0 * spec.filters * spec.size * spec.size * c * out_shape[1] * out_shape[2]
 
     @classmethod
+    def weight_count(cls, spec: LocalSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        # one bias per output value, one c x size x size kernel per filter and output location
+        c = in_shapes[0][0]
+        locations = out_shape[1] * out_shape[2]
+        return spec.filters * locations * (1 + c * spec.size * spec.size)
+
+    @classmethod
     def describe(cls, spec: LocalSpec) -> str:
         return f"{spec.filters:5d}     {spec.size:2d} x{spec.size:2d} /{spec.stride:2d}"

@@ -61,6 +61,12 @@ class LayerKind:
         return 0.0
 
     @classmethod
+    def weight_count(cls, spec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        """Floats this layer holds in a .weights file, from its spec alone (no tensor is made):
+        the sizes of the module's ``darknet_tensors()``, which tests compare with this."""
+        return 0
+
+    @classmethod
     def describe(cls, spec) -> str:
         """The filters / size / stride columns of Darknet's layer table."""
         return ""

@@ -210,6 +210,13 @@ class ShortcutKind(LayerKind):
                         in_shapes[0][0])
 
     @classmethod
+    def weight_count(cls, spec: ShortcutSpec, in_shapes: Sequence[Shape], out_shape: Shape) -> int:
+        # one weight per input (per_feature), or per input and channel (per_channel)
+        if spec.weights_type == "none":
+            return 0
+        return (len(spec.sources) + 1) * (1 if spec.weights_type == "per_feature" else in_shapes[0][0])
+
+    @classmethod
     def describe(cls, spec: ShortcutSpec) -> str:
         weights = f" {spec.weights_type}" if spec.weights_type != "none" else ""
         return "  " + ",".join(str(s) for s in spec.sources) + weights

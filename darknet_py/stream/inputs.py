@@ -2,6 +2,7 @@
 listing them), in order, and the output names each item will be written under."""
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from ..config.lists import ListedImage, scan_image_list
 from ..errors import DataError, UsageError
+from ..limits import special_file_problem
 
 # Files taken from folders and glob matches (what darknet_py.imageio can decode); others are skipped there.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -50,6 +52,9 @@ def _safe_rel(value: str) -> str:
 
 
 def _file_item(path: str, rel: str) -> list[Item]:
+    problem = special_file_problem(path)
+    if problem:  # a FIFO as a photo, video or list would block its reader forever
+        return [Item("error", path, error=f"{path}: {problem}")]
     kind = _kind_of(path)
     if kind == "list":
         return _list_items(path)
@@ -111,12 +116,48 @@ def _folder_items(folder: str, recursive: bool) -> list[Item]:
     return [Item("image", os.path.join(folder, r), os.path.join(folder, r), r) for r in rels]
 
 
+def _parts_match(parts: Sequence[str], pats: Sequence[str]) -> bool:
+    """glob's rules on path components: ``**`` any number of folders, ``*``/``?``/``[]`` within one
+    name, which hidden names (a leading dot) match only when the pattern's component starts with one."""
+    if not pats:
+        return not parts
+    if pats[0] == "**":
+        return any(_parts_match(parts[i:], pats[1:]) for i in range(len(parts) + 1)
+                   if not any(p.startswith(".") for p in parts[:i]))
+    return (bool(parts) and (not parts[0].startswith(".") or pats[0].startswith("."))
+            and fnmatch.fnmatchcase(parts[0], pats[0]) and _parts_match(parts[1:], pats[1:]))
+
+
+def _recursive_glob(base: str, pats: Sequence[str]) -> list[str]:
+    """Files under ``base`` matching the components ``pats`` (with ``**``). Python's glob follows a
+    symlinked folder each time it meets it, so a link to a parent repeats every photo until the
+    path is too long (2 photos gave 82 matches); here each real folder is walked once."""
+    found = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") or any(p.startswith(".") for p in pats)]
+        rel = os.path.relpath(dirpath, base)
+        rel_parts = [] if rel == "." else Path(rel).parts
+        for name in filenames:
+            if _parts_match([*rel_parts, name], pats):
+                path = os.path.join(dirpath, name)
+                found.append(path[2:] if base == "." and path.startswith("./") else path)
+    return found
+
+
 def _glob_items(pattern: str) -> list[Item]:
     parts = Path(pattern).parts
     fixed = [p for p in parts[:next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))]]
     base = os.path.join(*fixed) if fixed else "."
+    pats = parts[len(fixed):]
+    matches = _recursive_glob(base, pats) if "**" in pats else glob.glob(pattern)
     items = []
-    for match in sorted(glob.glob(pattern, recursive=True)):
+    for match in sorted(matches):
         ext = os.path.splitext(match)[1].lower()
         if not os.path.isfile(match) or ext not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
             continue
