@@ -86,12 +86,15 @@ def add_partial_parser(sub) -> None:
     p.add_argument("cfg")
     p.add_argument("weights")
     p.add_argument("out")
-    p.add_argument("n", type=int)
+    p.add_argument("n", type=int, metavar="N", help="how many layers, 1 to the number of layers")
+    p.set_defaults(flags={"upto": "N={}"})
 
 
 def run_partial(args) -> int:
+    from ..checks import check_count
     from ..detector import load
 
+    check_count("upto", args.n, 1)  # before the weights load; the upper bound once the layers are known
     model = load(args.cfg, args.weights)
     # Darknet's partial loads with clear=1: the backbone starts a new training at seen = 0
     model.header = dataclasses.replace(model.header, seen=0)
@@ -126,6 +129,7 @@ def run_export(args) -> int:
     from ..detector import load
     from ..imageio import load_image
 
+    ex.check_export_options(batch=args.batch, opset=args.opset)  # before the model loads
     width, height = size_of(args)
     model = load(args.cfg, args.weights, width=width, height=height, channels_last=False)
     sample = load_image(args.image)[0] if args.image else None
