@@ -198,11 +198,15 @@ class ValidSetup:
     coco: CocoAnnotations | None
 
 
-def _check_args(*, batch: int, workers: int | None, **thresholds: float | None) -> None:
-    """The numeric arguments of valid / map / recall, before any file is read or model loaded."""
+def _check_args(*, batch: int, workers: int | None, width: int | None = None, height: int | None = None,
+                **thresholds: float | None) -> None:
+    """The numeric arguments of valid / map / recall, before any file is read or model loaded (a
+    size's multiple of the network's stride is checked when the cfg is parsed)."""
     check_thresholds(**thresholds)
     check_count("batch", batch, 1)
     check_count("workers", workers, 0)
+    check_count("width", width, 1)
+    check_count("height", height, 1)
 
 
 def _setup(data_path, cfg, weights, device, width, height, model=None) -> ValidSetup:
@@ -242,7 +246,8 @@ def detector_valid(data_path, cfg, weights, *, out: str | None = None, results: 
                    width: int | None = None, height: int | None = None, progress: bool | None = False,
                    workers: int | None = None, model=None) -> tuple[ValidationRun, list[Path]]:
     """``darknet detector valid``: detections over ``valid``, written where ``results`` says."""
-    _check_args(thresh=thresh, nms=nms, batch=batch, workers=workers)
+    _check_args(thresh=thresh, nms=nms, batch=batch, workers=workers, width=width,
+                height=height)
     setup = _setup(data_path, cfg, weights, device, width, height, model)
     kind = setup.data.eval
     classes = setup.model.netdef.classes
@@ -281,7 +286,8 @@ def detector_map(data_path, cfg, weights, *, device="cpu", batch: int = 8, thres
     label files found the Darknet way, or the COCO json that ``annotations =`` names.
 
     ``thresh``, ``nms``, ``conf_thresh`` in [0, 1]; ``iou`` in [0, 1) (a match needs IoU > ``iou``)."""
-    _check_args(thresh=thresh, nms=nms, iou=iou, conf_thresh=conf_thresh, batch=batch, workers=workers)
+    _check_args(thresh=thresh, nms=nms, iou=iou, conf_thresh=conf_thresh, batch=batch, workers=workers, width=width,
+                height=height)
     setup = _setup(data_path, cfg, weights, device, width, height, model)
     classes = setup.model.netdef.classes
     coco_kind = setup.data.eval == "coco"
@@ -349,7 +355,8 @@ def detector_recall(data_path, cfg, weights, *, device="cpu", batch: int = 8, th
     path data/coco_val_5k.list and scans past the end of its box array; we take the ``valid``
     list and every proposal. ``thresh``, ``nms`` in [0, 1]; ``iou`` in [0, 1).
     """
-    _check_args(thresh=thresh, nms=nms, iou=iou, batch=batch, workers=workers)
+    _check_args(thresh=thresh, nms=nms, iou=iou, batch=batch, workers=workers, width=width,
+                height=height)
     setup = _setup(data_path, cfg, weights, device, width, height, model)
     model = setup.model
     labels, _ = scan_labels(setup.images, model.netdef.classes, on_bad_label)
