@@ -133,7 +133,7 @@ def _layer_name(model, i: int) -> str:
 
 
 def _check_upto(model, upto: int | None) -> None:
-    check_count("upto", upto, 1, len(model.layers), what="the number of layers")
+    check_count("upto", upto, 0, len(model.layers), what="the number of layers; 0: the header only")
 
 
 def load_weights(model, path, upto: int | None = None, *, seen_bytes: int | None = None,

@@ -53,7 +53,7 @@ CASES = [
     (lambda: parse_network(CFG, width=320, height=100), "height", "100"),
     (lambda: parse_network(CFG, width=0), "width", "0"),
     (lambda: load(CFG, "missing.weights", width=33, height=33), "width", "33"),
-    (lambda: load(CFG, WEIGHTS, upto=0), "upto", "0"),
+    (lambda: load(CFG, WEIGHTS, upto=-1), "upto", "-1"),
     (lambda: load(CFG, WEIGHTS, upto=25), "upto", "25"),
     (lambda: check_export_options(batch=0), "batch", "0"),
     (lambda: check_export_options(opset=14), "opset", "14"),

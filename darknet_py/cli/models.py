@@ -67,10 +67,24 @@ def add_inspect_parser(sub) -> None:
     p.add_argument("--seen-bytes", type=int, choices=(4, 8))
 
 
+def _check_layers(cfg, upto: int | None) -> None:
+    """partial's N / inspect-weights' --partial: 1 to the cfg's number of layers, before the weights load."""
+    from ..checks import check_count
+    from ..graph import parse_network
+
+    if upto is not None:
+        check_count("upto", upto, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the cfg's own warnings come with the load
+            layers = len(parse_network(cfg).specs)
+        check_count("upto", upto, 1, layers, what="the number of layers")
+
+
 def run_inspect(args) -> int:
     from ..detector import load
     from ..weights import weights_report
 
+    _check_layers(args.cfg, args.partial)
     model = load(args.cfg, args.weights, upto=args.partial, seen_bytes=args.seen_bytes)
     h = model.header
     print(f"header: major={h.major} minor={h.minor} revision={h.revision} seen={h.seen} ({h.seen_bytes}-byte seen)")
@@ -91,10 +105,9 @@ def add_partial_parser(sub) -> None:
 
 
 def run_partial(args) -> int:
-    from ..checks import check_count
     from ..detector import load
 
-    check_count("upto", args.n, 1)  # before the weights load; the upper bound once the layers are known
+    _check_layers(args.cfg, args.n)
     model = load(args.cfg, args.weights)
     # Darknet's partial loads with clear=1: the backbone starts a new training at seen = 0
     model.header = dataclasses.replace(model.header, seen=0)

@@ -76,9 +76,9 @@ CASES = [
     (["export", "missing.cfg", NO, "--batch", "0"], "--batch 0: expected an integer >= 1"),
     (["export", "missing.cfg", NO, "--opset", "0"], "--opset 0: expected an integer >= 15"),
     (["partial", "missing.cfg", NO, "out.weights", "0"], "N=0: expected an integer >= 1"),
-    (["partial", CFG, WEIGHTS, "out.weights", "25"], "N=25: expected an integer in 1..24"),
-    (["inspect-weights", CFG, WEIGHTS, "--partial", "0"], "--partial 0: expected an integer in 1..24"),
-    (["inspect-weights", CFG, WEIGHTS, "--partial", "99"], "--partial 99: expected an integer in 1..24"),
+    (["partial", CFG, NO, "out.weights", "25"], "N=25: expected an integer in 1..24"),
+    (["inspect-weights", "missing.cfg", NO, "--partial", "0"], "--partial 0: expected an integer >= 1"),
+    (["inspect-weights", CFG, NO, "--partial", "99"], "--partial 99: expected an integer in 1..24"),
     # sizes: positive multiples of the network's stride (32 here, measured from the cfg)
     (["validate-cfg", CFG, "--size", "31"], "--size 31: expected a multiple of 32, the network's stride"),
     (["validate-cfg", CFG, "--size", "0"], "--size 0: expected an integer >= 1"),
