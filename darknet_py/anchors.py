@@ -15,12 +15,12 @@ plain passes.
 """
 from __future__ import annotations
 
-import numbers
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_count
 from .errors import DataError, UsageError
 
 __all__ = ["AnchorResult", "shape_iou", "kmeans_anchors", "dataset_boxes", "calc_anchors", "round_anchors"]
@@ -69,9 +69,7 @@ def shape_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_count(name, value, minimum)
 
 
 def _check_wh(wh) -> np.ndarray:
@@ -231,7 +229,7 @@ def _score(wh: np.ndarray, weight: np.ndarray, anchors: np.ndarray) -> tuple[flo
 
 def kmeans_anchors(wh: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 1000, restarts: int = 5) -> AnchorResult:
     """Cluster (N, 2) box sizes into k anchors; the restart with the best mean IoU (rounded anchors) wins."""
-    k = _positive_int("k (number of clusters)", k)
+    k = _positive_int("k", k)
     max_iter = _positive_int("max_iter", max_iter)
     restarts = _positive_int("restarts", restarts)
     arr = _check_wh(wh)
@@ -274,7 +272,9 @@ def dataset_boxes(data_path, width: int, height: int, on_bad: str = "error") -> 
 
 def calc_anchors(data_path, k: int, width: int, height: int, *, seed: int = 0, on_bad: str = "error") -> AnchorResult:
     """Darknet's ``detector calc_anchors DATA -num_of_clusters k -width W -height H``."""
-    k = _positive_int("k (number of clusters)", k)
+    k = _positive_int("k", k)  # before any file is read
+    _positive_int("width", width)
+    _positive_int("height", height)
     wh = dataset_boxes(data_path, width, height, on_bad)
     distinct = len(np.unique(wh, axis=0))
     if k > distinct:

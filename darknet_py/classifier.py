@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .detector import ImageInput, as_rgb, check_rgb_model
+from .checks import check_count
 from .device import model_device
 from .errors import CfgError
 from .graph import DarknetModel
@@ -47,6 +48,8 @@ def top_k(values: torch.Tensor, k: int) -> Prediction:
 
 
 def classify(model: DarknetModel, image: ImageInput, top: int = 5) -> Prediction:
+    """The ``top`` best classes of a photo (``top`` >= 1; more than the classes gives them all)."""
+    check_count("top", top, 1)
     return top_k(scores(model, image), top)
 
 

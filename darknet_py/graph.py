@@ -8,15 +8,20 @@ outputs that later routes/shortcuts read.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cached_property
 
 import torch
 import torch.nn as nn
 
 from .config.reader import CfgDocument, Section, parse_cfg_text, read_cfg
 from . import limits as budgets
+from .checks import check_count, option_error
 from .errors import CfgError
 from .layers import LAYERS, LayerKind, LayerSpec, Shape
 from .layers.head import DetectionHead
@@ -68,6 +73,57 @@ class NetworkDef:
     def classes(self) -> int:
         heads = self.head_specs
         return heads[0].classes if heads else 0
+
+    @cached_property
+    def strides(self) -> tuple[int, int]:
+        """(x, y): what the input width and height must be multiples of for every layer to see a
+        whole number of pixels, from the layers themselves (32 for yolov3 and yolov3-tiny, 64 for
+        a net that halves the size six times, 1 for a net that never downsamples).
+
+        Measured, not looked up by kind: the layer shapes are inferred again at two probe sizes
+        (P and 2P, P a multiple of every usual stride); a layer whose size grows with the input
+        scales it by P/size, and the strides are the least common multiples of those factors'
+        numerators. Layers of a fixed size (global average pooling, [connected]) do not count."""
+        probe = 2 ** 8 * 3 ** 2 * 5 * 7  # 80640
+        try:
+            small, large = self._shapes_at(probe, probe), self._shapes_at(2 * probe, 2 * probe)
+        except CfgError:  # a layer that takes one input size only: nothing to scale
+            return 1, 1
+        sx = sy = 1
+        for (_, h1, w1), (_, h2, w2) in zip(small, large):
+            if w2 > w1 > 0:
+                sx = math.lcm(sx, Fraction(probe, w1).limit_denominator(16).numerator)
+            if h2 > h1 > 0:
+                sy = math.lcm(sy, Fraction(probe, h1).limit_denominator(16).numerator)
+        return sx, sy
+
+    @property
+    def stride(self) -> int:
+        """The largest of :attr:`strides`: the network's downsampling factor."""
+        return max(self.strides)
+
+    def _shapes_at(self, width: int, height: int) -> list[Shape]:
+        input_shape: Shape = (self.net.channels, height, width)
+        shapes: list[Shape] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for i, (spec, kind) in enumerate(zip(self.specs, self.kinds)):
+                in_shapes = [input_shape if j < 0 else shapes[j] for j in spec.input_layers()]
+                shapes.append(kind.out_shape(spec, in_shapes, self.sections[i + 1], self.specs[:i]))
+        return shapes
+
+    def check_input_size(self, width: int | None, height: int | None) -> None:
+        """An input size asked for (None: the cfg's own) is positive and a multiple of
+        :attr:`strides`: otherwise the layers round their sizes and the boxes land in the wrong
+        place without any error."""
+        for keyword, value, stride in (("width", width, self.strides[0]), ("height", height, self.strides[1])):
+            if value is None:
+                continue
+            check_count(keyword, value, 1)
+            if value % stride:
+                down, up = value // stride * stride, (value // stride + 1) * stride
+                near = f"{up}" if down == 0 else f"{down} or {up}"
+                raise option_error(keyword, value, f"a multiple of {stride}, the network's stride (e.g. {near})")
 
 
 def _check_heads(specs: Sequence[LayerSpec], sections: Sequence[Section]) -> None:
@@ -141,6 +197,8 @@ def parse_network(cfg: str | os.PathLike | CfgDocument | bytes, *, width: int | 
     net_section = doc.sections[0]
     net_section.check_duplicates(NET_TRAINING_KEYS)
     _check_ranges(net_section)
+    check_count("width", width, 1)
+    check_count("height", height, 1)
     net = parse_net(net_section)
     if width is not None:
         net.width = int(width)
@@ -159,31 +217,47 @@ def parse_network(cfg: str | os.PathLike | CfgDocument | bytes, *, width: int | 
     kinds: list[type[LayerKind]] = []
     shapes: list[Shape] = []
     input_shape: Shape = (net.channels, net.height, net.width)
-    for section in doc.layers:
-        kind = LAYERS.get(section)
-        section.check_duplicates(kind.training_keys)
-        _check_common_keys(section)
-        _check_ranges(section)
-        try:
-            spec = kind.parse(section, net)
-        except CfgError:
-            _raise_typo_of_missing_key(section, kind)
+    try:
+        for section in doc.layers:
+            kind = LAYERS.get(section)
+            section.check_duplicates(kind.training_keys)
+            _check_common_keys(section)
+            _check_ranges(section)
+            try:
+                spec = kind.parse(section, net)
+            except CfgError:
+                _raise_typo_of_missing_key(section, kind)
+                raise
+            section.check_all_used(_known_keys(kind))
+            in_shapes = [input_shape if j < 0 else shapes[j] for j in spec.input_layers()]
+            out = kind.out_shape(spec, in_shapes, section, specs)
+            weight_counts.append(kind.weight_count(spec, in_shapes, out))
+            shapes.append(out)
+            specs.append(spec)
+            kinds.append(kind)
+            param_bytes += 4 * weight_counts[-1]
+            activation_bytes += 4 * out[0] * out[1] * out[2]
+            if enforce:
+                _check_budget(section, "weights", 4 * weight_counts[-1], param_bytes, budgets.MAX_PARAM_BYTES)
+                _check_budget(section, "activations for one image", 4 * out[0] * out[1] * out[2], activation_bytes,
+                              budgets.MAX_ACTIVATION_BYTES)
+    except CfgError as exc:
+        if width is None and height is None:
             raise
-        section.check_all_used(_known_keys(kind))
-        in_shapes = [input_shape if j < 0 else shapes[j] for j in spec.input_layers()]
-        out = kind.out_shape(spec, in_shapes, section, specs)
-        weight_counts.append(kind.weight_count(spec, in_shapes, out))
-        shapes.append(out)
-        specs.append(spec)
-        kinds.append(kind)
-        param_bytes += 4 * weight_counts[-1]
-        activation_bytes += 4 * out[0] * out[1] * out[2]
-        if enforce:
-            _check_budget(section, "weights", 4 * weight_counts[-1], param_bytes, budgets.MAX_PARAM_BYTES)
-            _check_budget(section, "activations for one image", 4 * out[0] * out[1] * out[2], activation_bytes,
-                          budgets.MAX_ACTIVATION_BYTES)
+        # a size asked for that the layers cannot take: say so as a size error when the cfg at
+        # its own size is fine and the size is not a multiple of the network's stride
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                own = parse_network(doc)
+        except CfgError:
+            raise exc from None
+        own.check_input_size(width, height)
+        raise
     _check_heads(specs, doc.sections)
-    return NetworkDef(doc.path, net, doc.sections, specs, kinds, shapes, input_shape, doc.text, weight_counts)
+    netdef = NetworkDef(doc.path, net, doc.sections, specs, kinds, shapes, input_shape, doc.text, weight_counts)
+    netdef.check_input_size(width, height)
+    return netdef
 
 
 def _raise_typo_of_missing_key(section: Section, kind: type[LayerKind]) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .checks import check_count, option_error
 from .errors import DataError, UsageError
 from .files import OutputPlan, exists_error, write_bytes
 
@@ -198,12 +199,17 @@ def make_dataset(out_dir, *, train: int = 200, valid: int = 50, seed: int = 0, m
     larger run's extra photos removed, only with ``overwrite``; without it they are refused before
     anything is written."""
     root = Path(out_dir)
-    checks = [(train >= 0 and valid >= 0, f"train={train} and valid={valid} must be >= 0"),
-              (min_side >= 32, f"min_side={min_side} must be >= 32"),
-              (min_side <= max_side, f"min_side={min_side} > max_side={max_side}"),
-              (max_objects >= 1, f"max_objects={max_objects} must be >= 1"),
-              (0 <= jpeg_quality <= 100, f"jpeg_quality={jpeg_quality} not in 0..100"),
-              (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or "") is not None,
+    # the numbers first (UsageError naming the keyword), then the rest (DataError naming the folder)
+    check_count("train", train, 0, what="training images")
+    check_count("valid", valid, 0, what="validation images")
+    check_count("seed", seed, 0)
+    check_count("min_side", min_side, 32, what="the smallest image side")
+    check_count("max_side", max_side, 32, what="the largest image side")
+    if min_side > max_side:
+        raise option_error("min_side", min_side, f"at most max_side={max_side}")
+    check_count("max_objects", max_objects, 1, what="objects per image, at most")
+    check_count("jpeg_quality", jpeg_quality, 0, 100)
+    checks = [(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or "") is not None,
                f"name={name!r} must be letters, digits, '.', '_' or '-'"),
               (len(CLASSES) <= 11, "category_id = class + 1 matches Darknet's coco_ids only up to 11 classes")]
     for ok, msg in checks:

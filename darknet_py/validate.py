@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .boxes import iou_matrix_cxcywh
+from .checks import check_count, check_thresholds
 from .config.data import DataConfig, read_data_config
 from .config.lists import ListedImage, read_image_list
 from .config.names import default_names, read_names
@@ -30,7 +31,7 @@ from .dataset import (CocoAnnotations, LabelReport, category_ids, coco_image_id,
 from .defaults import MAP_CONF_THRESH, MAP_IOU, RECALL_IOU, RECALL_NMS, RECALL_THRESH, VALID_NMS, VALID_THRESH
 from .detector import check_detector, letterboxed, load
 from .device import model_device
-from .errors import DataError, UsageError
+from .errors import DataError
 from .evaluation import EvaluationReport, GroundTruth, ImageDetections, coco_detections, coco_evaluate, evaluate
 from .files import OutputPlan, write_text
 from .layers.head import decode_heads
@@ -116,8 +117,7 @@ def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int
                    exif_orientation: bool = True) -> ValidationRun:
     """Darknet's validation pass over listed images, ``batch`` at a time on the model's device."""
     check_detector(model)
-    if batch < 1:
-        raise UsageError(f"batch must be >= 1, got {batch}")
+    _check_args(thresh=thresh, nms=nms, batch=batch, workers=workers)
     start = time.perf_counter()
     run = ValidationRun([], [], [], [], 0.0)
     ids = iter(image_ids)
@@ -198,6 +198,17 @@ class ValidSetup:
     coco: CocoAnnotations | None
 
 
+def _check_args(*, batch: int, workers: int | None, width: int | None = None, height: int | None = None,
+                **thresholds: float | None) -> None:
+    """The numeric arguments of valid / map / recall, before any file is read or model loaded (a
+    size's multiple of the network's stride is checked when the cfg is parsed)."""
+    check_thresholds(**thresholds)
+    check_count("batch", batch, 1)
+    check_count("workers", workers, 0)
+    check_count("width", width, 1)
+    check_count("height", height, 1)
+
+
 def _setup(data_path, cfg, weights, device, width, height, model=None) -> ValidSetup:
     data = read_data_config(data_path)
     list_path = data.require("valid", "the list of images to validate on")
@@ -237,6 +248,8 @@ def detector_valid(data_path, cfg, weights, *, out: str | None = None, results: 
     """``darknet detector valid``: detections over ``valid``, written where ``results`` says. The
     result files are checked before the run: an existing one is replaced when ``out`` names it or
     with ``overwrite`` (Darknet's default names are not the user's to lose silently)."""
+    _check_args(thresh=thresh, nms=nms, batch=batch, workers=workers, width=width,
+                height=height)
     setup = _setup(data_path, cfg, weights, device, width, height, model)
     kind = setup.data.eval
     classes = setup.model.netdef.classes
@@ -281,7 +294,11 @@ def detector_map(data_path, cfg, weights, *, device="cpu", batch: int = 8, thres
                  width: int | None = None, height: int | None = None, progress: bool | None = False,
                  workers: int | None = None, model=None) -> MapResult:
     """Detections over ``valid`` (as ``detector valid`` makes them) against the truth: the YOLO
-    label files found the Darknet way, or the COCO json that ``annotations =`` names."""
+    label files found the Darknet way, or the COCO json that ``annotations =`` names.
+
+    ``thresh``, ``nms``, ``conf_thresh`` in [0, 1]; ``iou`` in [0, 1) (a match needs IoU > ``iou``)."""
+    _check_args(thresh=thresh, nms=nms, iou=iou, conf_thresh=conf_thresh, batch=batch, workers=workers, width=width,
+                height=height)
     setup = _setup(data_path, cfg, weights, device, width, height, model)
     classes = setup.model.netdef.classes
     coco_kind = setup.data.eval == "coco"
@@ -347,8 +364,10 @@ def detector_recall(data_path, cfg, weights, *, device="cpu", batch: int = 8, th
     As Darknet: photos resized without letterbox, proposals are boxes with objectness > ``thresh``
     after objectness NMS (``do_nms_obj``), classes ignored. Darknet reads its list from the fixed
     path data/coco_val_5k.list and scans past the end of its box array; we take the ``valid``
-    list and every proposal.
+    list and every proposal. ``thresh``, ``nms`` in [0, 1]; ``iou`` in [0, 1).
     """
+    _check_args(thresh=thresh, nms=nms, iou=iou, batch=batch, workers=workers, width=width,
+                height=height)
     setup = _setup(data_path, cfg, weights, device, width, height, model)
     model = setup.model
     labels, _ = scan_labels(setup.images, model.netdef.classes, on_bad_label)

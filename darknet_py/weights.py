@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checks import check_count
 from .errors import UsageError, WeightsError
 from .files import note_input, write_bytes
 from .limits import check_regular_file
@@ -148,8 +149,7 @@ def value_problems(model, i: int, name: str, values: np.ndarray) -> list[str]:
 
 
 def _check_upto(model, upto: int | None) -> None:
-    if upto is not None and not 0 <= upto <= len(model.layers):
-        raise UsageError(f"upto={upto}: expected 0..{len(model.layers)} (the number of layers to load)")
+    check_count("upto", upto, 0, len(model.layers), what="the number of layers; 0: the header only")
 
 
 def load_weights(model, path, upto: int | None = None, *, seen_bytes: int | None = None,

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from darknet_py.errors import DataError, UsageError
+from darknet_py.errors import DarknetPyError, DataError, UsageError
 from darknet_py.config.data import read_data_config
 from darknet_py.config.names import read_names
 from darknet_py.synth import CLASSES, SynthDataset, make_background, make_dataset, render_image, shape_mask
@@ -221,7 +221,7 @@ def test_value_ranges_and_variety(ds):
                                     {"min_side": 300, "max_side": 200}, {"max_objects": 0},
                                     {"jpeg_quality": 101}, {"name": "a/b"}, {"name": ""}])
 def test_bad_arguments(tmp_path, kwargs):
-    with pytest.raises(DataError):
+    with pytest.raises(DarknetPyError):
         make_dataset(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 

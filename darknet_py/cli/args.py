@@ -15,9 +15,16 @@ LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hie
                 "quiet", "time-limit", "overwrite")
 
 # Library keywords (darknet_py.errors.DarknetPyError.option) -> the option that sets them here, with
-# the keyword's value in {}.
+# the keyword's value in {}. A command whose option differs sets its own in ``flags`` (set_defaults, or
+# on the parsed arguments), which main() lays over these.
 FLAGS = {"on_bad": "--on-bad-label {}", "max_batches": "--max-batches {}", "recursive": "--recursive",
-         "overwrite": "--overwrite", "limits": "--no-limits"}
+         "thresh": "--thresh {}", "nms": "--nms {}", "hier_thresh": "--hier {}", "iou": "--iou_thresh {}",
+         "conf_thresh": "--conf-thresh {}", "batch": "--batch {}", "workers": "--workers {}",
+         "max_frames": "--max-frames {}", "save_every": "--save-every {}", "seed": "--seed {}",
+         "time_limit": "--time-limit {}", "k": "--num_of_clusters {}", "top": "--top {}", "opset": "--opset {}",
+         "width": "--size {}", "height": "--size {}", "upto": "--partial {}", "train": "--train {}",
+         "valid": "--valid {}", "min_side": "--min-side {}", "max_side": "--max-side {}",
+         "max_objects": "--max-objects {}", "overwrite": "--overwrite", "limits": "--no-limits"}
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:

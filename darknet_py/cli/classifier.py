@@ -12,17 +12,20 @@ def add_parser(sub) -> None:
     p.add_argument("cfg")
     p.add_argument("weights")
     p.add_argument("images", nargs="*", help="photos (none: read paths from standard input)")
-    p.add_argument("-t", "--top", type=int, default=0, help="how many classes (default: the .data file's top, else 1)")
+    p.add_argument("-t", "--top", type=int, default=None,
+                   help="how many classes, >= 1 (default: the .data file's top, else 1)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
 
 
 def run(args) -> int:
+    from ..checks import check_count
     from ..classifier import classify
     from ..config.data import read_data_config
     from ..config.names import read_names
     from ..detector import load
     from ..errors import DarknetPyError
 
+    check_count("top", args.top, 1)  # before the model loads
     data = read_data_config(args.data)
     model = load(args.cfg, args.weights, device=args.device or "cpu")
     c, h, w = model.netdef.shapes[-1]
@@ -30,7 +33,7 @@ def run(args) -> int:
     # predict_classifier: names=, else labels= (Darknet's default data/labels.list)
     names_path = data.file("names") or data.file("labels")
     names = read_names(names_path, outputs) if names_path else [str(i) for i in range(outputs)]
-    top = args.top or int(data.get("top", "1"))
+    top = args.top if args.top is not None else int(data.get("top", "1"))
     images = list(args.images) or [line.strip() for line in sys.stdin if line.strip()]
     failed = 0
     for image in images:

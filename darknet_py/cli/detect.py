@@ -7,7 +7,7 @@ import sys
 
 from ..defaults import DEFAULT_HIER_THRESH, DEFAULT_NMS, DEFAULT_THRESH
 from ..errors import UsageError, spell_option
-from .args import FLAGS, add_detect_options, add_stream_options, check_at_least
+from .args import FLAGS, add_detect_options, add_stream_options, size_of
 
 
 def add_parser(sub) -> None:
@@ -54,6 +54,7 @@ def fast_runner(model, args):
 def run_detect(args, names_path: str | None) -> int:
     """detect / detector test; one line per unreadable input, a summary line for several."""
     from .. import stream
+    from ..checks import check_range
     from ..config.names import default_names, read_names
     from ..detector import check_detector, load
     from ..device import Distributed
@@ -61,7 +62,11 @@ def run_detect(args, names_path: str | None) -> int:
     dist = Distributed()
     thresh = DEFAULT_THRESH if args.thresh is None else args.thresh
     nms = DEFAULT_NMS if args.nms is None else args.nms
-    check_at_least(("--batch", args.batch, 1), ("--workers", args.workers, 0), ("--max-frames", args.max_frames, 1))
+    # every number checked (by the library's own checks) before stdin is read or the model loads
+    hier = check_range("hier_thresh", DEFAULT_HIER_THRESH if args.hier is None else args.hier)
+    width, height = size_of(args)  # detector test's --size (detect has none); checked by load, before the weights
+    stream.StreamOptions(thresh=thresh, nms=nms, batch=1 if args.batch is None else args.batch,
+                         workers=args.workers or 0, max_frames=args.max_frames)
     inputs, cameras = list(args.images), list(args.camera)
     if not inputs and not cameras:
         if dist.active:
@@ -102,11 +107,11 @@ def run_detect(args, names_path: str | None) -> int:
         if dist.main:
             stream.plan_outputs(items, outputs)  # refused before the model loads, not after the run
 
-        model = load(args.cfg, args.weights, device=device, seen_bytes=args.seen_bytes)
+        model = load(args.cfg, args.weights, device=device, seen_bytes=args.seen_bytes, width=width, height=height)
         check_detector(model)
         for head in model.head_specs:  # Darknet's -hier: YOLO9000's tree threshold
             if hasattr(head, "hier_thresh"):
-                head.hier_thresh = DEFAULT_HIER_THRESH if args.hier is None else args.hier
+                head.hier_thresh = hier
         classes = model.netdef.classes
         names = read_names(names_path, classes) if names_path else default_names(classes)
         on_cuda = device.type == "cuda"

@@ -68,6 +68,7 @@ def add_parser(sub) -> None:
 
 def _check_args(args) -> None:
     if args.action == "calc_anchors":
+        args.flags = {"width": "--width {}", "height": "--height {}"}
         if args.cfg is not None:
             raise UsageError("detector calc_anchors takes only the .data file")
         return

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DarknetPyError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"darknet-py: error: {exc.spelt(FLAGS)}", file=sys.stderr)
+        print(f"darknet-py: error: {exc.spelt({**FLAGS, **getattr(args, 'flags', {})})}", file=sys.stderr)
         return 1
     except (RuntimeError, ValueError) as exc:  # from torch, numpy or OpenCV: still one line
         if args.debug:

@@ -78,10 +78,24 @@ def add_inspect_parser(sub) -> None:
     p.add_argument("--seen-bytes", type=int, choices=(4, 8))
 
 
+def _check_layers(cfg, upto: int | None) -> None:
+    """partial's N / inspect-weights' --partial: 1 to the cfg's number of layers, before the weights load."""
+    from ..checks import check_count
+    from ..graph import parse_network
+
+    if upto is not None:
+        check_count("upto", upto, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the cfg's own warnings come with the load
+            layers = len(parse_network(cfg).specs)
+        check_count("upto", upto, 1, layers, what="the number of layers")
+
+
 def run_inspect(args) -> int:
     from ..detector import load
     from ..weights import weights_report
 
+    _check_layers(args.cfg, args.partial)
     model = load(args.cfg, args.weights, upto=args.partial, seen_bytes=args.seen_bytes)
     h = model.header
     print(f"header: major={h.major} minor={h.minor} revision={h.revision} seen={h.seen} ({h.seen_bytes}-byte seen)")
@@ -97,12 +111,14 @@ def add_partial_parser(sub) -> None:
     p.add_argument("cfg")
     p.add_argument("weights")
     p.add_argument("out")
-    p.add_argument("n", type=int)
+    p.add_argument("n", type=int, metavar="N", help="how many layers, 1 to the number of layers")
+    p.set_defaults(flags={"upto": "N={}"})
 
 
 def run_partial(args) -> int:
     from ..detector import load
 
+    _check_layers(args.cfg, args.n)
     _plan((args.cfg, args.weights), [(args.out, "the partial weights", True)])
     model = load(args.cfg, args.weights)
     # Darknet's partial loads with clear=1: the backbone starts a new training at seen = 0
@@ -139,6 +155,7 @@ def run_export(args) -> int:
     from ..detector import load
     from ..imageio import load_image
 
+    ex.check_export_options(batch=args.batch, opset=args.opset)  # before the model loads
     width, height = size_of(args)
     out = args.output or os.path.splitext(args.weights)[0] + EXPORT_SUFFIXES[args.format]
     # a default name made from the weights' is replaced only with --overwrite; never the inputs

@@ -9,11 +9,12 @@ compares it with PyTorch (darknet_py.export.check).
 A new backend is one module here that writes its file and checks it with :mod:`.check`.
 """
 from ..errors import ExportError
-from .check import RTOL_FP16, RTOL_FP32, ExportReport, sample_input, synthetic_image
+from .check import MIN_OPSET, RTOL_FP16, RTOL_FP32, ExportReport, check_export_options, sample_input, synthetic_image
 from .checkpoint import export_checkpoint
 from .graphs import DECODED_NAME, INPUT_NAME, DecodedHeads
 from .onnx import OPSET, export_onnx
 from .torchscript import export_torchscript
 
-__all__ = ["DECODED_NAME", "DecodedHeads", "ExportError", "ExportReport", "INPUT_NAME", "OPSET", "RTOL_FP16",
-           "RTOL_FP32", "export_checkpoint", "export_onnx", "export_torchscript", "sample_input", "synthetic_image"]
+__all__ = ["DECODED_NAME", "DecodedHeads", "ExportError", "ExportReport", "INPUT_NAME", "MIN_OPSET", "OPSET",
+           "RTOL_FP16", "RTOL_FP32", "check_export_options", "export_checkpoint", "export_onnx", "export_torchscript",
+           "sample_input", "synthetic_image"]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..checks import check_count
 from ..errors import ExportError
 from ..graph import DarknetModel
 from ..transforms import letterbox
@@ -121,9 +122,18 @@ def writing(path: str):
 
 
 def check_batch(batch: int) -> int:
-    if int(batch) != batch or batch < 1:
-        raise ExportError(f"batch must be a positive integer, got {batch!r}")
-    return int(batch)
+    """``batch`` an integer >= 1 (a UsageError naming ``batch=``)."""
+    return check_count("batch", batch, 1)
+
+
+# The oldest ONNX opset the exporter writes (ELU's CastLike needs 15).
+MIN_OPSET = 15
+
+
+def check_export_options(*, batch: int | None = None, opset: int | None = None) -> None:
+    """The numeric export arguments, checked before any model is loaded or traced."""
+    check_count("batch", batch, 1)
+    check_count("opset", opset, MIN_OPSET, what="the ONNX opset; ELU needs CastLike")
 
 
 @contextlib.contextmanager
@@ -197,5 +207,6 @@ def fp32_rel(model: DarknetModel, x: torch.Tensor, decode: bool, got: Sequence[n
     return compare(got, ref, names)[1]
 
 
-__all__ = ["ExportReport", "RTOL_FP16", "RTOL_FP32", "batch_of", "check_batch", "check_tolerance", "compare",
-           "dtype_name", "fp32_rel", "half_on_cpu_errors", "reference", "sample_input", "synthetic_image", "writing"]
+__all__ = ["ExportReport", "MIN_OPSET", "RTOL_FP16", "RTOL_FP32", "batch_of", "check_batch", "check_export_options",
+           "check_tolerance", "compare", "dtype_name", "fp32_rel", "half_on_cpu_errors", "reference", "sample_input",
+           "synthetic_image", "writing"]

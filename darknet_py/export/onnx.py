@@ -26,8 +26,8 @@ from ..device import model_device
 from ..errors import ExportError
 from ..files import write_bytes
 from ..graph import DarknetModel
-from .check import (RTOL_FP16, RTOL_FP32, ExportReport, Shape, batch_of, check_batch, check_tolerance, compare,
-                    dtype_name, fp32_rel, reference, sample_input, writing)
+from .check import (RTOL_FP16, RTOL_FP32, ExportReport, Shape, batch_of, check_batch, check_export_options,
+                    check_tolerance, compare, dtype_name, fp32_rel, reference, sample_input, writing)
 from .graphs import INPUT_NAME, check_model, eval_mode, output_names, prepared, target
 
 OPSET = 17
@@ -123,8 +123,7 @@ def export_onnx(model: DarknetModel, path, *, batch: int = 1, dynamic: bool = Fa
     onnx, ort = _import_onnx()
     check_model(model)
     batch = check_batch(batch)
-    if opset < 15:
-        raise ExportError(f"opset {opset} is not supported: use 15 or later (default {OPSET})")
+    check_export_options(opset=opset)
     with eval_mode(model):
         return _export_onnx(onnx, ort, model, os.fspath(path), batch, dynamic, decode, half, int(opset), sample)
 

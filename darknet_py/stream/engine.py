@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..checks import check_count, check_thresholds
 from ..device import Distributed
 from ..errors import UsageError
 from ..postprocess import Detections, detections_to
@@ -53,6 +54,12 @@ class StreamOptions:
     # touch CUDA, so a model already on the GPU is fine; measured on an H200); "forkserver"/"spawn"
     # need the caller's script to be import-safe (if __name__ == "__main__").
     mp_context: str | None = None
+
+    def __post_init__(self) -> None:
+        check_thresholds(thresh=self.thresh, nms=self.nms)
+        check_count("batch", self.batch, 1)
+        check_count("workers", self.workers, 0)
+        check_count("max_frames", self.max_frames, 1)
 
 
 def _run_batch(runner: Runner, samples: Sequence[dict], opts: StreamOptions) -> tuple[list[Detections], float]:
@@ -151,8 +158,7 @@ def stream(runner: Runner, items: Sequence[Item], opts: StreamOptions, *, positi
     """Run ``items[p]`` for p in ``positions`` (default: all) and yield lists of Results in input
     order; ``None`` marks the end of each of ``rounds`` rounds (``round_of[k]``: the round of
     ``positions[k]``), after every result of that round was yielded."""
-    if opts.batch < 1:
-        raise UsageError(f"batch must be >= 1, got {opts.batch}")
+    check_count("batch", opts.batch, 1)  # (options changed after they were made)
     positions = list(range(len(items))) if positions is None else list(positions)
     round_of = [0] * len(positions) if round_of is None else list(round_of)
     photos = PhotoFeed([items[p].path for p in positions if items[p].kind == "image"], runner.host_prepare,

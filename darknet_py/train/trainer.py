@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint import is_checkpoint, load_state, read_checkpoint
+from ..checks import check_count, check_positive
 from ..config.data import read_data_config
 from ..device import Distributed
 from ..errors import DataError
@@ -59,6 +60,13 @@ class TrainOptions:
     time_limit: float | None = None   # seconds: stop after the iteration that passes it (saved, resumable)
     overwrite: bool = False              # replace backup files of an earlier run (a resumed run always may)
     log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        check_count("workers", self.workers, 0)
+        check_count("max_batches", self.max_batches, 1)
+        check_count("save_every", self.save_every, 1)
+        check_count("seed", self.seed, 0)
+        check_positive("time_limit", self.time_limit)
 
 
 @dataclass

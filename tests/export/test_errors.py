@@ -74,12 +74,20 @@ def test_half_without_cpu_kernels_says_use_cuda(small_tiny, tmp_path, monkeypatc
 
 def test_bad_arguments_are_clear_errors(small_tiny, tmp_path):
     for call, pattern in [(lambda: export_onnx("yolov3.cfg", tmp_path / "x.onnx"), "DarknetModel"),
-                          (lambda: export_onnx(small_tiny, tmp_path / "x.onnx", opset=13), "opset 13"),
-                          (lambda: export_torchscript(small_tiny, tmp_path / "x.pt", batch=0), "batch"),
                           (lambda: export_onnx(small_tiny, tmp_path / "no" / "x.onnx"), "cannot write"),
                           (lambda: export_torchscript(small_tiny, tmp_path / "no" / "x.pt"), "cannot write")]:
         with pytest.raises(ExportError, match=pattern):
             call()
+
+
+def test_bad_numbers_are_usage_errors_naming_the_keyword(small_tiny, tmp_path):
+    from darknet_py.errors import UsageError
+
+    for call, pattern in [(lambda: export_onnx(small_tiny, tmp_path / "x.onnx", opset=13), r"opset=13: .*>= 15"),
+                          (lambda: export_torchscript(small_tiny, tmp_path / "x.pt", batch=0), r"batch=0: .*>= 1")]:
+        with pytest.raises(UsageError, match=pattern) as info:
+            call()
+        assert info.value.option is not None
 
 
 def test_float16_model_is_refused(small_tiny, tmp_path):

@@ -75,4 +75,4 @@ def test_inputs_and_refusals(photos, tmp_path, capsys):
     assert main(["detect", *BASE, good[0], *OPTS, "--save-video", str(tmp_path / "v.avi")]) == 1
     assert "needs a video or camera input" in capsys.readouterr().err
     assert main(["detect", *BASE, good[0], *OPTS, "--batch", "0"]) == 1
-    assert "--batch must be >= 1" in capsys.readouterr().err
+    assert "--batch 0: expected an integer >= 1" in capsys.readouterr().err
