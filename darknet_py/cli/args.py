@@ -28,13 +28,14 @@ FLAGS = {"on_bad": "--on-bad-label {}", "max_batches": "--max-batches {}", "recu
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
-    """``-thresh 0.25`` -> ``--thresh 0.25`` for Darknet's long options."""
-    out = []
-    for arg in argv:
+    """``-thresh 0.25`` -> ``--thresh 0.25`` for Darknet's long options; nothing after ``--`` (paths)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
         name = arg[1:].split("=", 1)[0]
         if arg.startswith("-") and not arg.startswith("--") and name in LONG_OPTIONS:
-            arg = "-" + arg
-        out.append(arg)
+            out[i] = "-" + arg
     return out
 
 

@@ -32,9 +32,15 @@ LIMITED = ("detect", "detector", "classifier", "validate-cfg", "summary", "inspe
            "partial")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="darknet-py", description="Run Darknet cfg/weights files in PyTorch.")
+def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser, and each command's own parser by name."""
+    from .. import __version__
+
+    p = argparse.ArgumentParser(prog="darknet-py", description="Run Darknet cfg/weights files in PyTorch.",
+                                epilog="options may come before, between or after a command's inputs, as "
+                                       "Darknet's do; a path that begins with '-' goes after '--'")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"darknet-py {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
@@ -42,11 +48,36 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         if name in LIMITED:
             add_limits_option(command)
-    return p
+    return p, dict(sub.choices)
+
+
+def parser() -> argparse.ArgumentParser:
+    return _build()[0]
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line, Darknet's single-dash spellings included, with each command's options
+    anywhere among its inputs (``detect CFG WEIGHTS -thresh .25 dog.jpg``, as Darknet takes them).
+
+    argparse's intermixed parsing does not work through subparsers, so the command is picked out
+    first (after any top-level ``--debug``) and the rest goes to that command's parser; ``--help``,
+    ``--version``, a missing or unknown command go to the top-level parser and its own messages.
+    """
+    argv = normalise_argv(argv)
+    top, commands = _build()
+    i = 0
+    while i < len(argv) and argv[i] == "--debug":
+        i += 1
+    if i == len(argv) or argv[i] not in commands:
+        return top.parse_args(argv)
+    args = commands[argv[i]].parse_intermixed_args(argv[i + 1:])
+    args.command = argv[i]
+    args.debug = i > 0 or getattr(args, "debug", False)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     from ..errors import DarknetPyError
 
     from ..files import Terminated, input_scope, terminate_as_interrupt
@@ -79,4 +110,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
 
 
-__all__ = ["COMMANDS", "main", "parser"]
+__all__ = ["COMMANDS", "main", "parse_args", "parser"]
