@@ -24,7 +24,7 @@ from . import limits as budgets
 from .errors import UsageError, WeightsError
 from .files import atomic_output, note_input
 from .graph import DarknetModel, build_model
-from .weights import Header, count_floats, is_torch_file_head, layer_tensors, value_problems
+from .weights import Header, count_floats, foreign_model, is_torch_file_head, layer_tensors, value_problems
 
 FORMAT = "darknet-py checkpoint"
 VERSION = 1
@@ -69,6 +69,22 @@ def is_checkpoint(path) -> bool:
     return is_torch_file_head(head)
 
 
+def check_not_foreign(path: str) -> None:
+    """Refuse a TorchScript module or an ONNX model given as a checkpoint, saying what it is and
+    what a checkpoint is (torch.load's own message for them advises an unsafe load)."""
+    budgets.check_regular_file(path, WeightsError)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise WeightsError(f"cannot read checkpoint: {exc.strerror or exc}", path) from None
+    kind = foreign_model(head, path)
+    if kind:
+        raise WeightsError(f"this is {kind} (an export), not a darknet-py checkpoint; a checkpoint is the .pt that "
+                           "`darknet-py export --format pt` (darknet_py.checkpoint.save_checkpoint) writes, and only "
+                           "a checkpoint or Darknet .weights can be read back or converted to .weights", path)
+
+
 def check_checkpoint_size(path, model: DarknetModel | None = None, *, limits: bool | None = None) -> None:
     """Refuse, before torch.load reads anything, a checkpoint whose content would be larger than
     the tensors of ``model`` allow (or, without a model, than darknet_py.limits.MAX_PARAM_BYTES):
@@ -105,13 +121,20 @@ def read_checkpoint(path, model: DarknetModel | None = None, *, limits: bool | N
     """The checkpoint's dict, after :func:`check_checkpoint_size` (against ``model`` when given)."""
     spath = os.fspath(path)
     note_input(spath, "checkpoint")
+    check_not_foreign(spath)
     check_checkpoint_size(spath, model, limits=limits)
     try:
         payload = torch.load(spath, map_location="cpu", weights_only=True)
     except OSError as exc:
         raise WeightsError(f"cannot read checkpoint: {exc.strerror or exc}", spath) from None
     except Exception as exc:  # the unpickler's errors have no common base class
-        raise WeightsError(f"not a loadable PyTorch checkpoint: {exc}", spath) from None
+        text = str(exc)
+        if "weights_only" in text:
+            # torch's text advises loading with weights_only=False, which runs the file's code
+            text = ("it holds objects other than tensors and plain containers, which torch.load(weights_only=True) "
+                    "refuses (darknet-py loads checkpoints no other way)")
+        raise WeightsError(f"not a loadable darknet-py checkpoint: {text.splitlines()[0] if text else exc!r}",
+                           spath) from None
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise WeightsError("not a darknet-py checkpoint (expected a dict with 'state_dict' and 'cfg')", spath)
     return payload

@@ -33,6 +33,28 @@ def spell_option(text: str, option: tuple[str, str] | None, flags: Mapping[str, 
     return text
 
 
+# Unicode's line and paragraph separators: str.splitlines() breaks at them, as at the C0/C1 controls
+_LINE_SEPARATORS = {"\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with its control characters (C0, DEL, C1) and line separators written as escapes,
+    as repr writes them (``\\n``, ``\\r``, ``\\t``, ``\\x1b``): a file or class name printed on a
+    Darknet text line or in a message cannot start a line of its own (a photo named
+    ``"x\\nperson: 99%"`` forging a detection) or send terminal escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch in _LINE_SEPARATORS:
+            out.append(_LINE_SEPARATORS[ch])
+        elif ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
+            out.append(repr(ch)[1:-1])
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 class CfgError(DarknetPyError):
     """A .cfg file that cannot define a network: ``path:line: [section #i] message``."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import struct
 import warnings
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,31 @@ def is_torch_file_head(head: bytes) -> bool:
     return head[:4] == b"PK\x03\x04" or head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
+# The first field tags of an ONNX ModelProto after ir_version (protobuf writes fields in number
+# order): producer_name, producer_version, domain, model_version, doc_string, graph, opset_import.
+_ONNX_SECOND_TAGS = (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42)
+
+
+def foreign_model(head: bytes, path: str | None = None) -> str | None:
+    """What a model file that is neither Darknet's nor a darknet-py checkpoint is, by its contents:
+    ``"a TorchScript module"`` (torch.jit.save's zip: ``constants.pkl`` and ``code/`` entries) or
+    ``"an ONNX model"`` (a ModelProto: field 1, ir_version, first); else None. ``head``: the first
+    bytes (16 are enough); ``path``: the file, for a zip's entry names."""
+    if head[:4] == b"PK\x03\x04" and path is not None:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (OSError, zipfile.BadZipFile, ValueError):
+            return None
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "a TorchScript module"
+        return None
+    # A Darknet header starts with major 0 or 1 (bytes 00 or 01), never 08 then a small number.
+    if len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 64 and head[2] in _ONNX_SECOND_TAGS:
+        return "an ONNX model"
+    return None
+
+
 def _sniff(data: bytes, path: str) -> None:
     head = data[:64]
     # A UTF-8 BOM hid "<!DOCTYPE"/LFS/text from the checks below, and its bytes then read as header
@@ -70,6 +96,10 @@ def _sniff(data: bytes, path: str) -> None:
     if lower.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
         raise WeightsError("this is an HTML page, not a weights file (the download was redirected? download the "
                            "file itself)", path)
+    kind = foreign_model(head, path)
+    if kind:
+        raise WeightsError(f"this is {kind}, not a Darknet .weights file: darknet-py reads Darknet .weights "
+                           "files and its own checkpoints (the .pt of `darknet-py export --format pt`)", path)
     if is_torch_file_head(head):
         raise WeightsError("this is a PyTorch checkpoint (zip/pickle), not a Darknet .weights file; pass it to "
                            "darknet_py.load or darknet_py.checkpoint.load_checkpoint, which read it with "
@@ -102,7 +132,7 @@ def read_header(data: bytes, path: str, *, seen_bytes: int | None = None, force_
     header = Header(major, minor, revision, seen, width)
     problem = _implausible(header)
     if not force_header and problem:
-        raise WeightsError(problem, path)
+        raise _implausible_error(problem, path)
     return header
 
 
@@ -111,6 +141,12 @@ def _implausible(h: Header) -> str | None:
         return (f"implausible header: major={h.major} minor={h.minor} revision={h.revision} seen={h.seen}; "
                 "not a darknet weights file? (force_header=True reads it anyway)")
     return None
+
+
+def _implausible_error(problem: str, path: str) -> WeightsError:
+    err = WeightsError(problem, path)
+    err.option = ("force_header", "True")  # the command line names its own flag
+    return err
 
 
 def layer_tensors(model, upto: int | None = None) -> list[tuple[int, list[tuple[str, torch.Tensor]]]]:
@@ -196,7 +232,7 @@ def load_weights(model, path, upto: int | None = None, *, seen_bytes: int | None
                 f"as version {header.major}.{header.minor}.{header.revision} implies), pass seen_bytes={alt}")
     problem = _implausible(header)
     if problem and not force_header:
-        raise WeightsError(problem + hint, spath)
+        raise _implausible_error(problem + hint, spath)
 
     if mismatch:
         if diff < 0:
@@ -204,9 +240,11 @@ def load_weights(model, path, upto: int | None = None, *, seen_bytes: int | None
             offset = 0
             for i, tensors in plan:
                 if offset == avail and payload % 4 == 0:
-                    raise WeightsError(
+                    err = WeightsError(
                         f"file ends cleanly after the first {i} of {total_layers} layers ({file_bytes} bytes, the cfg "
                         f"needs {need_bytes}); pass upto={i} to load a backbone{hint}", spath)
+                    err.option = ("upto", str(i))  # the command line names its own flag
+                    raise err
                 for name, t in tensors:
                     if offset + t.numel() > avail:
                         raise WeightsError(
@@ -289,10 +327,11 @@ def save_weights(model, path, upto: int | None = None, header: Header | None = N
         raise WeightsError(f"cannot write weights: {exc.strerror or exc}", spath) from None
 
 
-def weights_report(model) -> list[dict]:
-    """Per-layer statistics: a cfg that fits the file by size but not by meaning shows up here."""
+def weights_report(model, upto: int | None = None) -> list[dict]:
+    """Per-layer statistics: a cfg that fits the file by size but not by meaning shows up here.
+    ``upto``: only layers [0, upto), those a partial load read."""
     rows = []
-    for i, tensors in layer_tensors(model):
+    for i, tensors in layer_tensors(model, upto):
         row = {"layer": i, "kind": model.netdef.sections[i + 1].kind, "line": model.netdef.specs[i].line,
                "floats": sum(t.numel() for _, t in tensors)}
         for name, t in tensors:

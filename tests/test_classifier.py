@@ -181,10 +181,20 @@ def test_classifier_predict_command(small_classifier, tmp_path, capsys, photo_rg
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     pred = classify(darknet_py.load(cfg, weights), str(photo), top=3)
-    assert lines == [f"{s * 100:5.2f}%: class{i}" for i, s in zip(pred.indices, pred.scores)]
-    assert f"{photo}: Predicted in " in captured.err
+    # Darknet's predict_classifier prints the time line on standard output, before the classes (as `detect`)
+    assert lines[0].startswith(f"{photo}: Predicted in ") and lines[0].endswith(" seconds.")
+    assert lines[1:] == [f"{s * 100:5.2f}%: class{i}" for i, s in zip(pred.indices, pred.scores)]
+    assert "Predicted in" not in captured.err
     assert main(["classifier", "predict", str(data), str(cfg), str(weights), str(photo), "-t", "5"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 5
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 5
+    # options before, between and after the inputs give the same classes as options last
+    tail = [str(data), str(cfg), str(weights), str(photo), str(photo)]
+    outs = []
+    for argv in (["predict", *tail, "-t", "2"], ["-t", "2", "predict", *tail],
+                 ["predict", *tail[:3], "-t", "2", *tail[3:]]):
+        assert main(["classifier", *argv]) == 0
+        outs.append([line.split(": Predicted in ")[0] for line in capsys.readouterr().out.splitlines()])
+    assert outs[0] == outs[1] == outs[2] and len(outs[0]) == 2 * (1 + 2)
 
 
 def test_detector_and_classifier_are_told_apart(tmp_path, photo_rgb):

@@ -12,7 +12,7 @@ LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hie
                 "seen-bytes", "allow-trailing-bytes", "partial", "verbose", "no-exif-orientation", "iou_thresh",
                 "batch", "results", "points", "plot", "workers", "size", "on-bad-label", "report", "clear",
                 "gpus", "num_of_clusters", "width", "height", "max-batches", "backup", "save-every", "seed",
-                "quiet", "time-limit", "overwrite")
+                "quiet", "time-limit", "overwrite", "force-header")
 
 # Library keywords (darknet_py.errors.DarknetPyError.option) -> the option that sets them here, with
 # the keyword's value in {}. A command whose option differs sets its own in ``flags`` (set_defaults, or
@@ -24,7 +24,11 @@ FLAGS = {"on_bad": "--on-bad-label {}", "max_batches": "--max-batches {}", "recu
          "time_limit": "--time-limit {}", "k": "--num_of_clusters {}", "top": "--top {}", "opset": "--opset {}",
          "width": "--size {}", "height": "--size {}", "upto": "--partial {}", "train": "--train {}",
          "valid": "--valid {}", "min_side": "--min-side {}", "max_side": "--max-side {}",
-         "max_objects": "--max-objects {}", "overwrite": "--overwrite", "limits": "--no-limits"}
+         "max_objects": "--max-objects {}", "overwrite": "--overwrite", "limits": "--no-limits",
+         "force_header": "--force-header"}
+
+# ``upto`` where a command has no --partial: the command that loads a backbone.
+BACKBONE_UPTO = "--partial {} to `darknet-py inspect-weights` (`detector train` starts from the file as it is)"
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -37,6 +41,11 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
         if arg.startswith("-") and not arg.startswith("--") and name in LONG_OPTIONS:
             out[i] = "-" + arg
     return out
+
+
+def add_force_header_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force-header", action="store_true",
+                   help="read a .weights file whose header looks implausible (negative version, absurd 'seen')")
 
 
 def add_size_option(p: argparse.ArgumentParser, what: str = "network input size") -> None:
@@ -90,6 +99,7 @@ def add_detect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-exif-orientation", action="store_true",
                    help="use pixels as stored, ignoring the EXIF orientation tag (as stb-built Darknet)")
     p.add_argument("--seen-bytes", type=int, choices=(4, 8), help="override the header's 'seen' width")
+    add_force_header_option(p)
     p.add_argument("--ext_output", action="store_true", help="also print box coordinates (AlexeyAB's -ext_output)")
     p.add_argument("--dont_show", action="store_true", help="accepted for Darknet compatibility (nothing is shown)")
     p.add_argument("--hier", type=float, default=None, help="YOLO9000's hierarchy threshold for a [region] tree= head "
@@ -149,5 +159,6 @@ def set_tf32(allow: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = allow
 
 
-__all__ = ["FLAGS", "LONG_OPTIONS", "add_detect_options", "add_limits_option", "add_overwrite_option",
+__all__ = ["BACKBONE_UPTO", "FLAGS", "LONG_OPTIONS", "add_detect_options", "add_force_header_option",
+           "add_limits_option", "add_overwrite_option",
            "add_size_option", "add_stream_options", "check_at_least", "normalise_argv", "set_tf32", "size_of"]

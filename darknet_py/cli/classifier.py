@@ -4,6 +4,9 @@ from __future__ import annotations
 import sys
 import time
 
+from ..errors import escape_controls
+from .args import add_force_header_option
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("classifier", help="Darknet's 'classifier predict DATA CFG WEIGHTS [IMG...]': top-k classes")
@@ -15,6 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("-t", "--top", type=int, default=None,
                    help="how many classes, >= 1 (default: the .data file's top, else 1)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    add_force_header_option(p)
 
 
 def run(args) -> int:
@@ -27,7 +31,7 @@ def run(args) -> int:
 
     check_count("top", args.top, 1)  # before the model loads
     data = read_data_config(args.data)
-    model = load(args.cfg, args.weights, device=args.device or "cpu")
+    model = load(args.cfg, args.weights, device=args.device or "cpu", force_header=args.force_header)
     c, h, w = model.netdef.shapes[-1]
     outputs = c * h * w
     # predict_classifier: names=, else labels= (Darknet's default data/labels.list)
@@ -41,12 +45,13 @@ def run(args) -> int:
         try:
             pred = classify(model, image, top)
         except DarknetPyError as exc:  # one bad photo is reported; the others still run
-            print(f"darknet-py: {exc}", file=sys.stderr)
+            print(f"darknet-py: {escape_controls(str(exc))}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{image}: Predicted in {time.perf_counter() - start:f} seconds.", file=sys.stderr)
+        # on standard output with the classes, as Darknet's predict_classifier and `detect` print it
+        print(f"{escape_controls(image)}: Predicted in {time.perf_counter() - start:f} seconds.")
         for i, score in zip(pred.indices, pred.scores):
-            print(f"{score * 100:5.2f}%: {names[i]}")
+            print(f"{score * 100:5.2f}%: {escape_controls(names[i])}")
     return 1 if failed else 0
 
 

@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..defaults import DEFAULT_HIER_THRESH, DEFAULT_NMS, DEFAULT_THRESH
-from ..errors import UsageError, spell_option
+from ..errors import UsageError, escape_controls, spell_option
 from .args import FLAGS, add_detect_options, add_stream_options, size_of
 
 
@@ -107,7 +107,8 @@ def run_detect(args, names_path: str | None) -> int:
         if dist.main:
             stream.plan_outputs(items, outputs)  # refused before the model loads, not after the run
 
-        model = load(args.cfg, args.weights, device=device, seen_bytes=args.seen_bytes, width=width, height=height)
+        model = load(args.cfg, args.weights, device=device, seen_bytes=args.seen_bytes, width=width, height=height,
+                     force_header=args.force_header)
         check_detector(model)
         for head in model.head_specs:  # Darknet's -hier: YOLO9000's tree threshold
             if hasattr(head, "hier_thresh"):
@@ -128,7 +129,21 @@ def run_detect(args, names_path: str | None) -> int:
     if summary.main and (summary.failed or summary.ok > 1):
         print(f"darknet-py: {summary.ok} ok, {summary.failed} failed ({summary.ok} images in "
               f"{summary.seconds:.2f} s, {summary.images_per_second:.1f} images/s)", file=sys.stderr)
+    if summary.main and photos > 1:
+        print(f"darknet-py: {drawn_note(draw_out, args.save_dir)}", file=sys.stderr)
     return 1 if summary.failed else 0
 
 
-__all__ = ["add_parser", "fast_runner", "run", "run_detect"]
+def drawn_note(draw_out: str | None, save_dir: str | None) -> str:
+    """Where the drawn photos of several went, or that none were drawn and what draws them."""
+    from ..stream.sinks import legacy_out_path
+
+    if save_dir:
+        return f"drawn photos written to {escape_controls(save_dir)}{os.sep}"
+    if draw_out:
+        return f"drawn photos written to {escape_controls(legacy_out_path(draw_out, '<stem>', True))}, one per photo"
+    return ("no drawn photos written (-o NAME writes NAME-<stem>.jpg for each photo, --save-dir DIR writes them "
+            "under DIR)")
+
+
+__all__ = ["add_parser", "drawn_note", "fast_runner", "run", "run_detect"]

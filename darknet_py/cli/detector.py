@@ -67,6 +67,8 @@ def add_parser(sub) -> None:
 
 
 def _check_args(args) -> None:
+    if args.force_header and args.action in ("train", "calc_anchors"):
+        raise UsageError(f"--force-header applies to detector test, valid, map and recall, not {args.action}")
     if args.action == "calc_anchors":
         args.flags = {"width": "--width {}", "height": "--height {}"}
         if args.cfg is not None:

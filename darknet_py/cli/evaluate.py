@@ -20,6 +20,11 @@ def run(args) -> int:
     width, height = size_of(args)
     common = dict(device=args.device or "cpu", batch=args.batch, width=width, height=height, progress=True,
                   workers=args.workers)
+    if args.force_header:  # the library loads without it: the model is loaded here
+        from ..detector import load
+
+        common["model"] = load(args.cfg, args.weights, device=args.device or "cpu", width=width, height=height,
+                               force_header=True)
     if args.action == "valid":
         run_, written = va.detector_valid(args.data, args.cfg, args.weights, out=args.out, results=args.results,
                                           overwrite=args.overwrite,

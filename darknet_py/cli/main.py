@@ -9,9 +9,10 @@ import traceback
 from collections.abc import Sequence
 from typing import Callable
 
+from ..errors import escape_controls
 from ..limits import disabled
 from . import classifier, detect, detector, models, synth
-from .args import FLAGS, add_limits_option, normalise_argv, set_tf32
+from .args import BACKBONE_UPTO, FLAGS, add_limits_option, normalise_argv, set_tf32
 
 # command -> (adds its parser, runs it); the parsers are added in this order
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
@@ -93,12 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DarknetPyError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"darknet-py: error: {exc.spelt({**FLAGS, **getattr(args, 'flags', {})})}", file=sys.stderr)
+        flags = {**FLAGS, **({} if hasattr(args, "partial") else {"upto": BACKBONE_UPTO}), **getattr(args, "flags", {})}
+        print(f"darknet-py: error: {escape_controls(exc.spelt(flags))}", file=sys.stderr)
         return 1
     except (RuntimeError, ValueError) as exc:  # from torch, numpy or OpenCV: still one line
         if args.debug:
             traceback.print_exc()
-        print(f"darknet-py: error: {exc}", file=sys.stderr)
+        print(f"darknet-py: error: {escape_controls(str(exc))}", file=sys.stderr)
         return 1
     except Terminated:
         return 143

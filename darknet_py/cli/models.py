@@ -7,8 +7,8 @@ import os
 import sys
 import warnings
 
-from ..errors import UsageError
-from .args import add_overwrite_option, add_size_option, size_of
+from ..errors import ExportError, UsageError, escape_controls
+from .args import add_force_header_option, add_overwrite_option, add_size_option, size_of
 
 
 def _plan(inputs, outputs) -> None:
@@ -76,6 +76,7 @@ def add_inspect_parser(sub) -> None:
     p.add_argument("weights")
     p.add_argument("--partial", type=int, help="load only the first N layers")
     p.add_argument("--seen-bytes", type=int, choices=(4, 8))
+    add_force_header_option(p)
 
 
 def _check_layers(cfg, upto: int | None) -> None:
@@ -96,13 +97,15 @@ def run_inspect(args) -> int:
     from ..weights import weights_report
 
     _check_layers(args.cfg, args.partial)
-    model = load(args.cfg, args.weights, upto=args.partial, seen_bytes=args.seen_bytes)
+    model = load(args.cfg, args.weights, upto=args.partial, seen_bytes=args.seen_bytes, force_header=args.force_header)
     h = model.header
     print(f"header: major={h.major} minor={h.minor} revision={h.revision} seen={h.seen} ({h.seen_bytes}-byte seen)")
-    for row in weights_report(model):
+    for row in weights_report(model, args.partial):  # with --partial, only the layers read from the file
         stats = "  ".join(f"{k}: mean {v['mean']:+.4g} std {v['std']:.4g}" for k, v in row.items()
                           if isinstance(v, dict))
         print(f"{row['layer']:>4} [{row['kind']}] line {row['line']}: {row['floats']} floats  {stats}")
+    if args.partial is not None and args.partial < len(model.layers):
+        print(f"layers {args.partial}..{len(model.layers) - 1}: not read (--partial {args.partial})")
     return 0
 
 
@@ -112,6 +115,7 @@ def add_partial_parser(sub) -> None:
     p.add_argument("weights")
     p.add_argument("out")
     p.add_argument("n", type=int, metavar="N", help="how many layers, 1 to the number of layers")
+    add_force_header_option(p)
     p.set_defaults(flags={"upto": "N={}"})
 
 
@@ -120,7 +124,7 @@ def run_partial(args) -> int:
 
     _check_layers(args.cfg, args.n)
     _plan((args.cfg, args.weights), [(args.out, "the partial weights", True)])
-    model = load(args.cfg, args.weights)
+    model = load(args.cfg, args.weights, force_header=args.force_header)
     # Darknet's partial loads with clear=1: the backbone starts a new training at seen = 0
     model.header = dataclasses.replace(model.header, seen=0)
     model.save_weights(args.out, upto=args.n)
@@ -147,6 +151,7 @@ def add_export_parser(sub) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset")
     p.add_argument("--image", help="photo to measure the export's difference against PyTorch on")
     p.add_argument("-o", "--output", help="output file (default: the weights' name with .onnx/.torchscript.pt/.pt)")
+    add_force_header_option(p)
     add_overwrite_option(p, "the default output name (-o names a file that is replaced)")
 
 
@@ -162,8 +167,22 @@ def run_export(args) -> int:
     # (`export OTHER.cfg m.pt --format pt` would otherwise rewrite m.pt)
     _plan((args.cfg, args.weights, args.image),
           [(out, f"the {args.format} export", args.output is not None or args.overwrite)])
-    model = load(args.cfg, args.weights, width=width, height=height, channels_last=False)
+    model = load(args.cfg, args.weights, width=width, height=height, channels_last=False,
+                 force_header=args.force_header)
     sample = load_image(args.image)[0] if args.image else None
+    try:
+        report = _export(ex, args, model, out, sample)
+    except ExportError as exc:
+        if args.image:  # the library knows the photo only as pixels
+            raise ExportError(str(exc).replace("on the sample image", f"on {args.image}")) from exc
+        raise
+    report.sample_name = args.image or "the synthetic sample image"
+    for line in report.lines():
+        print(escape_controls(line))
+    return 0
+
+
+def _export(ex, args, model, out: str, sample):
     if args.format == "pt":
         report = ex.export_checkpoint(model, out, sample=sample)
     elif args.format == "onnx":
@@ -175,9 +194,7 @@ def run_export(args) -> int:
             raise UsageError("--dynamic applies to ONNX; a traced TorchScript module takes any batch already")
         report = ex.export_torchscript(model, out, batch=args.batch, decode=args.decode, half=args.half,
                                        sample=sample)
-    for line in report.lines():
-        print(line)
-    return 0
+    return report
 
 
 def add_convert_parser(sub) -> None:

@@ -58,6 +58,7 @@ class ExportReport:
     tolerance: float = 0.0           # the relative tolerance that applied
     fp32_rel_diff: float | None = None  # half only: largest relative difference to the float32 model
     notes: list[str] = field(default_factory=list)  # what else the file holds, one line each
+    sample_name: str = ""            # the photo compared on, as the caller names it ("": the sample given)
 
     def lines(self) -> list[str]:
         head = f"wrote {self.path} ({_FORMAT_NAMES[self.format]}"
@@ -70,7 +71,8 @@ class ExportReport:
                 out.append(f"  {kind} {name}: {' x '.join(str(d) for d in shape)}")
         batches = ", ".join(str(b) for b in self.checked_batches)
         out += [f"  {note}" for note in self.notes]
-        out.append(f"  largest difference from {self.reference or 'PyTorch'} on the sample image "
+        sample = self.sample_name or "the sample image"
+        out.append(f"  largest difference from {self.reference or 'PyTorch'} on {sample} "
                    f"({self.runtime}, batch {batches}): {self.max_abs_diff:.3g} absolute, "
                    f"{self.max_rel_diff:.3g} relative (tolerance {self.tolerance:g})")
         if self.fp32_rel_diff is not None:

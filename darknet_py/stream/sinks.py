@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..draw import draw_detections, group_by_box
-from ..errors import OutputError, UsageError
+from ..errors import OutputError, UsageError, escape_controls
 from ..dataset import label_path_for
 from ..files import GrowingFile, OutputPlan, exists_error, StagedFolder, TempPath, note_input, write_text
 from ..imageio import save_image
@@ -46,13 +46,14 @@ class Result:
 
 
 def darknet_lines(name: str, dets: Detections, names: Sequence[str], seconds: float, ext_output: bool) -> str:
-    """Darknet's ``test_detector`` output: "NAME: Predicted in T seconds." and "class: NN%" lines."""
-    lines = [f"{name}: Predicted in {seconds:f} seconds."]
+    """Darknet's ``test_detector`` output: "NAME: Predicted in T seconds." and "class: NN%" lines
+    (control characters in file and class names escaped: one line each, whatever the names)."""
+    lines = [f"{escape_controls(name)}: Predicted in {seconds:f} seconds."]
     boxes = dets.boxes.tolist()
     cls, scores = dets.classes.tolist(), dets.scores.tolist()
     for _, rows in group_by_box(dets):
         for r in rows:
-            line = f"{names[cls[r]]}: {scores[r] * 100:.0f}%"
+            line = f"{escape_controls(names[cls[r]])}: {scores[r] * 100:.0f}%"
             if ext_output:
                 x1, y1, x2, y2 = boxes[r]
                 line += f"\t(left_x: {x1:4.0f}   top_y: {y1:4.0f}   width: {x2 - x1:4.0f}   height: {y2 - y1:4.0f})"
@@ -294,7 +295,7 @@ def text_record(r: Result, seq: int, outputs: Outputs, names: Sequence[str]) -> 
         rec = {"image": r.item.name, **({"frame": r.frame} if r.frame is not None else {}), "error": r.error}
         line = json.dumps(rec) + "\n"
         return TextRecord(r.index, seq, out=line if outputs.json_stdout else "",
-                          json=line if outputs.json_out else "", err=f"darknet-py: {r.error}\n")
+                          json=line if outputs.json_out else "", err=f"darknet-py: {escape_controls(r.error)}\n")
     rec = json_record(r, names) if (outputs.json_stdout or outputs.json_out) else None
     line = json.dumps(rec) + "\n" if rec is not None else ""
     out = ""
