@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -95,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         flags = {**FLAGS, **({} if hasattr(args, "partial") else {"upto": BACKBONE_UPTO}), **getattr(args, "flags", {})}
-        print(f"darknet-py: error: {escape_controls(exc.spelt(flags))}", file=sys.stderr)
+        text = exc.spelt(flags)
+        if hasattr(args, "seen_bytes"):  # the weights' size hint, besides the error's own option
+            text = re.sub(r"\bseen_bytes=([48])\b", r"--seen-bytes \1", text)
+        print(f"darknet-py: error: {escape_controls(text)}", file=sys.stderr)
         return 1
     except (RuntimeError, ValueError) as exc:  # from torch, numpy or OpenCV: still one line
         if args.debug:

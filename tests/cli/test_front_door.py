@@ -174,3 +174,13 @@ def test_control_characters_in_names_are_escaped(tmp_path, capsys):
     assert "\x1b" not in captured.out and "\x1b" not in captured.err
     assert "gone\\nrectangle: 100%.jpg" in captured.err and not any(
         line.startswith("rectangle") for line in captured.err.splitlines())
+
+
+def test_seen_width_hint_names_the_flag(tmp_path, capsys):
+    data = open(WEIGHTS, "rb").read()
+    bad = tmp_path / "bad.weights"
+    bad.write_bytes(struct.pack("<iii", 0, 1, 0) + data[12:])  # version 0.1: a 4-byte seen, the file has 8
+    capsys.readouterr()
+    assert main(["inspect-weights", CFG, str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "pass --seen-bytes 8" in err and "seen_bytes=" not in err, err
