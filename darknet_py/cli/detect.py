@@ -129,17 +129,18 @@ def run_detect(args, names_path: str | None) -> int:
     if summary.main and (summary.failed or summary.ok > 1):
         print(f"darknet-py: {summary.ok} ok, {summary.failed} failed ({summary.ok} images in "
               f"{summary.seconds:.2f} s, {summary.images_per_second:.1f} images/s)", file=sys.stderr)
-    if summary.main and photos > 1:
-        print(f"darknet-py: {drawn_note(draw_out, args.save_dir)}", file=sys.stderr)
+    # several photos and only Darknet's text lines asked for: say where the drawings went, or that none were
+    # drawn (a folder, glob or list draws nothing unless asked); a chosen output folder or file says it already
+    if summary.main and photos > 1 and not (args.save_dir or args.save_txt or json_out or json_stdout):
+        print(f"darknet-py: {drawn_note(draw_out)}", file=sys.stderr)
     return 1 if summary.failed else 0
 
 
-def drawn_note(draw_out: str | None, save_dir: str | None) -> str:
-    """Where the drawn photos of several went, or that none were drawn and what draws them."""
+def drawn_note(draw_out: str | None) -> str:
+    """Where the drawn photos of several went (-o, or Darknet's default name), or that none were
+    drawn and what draws them."""
     from ..stream.sinks import legacy_out_path
 
-    if save_dir:
-        return f"drawn photos written to {escape_controls(save_dir)}{os.sep}"
     if draw_out:
         return f"drawn photos written to {escape_controls(legacy_out_path(draw_out, '<stem>', True))}, one per photo"
     return ("no drawn photos written (-o NAME writes NAME-<stem>.jpg for each photo, --save-dir DIR writes them "

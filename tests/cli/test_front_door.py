@@ -143,8 +143,12 @@ def test_several_photos_say_where_drawn_photos_go(tmp_path, capsys, monkeypatch)
     assert main(["detect", *base, str(folder / "a.jpg"), str(folder / "b.jpg")]) == 0
     assert "drawn photos written to predictions-<stem>.jpg" in capsys.readouterr().err
     assert (tmp_path / "predictions-a.jpg").exists() and (tmp_path / "predictions-b.jpg").exists()
-    assert main(["detect", *base, str(folder), "--save-dir", "drawn"]) == 0
-    assert "drawn photos written to drawn/" in capsys.readouterr().err
+    assert main(["detect", *base, str(folder), "-o", "mine"]) == 0
+    assert "drawn photos written to mine-<stem>.jpg" in capsys.readouterr().err
+    assert (tmp_path / "mine-a.jpg").exists()
+    for chosen in (["--save-dir", "drawn"], ["--json-out", "d.jsonl"], ["--save-txt", "labels"]):
+        assert main(["detect", *base, str(folder), *chosen]) == 0  # outputs chosen: they say where
+        assert "drawn photos" not in capsys.readouterr().err
     assert main(["detect", *base, str(folder / "a.jpg"), "-o", "one.jpg"]) == 0  # one photo: Darknet's quiet
     assert "drawn photos" not in capsys.readouterr().err
 
