@@ -22,9 +22,19 @@ import darknet_py  # noqa: E402
 from darknet_py.imageio import load_image  # noqa: E402
 from darknet_py.random_weights import randomize, synthetic_calibration  # noqa: E402
 
-# The fraction of each head's predictions whose objectness passes 0.25 on the calibration input:
+# How many predictions' objectness should pass 0.25 on the calibration input, all heads together:
 # after the class threshold and the NMS, a few dozen boxes on a photo.
-OBJECTNESS_RATE = 0.03
+OBJECTNESS_PASSES = 75
+
+
+def objectness_rate(model) -> float:
+    """OBJECTNESS_PASSES as a fraction of the network's predictions (its heads' cells x anchors)."""
+    netdef = model.netdef
+    total = 0
+    for idx, spec in zip(netdef.head_indices, model.head_specs):
+        c, h, w = netdef.shapes[idx]
+        total += c * h * w // (5 + spec.classes)
+    return min(0.05, OBJECTNESS_PASSES / max(total, 1))
 from darknet_py.transforms import letterbox  # noqa: E402
 
 
@@ -42,7 +52,7 @@ def main() -> int:
             x = torch.stack([letterbox(load_image(p)[0], w, h)[0] for p in args.image])
         else:
             x = synthetic_calibration(w, h, seed=args.seed)
-        randomize(model, x, seed=args.seed, objectness_rate=OBJECTNESS_RATE, scale_free_heads=True)
+        randomize(model, x, seed=args.seed, objectness_rate=objectness_rate(model), scale_free_heads=True)
         model.save_weights(args.out)
     except darknet_py.DarknetPyError as exc:
         print(f"make_random_weights: error: {exc}", file=sys.stderr)
