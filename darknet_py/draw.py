@@ -40,6 +40,27 @@ def group_by_box(dets: Detections) -> list[tuple[int, list[int]]]:
     return [(box, sorted(rows, key=lambda r: classes[r])) for box, rows in groups.items()]
 
 
+def _font_scale(height: int) -> float:
+    return max(0.4, height / 1000)
+
+
+def label_rect(label: str, x1: int, y1: int, shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """The filled box behind a label, (left, top, right, bottom) inclusive, for a detection whose
+    top-left corner is (x1, y1) in an image of ``shape`` (height, width, ...).
+
+    Above the box where there is room, else at the image's top (pjreddie's ``draw_label`` likewise
+    moves a label that would leave the top). A label longer than the room right of x1 is shifted
+    left to end at the image's right edge: neither Darknet does this (pjreddie's clips the glyphs,
+    AlexeyAB's ``draw_detections_cv_v3`` draws past the edge), and a cut label cannot be read.
+    A label wider than the whole image starts at its left edge."""
+    height, width = int(shape[0]), int(shape[1])
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, _font_scale(height), 1)
+    box_w, box_h = tw + 2, th + base + 2
+    top = max(0, y1 - box_h)
+    left = max(0, min(x1, width - 1 - box_w))
+    return left, top, left + box_w, top + box_h
+
+
 def draw_detections(rgb: np.ndarray, dets: Detections, names: Sequence[str], classes: int) -> np.ndarray:
     """A copy of ``rgb`` with boxes and labels drawn."""
     out = np.ascontiguousarray(rgb.copy())
@@ -47,15 +68,15 @@ def draw_detections(rgb: np.ndarray, dets: Detections, names: Sequence[str], cla
     width = max(1, int(h * .006))
     boxes = dets.boxes.detach().cpu().numpy()
     cls = dets.classes.tolist()
+    scale = _font_scale(h)
     for _, rows in group_by_box(dets):
         first = rows[0]
         color = class_color(cls[first], classes)
         x1, y1, x2, y2 = (int(v) for v in boxes[first])  # Darknet truncates the corners to int
         cv2.rectangle(out, (x1, y1), (x2, y2), color, width)
         label = ", ".join(names[cls[r]] for r in rows)
-        scale = max(0.4, h / 1000)
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        top = max(0, y1 - th - base - 2)
-        cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
-        cv2.putText(out, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        left, top, right, bottom = label_rect(label, x1, y1, out.shape)
+        (_, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(out, (left, top), (right, bottom), color, -1)
+        cv2.putText(out, label, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out

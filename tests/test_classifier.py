@@ -197,6 +197,49 @@ def test_classifier_predict_command(small_classifier, tmp_path, capsys, photo_rg
     assert outs[0] == outs[1] == outs[2] and len(outs[0]) == 2 * (1 + 2)
 
 
+@pytest.fixture(scope="module")
+def imagenet_sized(tmp_path_factory):
+    """A tiny 1000-class classifier (conv, 1x1 conv to 1000, [avgpool], [softmax]) with random weights,
+    and Darknet's imagenet.shortnames.list shape: 21,842 names, of which a 1000-class net uses the first."""
+    d = tmp_path_factory.mktemp("imagenet")
+    cfg_path = d / "tiny1k.cfg"
+    cfg_path.write_text(cfg(conv(8), maxpool(), conv(1000, size=1, act="linear"), "[avgpool]", "[softmax]"))
+    weights = d / "tiny1k.weights"
+    _random_params(darknet_py.build_model(cfg_path), scale=0.3).save_weights(weights)
+    names = d / "imagenet.shortnames.list"
+    names.write_text("".join(f"name{i}\n" for i in range(21842)))
+    return cfg_path, weights, names
+
+
+def test_classifier_predict_takes_the_first_names_of_a_longer_list(imagenet_sized, tmp_path, capsys, photo_rgb):
+    # Darknet's stock imagenet1k.data: labels=data/imagenet.shortnames.list (21,842 names), 1000 classes
+    cfg_path, weights, names = imagenet_sized
+    data = tmp_path / "imagenet1k.data"
+    data.write_text(f"classes=1000\nlabels={names}\ntop=5\n")
+    photo = tmp_path / "p.png"
+    save_image(photo, photo_rgb[:64, :64])
+    assert main(["classifier", "predict", str(data), str(cfg_path), str(weights), str(photo)]) == 0
+    captured = capsys.readouterr()
+    pred = classify(darknet_py.load(cfg_path, weights), str(photo), top=5)
+    assert captured.out.splitlines() == [f"{s * 100:5.2f}%: name{i}" for i, s in zip(pred.indices, pred.scores)]
+    warned = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warned) == 1  # said once, naming the file and both counts
+    assert str(names) in warned[0] and "21842 names" in warned[0] and "classes=1000" in warned[0]
+
+
+def test_classifier_predict_refuses_fewer_names_than_outputs(imagenet_sized, tmp_path, capsys, photo_rgb):
+    cfg_path, weights, _ = imagenet_sized
+    short = tmp_path / "short.list"
+    short.write_text("".join(f"name{i}\n" for i in range(999)))
+    data = tmp_path / "short.data"
+    data.write_text(f"classes=1000\nnames={short}\n")
+    photo = tmp_path / "p.png"
+    save_image(photo, photo_rgb[:64, :64])
+    assert main(["classifier", "predict", str(data), str(cfg_path), str(weights), str(photo)]) == 1
+    err = capsys.readouterr().err
+    assert f"{short}: 999 names but the model has classes=1000" in err and len(err.splitlines()) == 1
+
+
 def test_detector_and_classifier_are_told_apart(tmp_path, photo_rgb):
     with pytest.raises(CfgError, match=r"\[yolo\] head: it is a detector"):
         classify(darknet_py.build_model(ROOT / "cfg" / "yolov3-tiny.cfg").eval(), photo_rgb)

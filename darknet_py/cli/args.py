@@ -127,7 +127,8 @@ def add_stream_options(p: argparse.ArgumentParser, detector: bool) -> None:
                             "to FILE ('-': standard output, as --json)")
     p.add_argument("--save-txt", metavar="DIR",
                    help=t + "YOLO label files DIR/NAME.txt, 'class cx cy w h' relative to the photo (video frames: "
-                            "NAME_FRAME.txt; NAME keeps a folder input's subfolders)")
+                            "NAME_FRAME.txt; NAME keeps a folder input's subfolders); boxes clipped to under a pixel "
+                            "across are left out")
     p.add_argument("--save-conf", action="store_true", help=t + "--save-txt: the score as a sixth column")
     p.add_argument("--save-dir", metavar="DIR",
                    help=t + "drawn photos DIR/NAME (videos and cameras: the annotated video DIR/NAME.mp4)")

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import Callable
 
@@ -78,6 +79,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning on the command line: one line on stderr, like the errors (not Python's
+    source file and line, which mean nothing to someone running the command)."""
+    print(f"darknet-py: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from ..errors import DarknetPyError
@@ -88,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_tf32(args.tf32)
     try:
         # one command, one set of inputs no output may replace; SIGTERM finishes outputs as Ctrl-C does
-        with input_scope(), terminate_as_interrupt(), contextlib.ExitStack() as stack:
+        with input_scope(), terminate_as_interrupt(), contextlib.ExitStack() as stack, warnings.catch_warnings():
+            warnings.showwarning = _show_warning
             if getattr(args, "no_limits", False):
                 stack.enter_context(disabled())
             return COMMANDS[args.command][1](args)

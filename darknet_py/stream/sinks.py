@@ -76,11 +76,18 @@ def json_record(result: Result, names: Sequence[str]) -> dict:
     return rec
 
 
+# The narrowest box --save-txt writes, in photo pixels.
+MIN_LABEL_PIXELS = 1.0
+
+
 def yolo_lines(dets: Detections, width: int, height: int, with_score: bool = False) -> str:
     """Darknet/YOLO label rows ``class cx cy w h`` relative to the photo (one per class of a box),
-    from the reported pixel boxes; ``with_score`` adds the score as a sixth column."""
+    from the reported pixel boxes; ``with_score`` adds the score as a sixth column. Boxes clipped
+    to less than a pixel across are left out (the JSON output keeps them)."""
     rows = []
     for (x1, y1, x2, y2), c, s in zip(dets.boxes.double().tolist(), dets.classes.tolist(), dets.scores.tolist()):
+        if x2 - x1 < MIN_LABEL_PIXELS or y2 - y1 < MIN_LABEL_PIXELS:
+            continue  # a box clipped to a line at the edge: as a training label it would be a zero-size object
         vals = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
         rows.append(f"{int(c)} " + " ".join(f"{v:.6f}" for v in vals) + (f" {s:.6f}" if with_score else "") + "\n")
     return "".join(rows)

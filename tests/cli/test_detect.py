@@ -113,3 +113,19 @@ def test_single_channel_network_is_refused_clearly(tmp_path, capsys, tiny):
     assert main(["detect", str(cfg), str(weights), str(tiny[2]), "--out", str(tmp_path / "o.jpg")]) == 1
     err = capsys.readouterr().err
     assert f"{cfg}:1" in err and "channels=1" in err
+
+
+def test_names_file_longer_than_classes_warns_shorter_is_refused(tiny, tmp_path, capsys):
+    cfg, weights, photo = tiny
+    coco = read_names(ROOT / "cfg" / "coco.names")
+    longer = tmp_path / "longer.names"
+    longer.write_text("\n".join([*coco, "extra"]) + "\n")
+    assert main(["detect", str(cfg), str(weights), str(photo), "--thresh", "0.25", "--names", str(longer)]) == 0
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if "warning" in line] == [
+        f"darknet-py: warning: {longer}: 81 names for a model with classes=80; the first 80 are used, as Darknet does"]
+    assert "extra" not in captured.out
+    shorter = tmp_path / "shorter.names"
+    shorter.write_text("\n".join(coco[:79]) + "\n")
+    assert main(["detect", str(cfg), str(weights), str(photo), "--names", str(shorter)]) == 1
+    assert f"{shorter}: 79 names but the model has classes=80" in capsys.readouterr().err

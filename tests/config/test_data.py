@@ -10,6 +10,7 @@ from darknet_py.config.names import read_names
 from darknet_py.errors import DataError
 
 from tests.helpers.config import touch
+from tests.helpers.paths import ref_path
 
 
 # --------------------------------------------------------------------------- .data and .names
@@ -52,6 +53,25 @@ def test_names_count_mismatch_and_bom(tmp_path):
     assert read_names(p) == ["cat", "dog"]  # BOM dropped, trailing blank ignored
     with pytest.raises(DataError, match="2 names but the model has classes=3"):
         read_names(p, 3)
+
+
+def test_more_names_than_classes_uses_the_first_with_a_warning(tmp_path):
+    # Darknet's get_labels reads the whole list and indexes the first `classes` of it
+    p = tmp_path / "n.names"
+    p.write_text("cat\ndog\n\nextra\n")  # a blank past the used names does not matter
+    with pytest.warns(UserWarning, match=f"{p}: 4 names for a model with classes=1; the first 1 are used"):
+        assert read_names(p, 1) == ["cat"]
+    with pytest.raises(DataError, match=r"n.names:3: blank class name"):
+        read_names(p, 3)
+    with pytest.raises(DataError, match=f"{p}: 4 names but the model has classes=5"):
+        read_names(p, 5)
+
+
+def test_imagenet_shortnames_for_a_1000_class_net():
+    p = ref_path("pjreddie", "data", "imagenet.shortnames.list")
+    with pytest.warns(UserWarning, match="21842 names for a model with classes=1000"):
+        names = read_names(p, 1000)
+    assert len(names) == 1000 and names == read_names(p)[:1000]
 
 
 # --------------------------------------------------------------------------- image lists

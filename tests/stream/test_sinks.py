@@ -8,10 +8,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from darknet_py.cli import main
 from darknet_py.detector import detect
 from darknet_py.imageio import load_image
+from darknet_py.postprocess import Detections
+from darknet_py.stream.inputs import Item
+from darknet_py.stream.sinks import Result, json_record, yolo_lines
 from darknet_py.synth import render_image
 from tests.helpers.stream import BASE, OPTS, THRESH, expected_record, records
 
@@ -42,6 +46,24 @@ def test_yolo_txt_and_drawn_photos(model, names, photos, tmp_path, capsys):
         assert np.allclose(conf, dets.scores.numpy(), atol=1e-6)
         out = load_image(drawn / Path(p).name)[0]
         assert out.shape == rgb.shape and np.abs(out.astype(int) - rgb.astype(int)).max() > 50  # boxes drawn
+
+
+def test_yolo_labels_leave_out_boxes_clipped_to_a_line_json_keeps_them():
+    # Darknet clips boxes to the photo, so one past the edge can end up a line (x1 == x2 = width - 1):
+    # faithful in the JSON, but a zero-size object as a training label
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0],     # an ordinary box
+                          [639.0, 50.0, 639.0, 150.0],    # a vertical line at the right edge
+                          [30.0, 479.0, 90.0, 479.0],     # a horizontal line at the bottom
+                          [200.0, 100.0, 200.6, 300.0],   # under a pixel wide
+                          [300.0, 100.0, 301.0, 101.0]])  # one pixel square: kept
+    n = len(boxes)
+    dets = Detections(boxes, torch.linspace(0.9, 0.5, n), torch.arange(n), torch.full((n,), 0.9),
+                      torch.arange(n))
+    rows = [line.split() for line in yolo_lines(dets, 640, 480).splitlines()]
+    assert [r[0] for r in rows] == ["0", "4"]
+    assert all(float(v) > 0 for r in rows for v in r[3:5])
+    rec = json_record(Result(0, Item("image", "p.jpg"), width=640, height=480, dets=dets), [str(i) for i in range(n)])
+    assert [d["box"] for d in rec["detections"]] == [[round(v, 2) for v in b] for b in boxes.tolist()]
 
 
 # ------------------------------------------------------------------------------------ videos
