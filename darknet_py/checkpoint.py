@@ -47,7 +47,8 @@ def save_checkpoint(model: DarknetModel, path) -> None:
     state = {name: t.detach().to("cpu", torch.float32).contiguous().clone() for name, t in checkpoint_names(model)}
     payload = {"format": FORMAT, "version": VERSION, "cfg": model.netdef.cfg_text,
                "input_size": list(model.input_size), "state_dict": state,
-               "header": [h.major, h.minor, h.revision, h.seen, h.seen_bytes]}
+               "header": [h.major, h.minor, h.revision, h.seen, h.seen_bytes],
+               "darknet": model.darknet.tree}  # the tree it follows, so a reload computes the same
     spath = os.fspath(path)
     try:
         with atomic_output(spath) as fh:
@@ -166,9 +167,10 @@ def load_state(model: DarknetModel, state: dict[str, torch.Tensor], path: str | 
                 warnings.warn(f"{path or '<checkpoint>'}: {problem}", stacklevel=2)
 
 
-def load_checkpoint(path, cfg=None, *, limits: bool | None = None) -> DarknetModel:
+def load_checkpoint(path, cfg=None, *, limits: bool | None = None, darknet: str | None = None) -> DarknetModel:
     """Build the model a checkpoint defines (or ``cfg`` when given) and load its tensors
-    (``limits``: the budgets of darknet_py.limits, see :func:`check_checkpoint_size`)."""
+    (``limits``: the budgets of darknet_py.limits, see :func:`check_checkpoint_size`). The model
+    follows the Darknet tree stored in the checkpoint unless ``darknet`` names one (auto included)."""
     payload = read_checkpoint(path, limits=limits)
     width, height = payload.get("input_size", (None, None))
     if cfg is None:
@@ -181,4 +183,6 @@ def load_checkpoint(path, cfg=None, *, limits: bool | None = None) -> DarknetMod
     header = payload.get("header")
     if header is not None:
         model.header = Header(*[int(v) for v in header])
+    stored = payload.get("darknet")
+    model.set_darknet(darknet if darknet is not None else stored if isinstance(stored, str) else None)
     return model

@@ -29,22 +29,27 @@ ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 def load(cfg, weights=None, device: str | torch.device = "cpu", *, width: int | None = None,
          height: int | None = None, upto: int | None = None, channels_last: bool = True,
-         limits: bool | None = None, **weights_kwargs) -> DarknetModel:
+         limits: bool | None = None, darknet: str | None = None, **weights_kwargs) -> DarknetModel:
     """Build the network a cfg defines, load Darknet weights (optional), move it, set eval mode.
 
     ``weights`` may also be a darknet-py checkpoint (.pt), recognised by its first bytes.
     ``channels_last`` (default True) keeps kernels and activations NHWC: measured faster on the
     CPU (tools/bench_cpu.py) and on an H200 in fp32 (yolov3-416 batch 1: 4.1 ms against 6.4 ms);
     outputs are the same NCHW tensors either way. ``limits=False`` goes past the memory budgets of
-    darknet_py.limits (see darknet_py.graph.parse_network).
+    darknet_py.limits (see darknet_py.graph.parse_network). ``darknet``: the Darknet tree whose
+    arithmetic and photo preparation the model follows -- pjreddie, alexeyab or auto (None; a
+    checkpoint's stored tree, else decided from the cfg: darknet_py.numerics.choose).
     """
-    model = build_model(cfg, width=width, height=height, limits=limits)
+    model = build_model(cfg, width=width, height=height, limits=limits, darknet=darknet)
     if weights is not None:
         if is_checkpoint(weights):
             if upto is not None:
                 raise UsageError("upto= applies to Darknet .weights files, not to checkpoints")
             payload = read_checkpoint(weights, model)
             load_state(model, payload["state_dict"], os.fspath(weights))
+            stored = payload.get("darknet")
+            if darknet is None and isinstance(stored, str):
+                model.set_darknet(stored)
         else:
             model.load_weights(weights, upto=upto, **weights_kwargs)
     model = model.to(resolve_device(device)).eval()
@@ -54,7 +59,11 @@ def load(cfg, weights=None, device: str | torch.device = "cpu", *, width: int | 
 
 
 def letterboxed(model: DarknetModel) -> bool:
-    """Whether ``detect`` letterboxes photos for this network (else it stretches them)."""
+    """Whether ``detect`` letterboxes photos for this network (else it stretches them): in
+    AlexeyAB's tree only when the cfg's [net] says ``letter_box=1`` (its test_detector and
+    validate_detector call resize_image otherwise); in pjreddie's as its heads do (darknet_py.transforms)."""
+    if model.darknet.tree == "alexeyab":
+        return str(model.netdef.net.training.get("letter_box", "0")).strip() not in ("", "0")
     return uses_letterbox(model.head_specs)
 
 

@@ -23,6 +23,7 @@ from .config.reader import CfgDocument, Section, parse_cfg_text, read_cfg
 from . import limits as budgets
 from .checks import check_count, option_error
 from .errors import CfgError
+from .numerics import Choice, choose
 from .layers import LAYERS, LayerKind, LayerSpec, Shape
 from .layers.head import DetectionHead
 from .layers.net import NET_TRAINING_KEYS, NetSpec, parse_net
@@ -280,7 +281,9 @@ class DarknetModel(nn.Module):
     """The network a cfg defines. ``forward(x)`` takes N x C x H x W RGB in [0, 1] and returns one
     tensor per ``[yolo]`` layer, N x A*(5+C) x h x w, holding Darknet's ``l.output``."""
 
-    def __init__(self, netdef: NetworkDef):
+    def __init__(self, netdef: NetworkDef, darknet: str | None = None):
+        """``darknet``: the Darknet tree to follow, pjreddie, alexeyab or auto (None: auto; see
+        darknet_py.numerics.choose)."""
         super().__init__()
         self.netdef = netdef
         layers = []
@@ -295,6 +298,22 @@ class DarknetModel(nn.Module):
         self.keep = sorted(needed | set(self.heads))  # outputs held past the next layer
         self.header = None  # set by load_weights: (major, minor, revision, seen, seen_bytes)
         self.channels_last = False
+        self.set_darknet(darknet)
+
+    def set_darknet(self, darknet: str | None) -> Choice:
+        """Follow ``darknet``'s tree (pjreddie, alexeyab, auto/None): its batch-norm arithmetic in
+        every layer (folded kernels are refolded) and, through darknet_py.detector.letterboxed, its
+        letterbox-or-stretch rule. Returns the :class:`~darknet_py.numerics.Choice`."""
+        self.darknet = choose(darknet, self.netdef.sections)
+        for module in self.modules():
+            if module is not self and hasattr(module, "numerics"):
+                module.numerics = self.darknet.numerics
+        return self.darknet
+
+    @property
+    def numerics(self) -> str:
+        """``pjreddie-cpu`` or ``darknet-gpu`` (darknet_py.numerics)."""
+        return self.darknet.numerics
 
     def to_channels_last(self, enable: bool = True) -> DarknetModel:
         """NHWC kernels and activations: faster convolutions on CPU (oneDNN) and for fp16 on GPU.
@@ -344,8 +363,8 @@ class DarknetModel(nn.Module):
 
 
 def build_model(cfg, *, width: int | None = None, height: int | None = None,
-                limits: bool | None = None) -> DarknetModel:
+                limits: bool | None = None, darknet: str | None = None) -> DarknetModel:
     """cfg (path / bytes / CfgDocument / NetworkDef) -> DarknetModel with freshly initialised weights
-    (``limits``: see :func:`parse_network`)."""
+    (``limits``: see :func:`parse_network`; ``darknet``: see :meth:`DarknetModel.set_darknet`)."""
     netdef = cfg if isinstance(cfg, NetworkDef) else parse_network(cfg, width=width, height=height, limits=limits)
-    return DarknetModel(netdef)
+    return DarknetModel(netdef, darknet)

@@ -12,7 +12,7 @@ LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hie
                 "seen-bytes", "allow-trailing-bytes", "partial", "verbose", "no-exif-orientation", "iou_thresh",
                 "batch", "results", "points", "plot", "workers", "size", "on-bad-label", "report", "clear",
                 "gpus", "num_of_clusters", "width", "height", "max-batches", "backup", "save-every", "seed",
-                "quiet", "time-limit", "overwrite", "force-header")
+                "quiet", "time-limit", "overwrite", "force-header", "darknet")
 
 # Library keywords (darknet_py.errors.DarknetPyError.option) -> the option that sets them here, with
 # the keyword's value in {}. A command whose option differs sets its own in ``flags`` (set_defaults, or
@@ -25,7 +25,7 @@ FLAGS = {"on_bad": "--on-bad-label {}", "max_batches": "--max-batches {}", "recu
          "width": "--size {}", "height": "--size {}", "upto": "--partial {}", "train": "--train {}",
          "valid": "--valid {}", "min_side": "--min-side {}", "max_side": "--max-side {}",
          "max_objects": "--max-objects {}", "overwrite": "--overwrite", "limits": "--no-limits",
-         "force_header": "--force-header"}
+         "force_header": "--force-header", "darknet": "--darknet {}"}
 
 # ``upto`` where a command has no --partial: the command that loads a backbone.
 BACKBONE_UPTO = "--partial {} to `darknet-py inspect-weights` (`detector train` starts from the file as it is)"
@@ -72,6 +72,15 @@ def add_limits_option(p: argparse.ArgumentParser) -> None:
     darknet_py.limits.disabled())."""
     p.add_argument("--no-limits", action="store_true",
                    help="go past the memory budgets of darknet_py.limits (weights, activations, checkpoint size)")
+
+
+def add_darknet_option(p: argparse.ArgumentParser) -> None:
+    """``--darknet``: the Darknet tree a model follows (cli.main runs the command inside
+    darknet_py.numerics.using())."""
+    p.add_argument("--darknet", choices=("auto", "pjreddie", "alexeyab"), default=None,
+                   help="whose Darknet to reproduce: pjreddie's (CPU arithmetic, letterboxed photos) or AlexeyAB's "
+                        "(GPU batch-norm arithmetic, photos stretched unless the cfg says letter_box=1); default "
+                        "auto: AlexeyAB's when the cfg uses anything only its tree reads, and a checkpoint's own")
 
 
 def check_at_least(*checks: tuple[str, int | None, int]) -> None:

@@ -14,7 +14,8 @@ from typing import Callable
 from ..errors import escape_controls
 from ..limits import disabled
 from . import classifier, detect, detector, models, synth
-from .args import BACKBONE_UPTO, FLAGS, add_limits_option, normalise_argv, set_tf32
+from ..numerics import using
+from .args import BACKBONE_UPTO, FLAGS, add_darknet_option, add_limits_option, normalise_argv, set_tf32
 
 # command -> (adds its parser, runs it); the parsers are added in this order
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
@@ -51,6 +52,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         if name in LIMITED:
             add_limits_option(command)
+            add_darknet_option(command)
     return p, dict(sub.choices)
 
 
@@ -85,6 +87,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"darknet-py: warning: {message}", file=sys.stderr if file is None else file)
 
 
+def _report_tree(seen: set):
+    """The stderr line, once, when ``auto`` turns a network to AlexeyAB's Darknet: its results
+    are then comparable with AlexeyAB's build, not pjreddie's (the default, said nowhere)."""
+    def report(choice) -> None:
+        if choice.tree == "alexeyab" and choice.reason != "asked for" and choice.line() not in seen:
+            seen.add(choice.line())
+            print(f"darknet-py: {choice.line()} (--darknet pjreddie to change)", file=sys.stderr)
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from ..errors import DarknetPyError
@@ -99,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             if getattr(args, "no_limits", False):
                 stack.enter_context(disabled())
+            stack.enter_context(using(getattr(args, "darknet", None), report=_report_tree(set())))
             return COMMANDS[args.command][1](args)
     except DarknetPyError as exc:
         if args.debug:

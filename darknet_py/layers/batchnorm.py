@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .convolutional import BN_EPS
+from ..numerics import bn_denominator
 from .registry import LayerKind, LayerSpec, Shape, register
 
 
@@ -34,6 +34,7 @@ class BatchNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))  # Darknet's scales
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
+        self.numerics = "pjreddie-cpu"  # inference BN formula (darknet_py.numerics)
 
     def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
         return [("weight", self.weight), ("running_mean", self.running_mean), ("running_var", self.running_var)]
@@ -43,7 +44,7 @@ class BatchNorm(nn.Module):
             # batch statistics; rolling = .99*rolling + .01*batch as Darknet's training step
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, None, True, 0.01, 1e-5)
         shape = (1, -1, 1, 1)
-        denom = self.running_var.sqrt() + BN_EPS
+        denom = bn_denominator(self.running_var, self.numerics)
         return (x - self.running_mean.view(shape)) / denom.view(shape) * self.weight.view(shape)
 
     @torch.no_grad()

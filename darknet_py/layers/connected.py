@@ -15,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .activations import Activation, check_activation
-from .convolutional import BN_EPS, bn_stats
+from ..numerics import bn_denominator
+from .convolutional import bn_stats
 from .registry import LayerKind, LayerSpec, Shape, register
 
 
@@ -32,6 +33,7 @@ class Connected(nn.Module):
         self.fc = nn.Linear(inputs, outputs, bias=True)  # Darknet keeps biases even with BN
         self.bn = nn.BatchNorm1d(outputs, eps=1e-5, momentum=0.01) if batch_normalize else None
         self.act = Activation(activation)
+        self.numerics = "pjreddie-cpu"  # inference BN formula (darknet_py.numerics)
 
     def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
         out = [("fc.bias", self.fc.bias), ("fc.weight", self.fc.weight)]
@@ -48,10 +50,10 @@ class Connected(nn.Module):
         elif self.training:
             y = self.bn(y) + self.fc.bias
         else:
-            # forward_connected_layer with BN: normalize (pjreddie's CPU eps outside the root),
-            # scale, then add the biases (the BN shift), as for convolutions.
+            # forward_connected_layer with BN: normalize (the model's numerics), scale, then add the
+            # biases (the BN shift), as for convolutions.
             mean, var = bn_stats(self.bn)
-            y = (y - mean) / (var.sqrt() + BN_EPS) * self.bn.weight + self.fc.bias
+            y = (y - mean) / bn_denominator(var, self.numerics) * self.bn.weight + self.fc.bias
         return self.act(y).view(n, -1, 1, 1)
 
 

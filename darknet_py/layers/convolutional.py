@@ -50,11 +50,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..numerics import bn_denominator
 from .activations import Activation, check_activation
 from .registry import LayerKind, LayerSpec, Shape, register
-
-# pjreddie's normalize_cpu adds this to sqrt(var) (GPU builds and AlexeyAB use sqrt(var + 1e-5)).
-BN_EPS = 1e-6
 
 
 @dataclass
@@ -154,6 +152,8 @@ class ConvBlock(nn.Module):
         self.register_buffer("fused_weight", None, persistent=False)
         self.register_buffer("fused_bias", None, persistent=False)
         self._fuse_key = None
+        # inference BN formula (darknet_py.numerics); DarknetModel.set_numerics sets every layer's
+        self.numerics = "pjreddie-cpu"
 
     @classmethod
     def from_spec(cls, spec: ConvSpec, in_channels: int) -> ConvBlock:
@@ -179,8 +179,8 @@ class ConvBlock(nn.Module):
     def _source_key(self):
         # (storage, in-place version) of each source tensor: a load, an optimiser step or .to()
         # changes it, and the folded kernel is recomputed. Inference tensors carry no version.
-        return tuple((t.data_ptr(), t.dtype, -1 if t.is_inference() else t._version)
-                     for _, t in self.darknet_tensors())
+        return (self.numerics,) + tuple((t.data_ptr(), t.dtype, -1 if t.is_inference() else t._version)
+                                        for _, t in self.darknet_tensors())
 
     def fuse(self) -> None:
         """Fold BN into (fused_weight, fused_bias), computed in float64 and cast back."""
@@ -190,7 +190,7 @@ class ConvBlock(nn.Module):
                 w = binarize_weights(w)  # binarised before BN, as forward_convolutional_layer runs them
             if self.bn is not None:
                 mean, var = bn_stats(self.bn)
-                scale = self.bn.weight.double() / (var.double().sqrt() + BN_EPS)
+                scale = self.bn.weight.double() / bn_denominator(var.double(), self.numerics)
                 b = self.bn.bias.double() - mean.double() * scale
                 w = w * scale.view(-1, 1, 1, 1)
             else:

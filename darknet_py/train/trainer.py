@@ -283,7 +283,8 @@ def _run(model: DarknetModel, data, tc: TrainConfig, specs, opt: TrainOptions, c
                 # Summed over images / the process's share of the batch; DDP's mean over processes
                 # then gives the sum over the whole batch / batch, Darknet's lr/batch scaling.
                 scaler.scale(res.loss * ctx.world / tc.batch).backward()
-            cost += res.cost
+            # calc_network_cost: the mean of the cost of the layers that have one (the heads), not their sum
+            cost += res.cost / len(specs)
             stats.append(res.heads)
         scaler.step(optimizer)
         scaler.update()

@@ -103,7 +103,11 @@ def blur_c(y, kind, stride):
 class RefNet:
     """A float64 Darknet forward (batch-1 semantics per image) for the keys under test."""
 
-    def __init__(self, text: str, weights: bytes):
+    def __init__(self, text: str, weights: bytes, bn: str = "pjreddie-cpu"):
+        """``bn``: the batch-norm formula -- pjreddie's normalize_cpu (``sqrt(var) + .000001f``) or
+        ``darknet-gpu``, AlexeyAB's normalize_cpu and every GPU build (``sqrt(var + .00001f)``)."""
+        assert bn in ("pjreddie-cpu", "darknet-gpu"), bn
+        self.bn = bn
         self.sections = cfg_sections(text)
         net = self.sections[0][1]
         self.input = (int(net.get("channels", 3)), int(net["height"]), int(net["width"]))
@@ -119,6 +123,11 @@ class RefNet:
         return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """The last layer's output."""
+        return self.outputs(x)[-1]
+
+    def outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every layer's output."""
         self.cursor = 0
         outs = []
         for i, (kind, opt, _) in enumerate(self.sections[1:]):
@@ -133,7 +142,12 @@ class RefNet:
                 froms = [int(v) for v in opt["from"].split(",")]
                 y = self.shortcut(prev, [outs[i + f if f < 0 else f] for f in froms], opt)
             elif kind == "route":
-                y = np.concatenate([outs[i + f if f < 0 else f] for f in map(int, opt["layers"].split(","))], 1)
+                # AlexeyAB's groups/group_id: each input's channels cut in `groups`, part `group_id` taken
+                groups, gid = int(opt.get("groups", 1)), int(opt.get("group_id", 0))
+                parts = [outs[i + f if f < 0 else f] for f in map(int, opt["layers"].split(","))]
+                y = np.concatenate([p[:, p.shape[1] // groups * gid:p.shape[1] // groups * (gid + 1)] for p in parts], 1)
+            elif kind in ("yolo", "Gaussian_yolo"):
+                y = prev  # the head's input: what DarknetModel(raw=True) returns, before the head's logistic
             elif kind == "avgpool":
                 y = prev.mean((2, 3), keepdims=True)
             elif kind == "softmax":
@@ -144,7 +158,7 @@ class RefNet:
                 raise AssertionError(kind)
             outs.append(y)
         assert self.cursor == self.floats.size, f"{self.floats.size - self.cursor} floats left in the file"
-        return outs[-1]
+        return outs
 
     def conv(self, x, opt):
         c = x.shape[1]
@@ -173,7 +187,10 @@ class RefNet:
         # convolutional_out_height/width: Darknet's own size, which the dilated im2col must match
         h, w_ = x.shape[2:]
         assert y.shape[2:] == ((h + 2 * padding - k) // host[0] + 1, (w_ + 2 * padding - k) // host[1] + 1)
-        if bn:  # normalize_cpu, scale_bias, add_bias
+        if bn and self.bn == "darknet-gpu":  # AlexeyAB's normalize_cpu / cuDNN, then scale_bias, add_bias
+            y = (y - mean[:, None, None]) / np.sqrt(var[:, None, None] + .00001)
+            y = y * scales[:, None, None]
+        elif bn:  # pjreddie's normalize_cpu, scale_bias, add_bias
             y = (y - mean[:, None, None]) / (np.sqrt(var[:, None, None]) + .000001)
             y = y * scales[:, None, None]
         y = act_c(y + biases[:, None, None], opt.get("activation", "logistic"))
