@@ -145,7 +145,8 @@ class RefNet:
                 # AlexeyAB's groups/group_id: each input's channels cut in `groups`, part `group_id` taken
                 groups, gid = int(opt.get("groups", 1)), int(opt.get("group_id", 0))
                 parts = [outs[i + f if f < 0 else f] for f in map(int, opt["layers"].split(","))]
-                y = np.concatenate([p[:, p.shape[1] // groups * gid:p.shape[1] // groups * (gid + 1)] for p in parts], 1)
+                y = np.concatenate([p[:, p.shape[1] // groups * gid:p.shape[1] // groups * (gid + 1)]
+                                    for p in parts], 1)
             elif kind in ("yolo", "Gaussian_yolo"):
                 y = prev  # the head's input: what DarknetModel(raw=True) returns, before the head's logistic
             elif kind == "avgpool":
