@@ -17,7 +17,7 @@ setup(
     extras_require={
         # ONNX export and its onnxruntime check (darknet-py export --format onnx)
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
-        # precision-recall curves (darknet-py detector map --plot)
+        # precision-recall curves (darknet-py detector map --plot), the chart of detector train --map
         "plot": ["matplotlib>=3.5"],
         # the suite and `make lint` (ruff and mypy pinned: their rules change between releases)
         "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16", "matplotlib>=3.5",

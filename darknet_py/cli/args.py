@@ -12,7 +12,7 @@ LONG_OPTIONS = ("thresh", "nms", "names", "out", "json", "device", "debug", "hie
                 "seen-bytes", "allow-trailing-bytes", "partial", "verbose", "no-exif-orientation", "iou_thresh",
                 "batch", "results", "points", "plot", "workers", "size", "on-bad-label", "report", "clear",
                 "gpus", "num_of_clusters", "width", "height", "max-batches", "backup", "save-every", "seed",
-                "quiet", "time-limit", "overwrite", "force-header", "darknet")
+                "quiet", "time-limit", "overwrite", "force-header", "darknet", "map", "map-every", "chart")
 
 # Library keywords (darknet_py.errors.DarknetPyError.option) -> the option that sets them here, with
 # the keyword's value in {}. A command whose option differs sets its own in ``flags`` (set_defaults, or
@@ -25,7 +25,8 @@ FLAGS = {"on_bad": "--on-bad-label {}", "max_batches": "--max-batches {}", "recu
          "width": "--size {}", "height": "--size {}", "upto": "--partial {}", "train": "--train {}",
          "valid": "--valid {}", "min_side": "--min-side {}", "max_side": "--max-side {}",
          "max_objects": "--max-objects {}", "overwrite": "--overwrite", "limits": "--no-limits",
-         "force_header": "--force-header", "darknet": "--darknet {}"}
+         "force_header": "--force-header", "darknet": "--darknet {}",
+         "map_every": "--map-every {}"}
 
 # ``upto`` where a command has no --partial: the command that loads a backbone.
 BACKBONE_UPTO = "--partial {} to `darknet-py inspect-weights` (`detector train` starts from the file as it is)"

@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
     add_stream_options(p, detector=True)
     p.add_argument("--batch", type=int, default=8, help="valid/map/recall: images per forward pass")
     p.add_argument("--workers", type=int,
-                   help="valid/map/recall: photo decoding processes (default as for detect)")
+                   help="valid/map/recall: photo decoding processes (default as for detect); train: loader "
+                        "processes (default 4, at most the CPUs available)")
     add_size_option(p)
     p.add_argument("--results", help="valid: output folder (default: the .data file's results, else results/)")
     p.add_argument("--iou_thresh", type=float, default=None,
@@ -60,6 +61,14 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="train: seed of the data order and augmentation")
     p.add_argument("--quiet", action="store_true", help="train: no per-head Region lines")
     p.add_argument("--time-limit", type=float, help="train: stop (saved, resumable) after this many seconds")
+    p.add_argument("--map", action="store_true",
+                   help="train: AlexeyAB's -map: mAP@0.5 on the .data file's valid list every few epochs (at "
+                        "least 100 iterations, first after 400 and the burn-in) and at the end, as `detector map` "
+                        "computes it; <cfg>_best.weights at each new best; loss and mAP drawn into --chart")
+    p.add_argument("--map-every", type=int, metavar="N", help="train --map: every N iterations instead")
+    p.add_argument("--chart", metavar="FILE",
+                   help="train --map: the loss/mAP chart (default chart.png in the current folder; needs "
+                        "matplotlib)")
     p.add_argument("--gpus", help="train: Darknet's -gpus; one index only (use torchrun for several)")
     p.add_argument("--num_of_clusters", type=int, default=9, help="calc_anchors: number of anchors")
     p.add_argument("--width", type=int, default=416, help="calc_anchors: network width")
@@ -77,6 +86,10 @@ def _check_args(args) -> None:
     if args.cfg is None or (args.weights is None and args.action != "train"):
         raise UsageError(f"detector {args.action} needs DATA CFG WEIGHTS" if args.action != "train"
                          else "detector train needs DATA CFG [WEIGHTS]")
+    if args.action != "train" and (args.map or args.map_every is not None or args.chart is not None):
+        raise UsageError(f"--map, --map-every and --chart are detector train's options, not {args.action}'s")
+    if args.action == "train" and not args.map and (args.map_every is not None or args.chart is not None):
+        raise UsageError("--map-every and --chart go with --map")
     if args.action == "train" and args.images:
         raise UsageError(f"detector train takes DATA CFG [WEIGHTS]; got extra arguments {' '.join(args.images)}")
 

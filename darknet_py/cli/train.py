@@ -16,9 +16,10 @@ def run_train(args) -> int:
         device = f"cuda:{int(gpus[0])}"
     # device None: training uses the GPU when there is one (darknet_py.device's policy for training)
     res = train(args.data, args.cfg, args.weights, TrainOptions(
-        device=device or "auto", workers=4 if args.workers is None else args.workers, clear=args.clear,
+        device=device or "auto", workers=args.workers, clear=args.clear,
         max_batches=args.max_batches, backup=args.backup, save_every=args.save_every, amp=args.amp, seed=args.seed,
         on_bad_label=args.on_bad_label, regions=not args.quiet, time_limit=args.time_limit, overwrite=args.overwrite,
+        map=args.map, map_every=args.map_every, chart=args.chart,
         log=lambda s: print(s, flush=True)))
     if res.main and res.final.exists():
         print(f"{res.iterations} iterations in {res.seconds:.1f} s, {res.seen} images seen; final weights {res.final}")

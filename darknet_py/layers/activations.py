@@ -121,8 +121,12 @@ class Activation(torch.nn.Module):
         self.fn = ACTIVATIONS[name]
         self.fn_ = _INPLACE.get(name)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.fn_ is not None and not torch.is_grad_enabled():
+    def forward(self, x: Tensor, fresh: bool = False) -> Tensor:
+        """``fresh``: ``x`` is a result that nothing else uses and that its maker did not keep for
+        the backward pass (a convolution's or a batch norm's output), so the in-place form is safe
+        with gradients too (its backward uses the output it keeps). In training that saves one
+        activation-sized tensor per convolutional layer."""
+        if self.fn_ is not None and (fresh or not torch.is_grad_enabled()):
             return self.fn_(x)
         return self.fn(x)
 

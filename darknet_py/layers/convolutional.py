@@ -222,7 +222,7 @@ class ConvBlock(nn.Module):
                 y = conv(x)
             if self.bn is not None:
                 y = self.bn(y)
-            y = self.act(y)
+            y = self.act(y, fresh=True)  # neither conv nor BN keeps its output for the backward pass
             return y if self.blur is None else self.blur(y)
         weight, bias = self.folded()
         return folded_forward(x, weight, bias, conv, self.act, self.blur, self.binarize_input)

@@ -317,13 +317,20 @@ class MultiScaleBatchSampler:
     exactly and each rank has its own images; the size depends on (seed, iteration) only, so all
     ranks agree. With ``random`` the size is Darknet's ``(rand() % 10 + 10) * 32`` scaled by
     ``cfg / 416`` per axis (320..608 for a 416 cfg), new every 10 iterations, the largest for the
-    last 200; without it the cfg's size.
+    last 200 of the schedule; without it the cfg's size.
+
+    ``schedule_end`` is where the schedule ends (the cfg's ``max_batches``; default ``iterations``).
+    Darknet's "last 200" counts back from it (``get_current_batch + 200 > max_batches``), so a run
+    told to stop early (``iterations`` below it, as ``--max-batches 2`` on an 8000-update cfg) sees
+    the random sizes that Darknet stopped by hand at that point saw, not the largest size only.
     """
 
     def __init__(self, length: int, batch: int, iterations: int, *, subdivisions: int = 1, width: int = 416,
                  height: int = 416, random: bool = False, seed: int = 0, start_iteration: int = 0, rank: int = 0,
-                 world_size: int = 1):
-        checks = [(length >= 1, f"length={length}: the dataset is empty"), (batch >= 1, f"batch={batch} < 1"),
+                 world_size: int = 1, schedule_end: int | None = None):
+        end = iterations if schedule_end is None else schedule_end
+        checks = [(end >= iterations, f"schedule_end={schedule_end} < iterations={iterations}"),
+                  (length >= 1, f"length={length}: the dataset is empty"), (batch >= 1, f"batch={batch} < 1"),
                   (subdivisions >= 1, f"subdivisions={subdivisions} < 1"), (iterations >= 0, "iterations < 0"),
                   (0 <= start_iteration <= iterations, f"start_iteration={start_iteration} outside 0..{iterations}"),
                   (width >= 1 and height >= 1, f"size {width}x{height}"), (seed >= 0, f"seed={seed} < 0"),
@@ -334,6 +341,7 @@ class MultiScaleBatchSampler:
         self.length, self.batch, self.iterations, self.subdivisions = length, batch, iterations, subdivisions
         self.width, self.height, self.random, self.seed = width, height, bool(random), seed
         self.start_iteration, self.rank, self.world_size = start_iteration, rank, world_size
+        self.schedule_end = end
 
     @property
     def sizes(self) -> list[tuple[int, int]]:
@@ -346,7 +354,7 @@ class MultiScaleBatchSampler:
         """(width, height) of an iteration."""
         if not self.random:
             return self.width, self.height
-        if iteration >= self.iterations - LAST_LARGEST:  # detector.c: 608 at the end
+        if iteration >= self.schedule_end - LAST_LARGEST:  # detector.c: 608 at the end of the schedule
             return _scaled(608, self.width), _scaled(608, self.height)
         block = iteration // RESIZE_EVERY
         k = int(np.random.default_rng([self.seed, 0, block]).integers(10, 20))

@@ -14,6 +14,11 @@ iterations, ``<cfg>_<N>.weights`` at Darknet's schedule (every 100 below 1000, t
 10000), ``<cfg>_final.weights`` at the end. ``seen`` in the header says where training is, so a
 run resumed from any of them continues the schedule and the multi-scale sequence.
 
+With ``map`` (AlexeyAB's ``-map``) the mAP@0.5 on the ``valid`` list is computed during training
+(darknet_py.train.progress says when), printed as AlexeyAB prints it, ``<cfg>_best.weights`` kept
+at each new best, and loss and mAP drawn into ``chart`` (default ``chart.png``, needs matplotlib).
+Every file a run may write is checked before the first iteration.
+
 Under ``torchrun`` the same command trains data-parallel (DDP: NCCL on GPUs, gloo on CPUs). The
 cfg's ``batch`` stays the global batch, split over the processes, so one process or eight train
 the same schedule. (Darknet's ``-gpus`` gives every GPU a whole ``batch`` instead.)
@@ -34,6 +39,7 @@ import torch.distributed as dist
 from ..checkpoint import is_checkpoint, load_state, read_checkpoint
 from ..checks import check_count, check_positive
 from ..config.data import read_data_config
+from ..config.lists import read_image_list
 from ..device import Distributed
 from ..errors import DataError
 from ..graph import DarknetModel, build_model
@@ -42,13 +48,14 @@ from ..layers.convolutional import ConvBlock
 from ..weights import Header, layers_in_file
 from .data import AugmentConfig, DetectionDataset, MultiScaleBatchSampler, make_loader
 from .loss import yolo_loss
+from .progress import Chart, has_matplotlib, next_map_at, training_map
 from .schedule import TrainConfig, train_config
 
 
 @dataclass
 class TrainOptions:
     device: str = "auto"
-    workers: int = 4
+    workers: int | None = None           # loader processes; None: default_workers()
     clear: bool = False                  # Darknet's -clear: start at seen = 0 whatever the weights say
     max_batches: int | None = None    # override [net] max_batches
     backup: str | None = None         # override the .data file's backup folder
@@ -59,6 +66,9 @@ class TrainOptions:
     regions: bool = True                 # print Darknet's per-head "Region" lines
     time_limit: float | None = None   # seconds: stop after the iteration that passes it (saved, resumable)
     overwrite: bool = False              # replace backup files of an earlier run (a resumed run always may)
+    map: bool = False                    # AlexeyAB's -map: mAP@0.5 on the valid list, <cfg>_best.weights, chart
+    map_every: int | None = None      # iterations between mAP calculations; None: AlexeyAB's schedule
+    chart: str | None = None          # with map: the chart's file; None: chart.png in the current folder
     log: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
@@ -66,6 +76,7 @@ class TrainOptions:
         check_count("max_batches", self.max_batches, 1)
         check_count("save_every", self.save_every, 1)
         check_count("seed", self.seed, 0)
+        check_count("map_every", self.map_every, 1)
         check_positive("time_limit", self.time_limit)
 
 
@@ -77,6 +88,20 @@ class TrainResult:
     seconds: float
     loss: float           # Darknet's running "avg" loss at the end
     main: bool = True     # this process writes the files and the summary (rank 0 under torchrun)
+
+
+MAX_DEFAULT_WORKERS = 4
+CHART = "chart.png"  # AlexeyAB's name, in the current folder
+
+
+def default_workers() -> int:
+    """Loader processes by default: 4, but no more than the CPUs this process may run on (what
+    PyTorch's DataLoader checks before warning that the workers exceed them)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus))
 
 
 def basecfg(path) -> str:
@@ -191,12 +216,20 @@ def _train(data_path, cfg, weights, opt: TrainOptions, ctx: Distributed, dev: to
 
     backup = Path(opt.backup if opt.backup is not None else data.get("backup", "backup"))
     base = basecfg(cfg)
+    chart = None
+    if opt.map:
+        read_image_list(data.require("valid", "the list of images -map measures on"), "valid list")
+        if opt.chart is not None or has_matplotlib():
+            chart = Path(opt.chart if opt.chart is not None else CHART)
+        if ctx.main and chart is None:
+            log(f"{CHART} needs matplotlib (pip install 'darknet-py[plot]'): training goes on without the chart")
     lock = None
     if ctx.main:
         backup.mkdir(parents=True, exist_ok=True)
-        lock = _claim_backup(backup, base, weights, opt, start, max_batches)
+        lock = _claim_backup(backup, base, weights, opt, start, max_batches, chart)
     try:
-        return _run(model, data, tc, specs, opt, ctx, dev, log, backup, base, seen, start, max_batches, minibatch)
+        return _run(model, data, tc, specs, opt, ctx, dev, log, backup, base, seen, start, max_batches, minibatch,
+                    data_path, cfg, chart)
     finally:
         if lock is not None:
             lock.release()
@@ -207,15 +240,18 @@ def _backup_names(backup: Path, base: str, opt: TrainOptions, start: int, max_ba
     numbered = [done for done in range(start + 1, max_batches + 1)
                 if done % 10000 == 0 or (done < 1000 and done % 100 == 0)]
     return ([backup / f"{base}_last.weights", backup / f"{base}_final.weights"]
+            + ([backup / f"{base}_best.weights"] if opt.map else [])
             + [backup / f"{base}_{done}.weights" for done in numbered])
 
 
-def _claim_backup(backup: Path, base: str, weights, opt: TrainOptions, start: int, max_batches: int) -> OutputLock:
+def _claim_backup(backup: Path, base: str, weights, opt: TrainOptions, start: int, max_batches: int,
+                  chart: Path | None = None) -> OutputLock:
     """Before the first iteration: a lock on the backup names, so a second training writing the same
     names is refused instead of one run's weights silently replacing the other's; and the names
     checked. Resuming from ``NAME_last.weights`` (Darknet's way to go on) continues this training's
     own files, so it may replace them -- the start weights included; any other run replaces an
-    earlier run's files only with ``overwrite``."""
+    earlier run's files only with ``overwrite``. The chart is checked with them: a ``chart.png``
+    the user did not name is replaced on the same terms."""
     lock = OutputLock(backup / base, "training's backup names")
     try:
         last = backup / f"{base}_last.weights"
@@ -225,6 +261,8 @@ def _claim_backup(backup: Path, base: str, weights, opt: TrainOptions, start: in
         plan = OutputPlan(overwrite=opt.overwrite or resuming)
         for path in _backup_names(backup, base, opt, start, max_batches):
             plan.add(path, "a backup of this training", named=False)
+        if chart is not None:
+            plan.add(chart, "this training's loss and mAP chart", named=opt.chart is not None)
     except BaseException:
         lock.release()
         raise
@@ -232,7 +270,8 @@ def _claim_backup(backup: Path, base: str, weights, opt: TrainOptions, start: in
 
 
 def _run(model: DarknetModel, data, tc: TrainConfig, specs, opt: TrainOptions, ctx: Distributed, dev: torch.device,
-         log, backup: Path, base: str, seen: int, start: int, max_batches: int, minibatch: int) -> TrainResult:
+         log, backup: Path, base: str, seen: int, start: int, max_batches: int, minibatch: int, data_path=None,
+         cfg=None, chart_path: Path | None = None) -> TrainResult:
     last = specs[-1]  # Darknet reads jitter and random from the last layer
     dataset = DetectionDataset(data.require("train", "the list of training images"), model.netdef.classes,
                                AugmentConfig.of(tc, jitter=last.jitter), on_bad=opt.on_bad_label)
@@ -241,8 +280,9 @@ def _run(model: DarknetModel, data, tc: TrainConfig, specs, opt: TrainOptions, c
     net_w, net_h = model.input_size
     sampler = MultiScaleBatchSampler(len(dataset), minibatch, iterations=max_batches, subdivisions=tc.subdivisions,
                                      width=net_w, height=net_h, random=last.random, seed=opt.seed,
-                                     start_iteration=start, rank=ctx.rank, world_size=ctx.world)
-    loader = make_loader(dataset, sampler, opt.workers)
+                                     start_iteration=start, rank=ctx.rank, world_size=ctx.world,
+                                     schedule_end=max(tc.max_batches, max_batches))
+    loader = make_loader(dataset, sampler, default_workers() if opt.workers is None else opt.workers)
 
     model.to(dev).train()
     if dev.type == "cuda":
@@ -263,6 +303,10 @@ def _run(model: DarknetModel, data, tc: TrainConfig, specs, opt: TrainOptions, c
     avg_loss = -1.0
     batches = iter(loader)
     final = backup / f"{base}_final.weights"
+    best_path = backup / f"{base}_best.weights"
+    best_map = -1.0  # AlexeyAB's: the first mAP is a new best
+    map_at = next_map_at(start, len(dataset), tc.batch, tc.burn_in, opt.map_every)
+    chart = Chart(chart_path, max_batches, base) if chart_path is not None and ctx.main else None
     for iteration in range(start, max_batches):
         tick = time.perf_counter()
         rate = tc.rate(iteration + 1)  # Darknet counts this update's images in before asking
@@ -286,6 +330,7 @@ def _run(model: DarknetModel, data, tc: TrainConfig, specs, opt: TrainOptions, c
             # calc_network_cost: the mean of the cost of the layers that have one (the heads), not their sum
             cost += res.cost / len(specs)
             stats.append(res.heads)
+            del images, raw, res  # nothing of this pass outlives it (the next pass's batch is loaded next)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -302,6 +347,21 @@ def _run(model: DarknetModel, data, tc: TrainConfig, specs, opt: TrainOptions, c
                         f"No Obj: {s.no_obj:f}, .5R: {s.recall50:f}, .75R: {s.recall75:f},  count: {s.count}")
         log(f"{done}: {loss:f}, {avg_loss:f} avg, {rate:f} rate, {time.perf_counter() - tick:f} seconds, "
             f"{seen} images ({w}x{h})")
+        if chart is not None:
+            chart.losses.append((done, avg_loss))
+        if opt.map and ctx.main and (done >= map_at or done == max_batches):
+            value = training_map(data_path, cfg, model, log)
+            map_at = next_map_at(done, len(dataset), tc.batch, tc.burn_in, opt.map_every)
+            log(f"mean_average_precision (mAP@0.5) = {value:f}")
+            if value > best_map:
+                best_map = value
+                log("New best mAP!")
+                _save(model, best_path, seen)
+            log((f"next mAP calculation at {map_at} iterations; " if done < max_batches else "")
+                + f"last mAP@0.5 = {100 * value:.2f} %, best = {100 * best_map:.2f} %")
+            if chart is not None:
+                chart.maps.append((done, value))
+                chart.draw()
         if ctx.main:
             if done % opt.save_every == 0:
                 _save(model, backup / f"{base}_last.weights", seen)
@@ -318,7 +378,12 @@ def _run(model: DarknetModel, data, tc: TrainConfig, specs, opt: TrainOptions, c
     if ctx.main:
         _save(model, final, seen)
         log(f"Saved {final}")
+        if chart is not None:
+            chart.max_batches = max_batches
+            chart.draw()
+            log(f"Saved {chart.path}")
     return TrainResult(final, max(0, max_batches - start), seen, time.perf_counter() - begin, avg_loss, ctx.main)
 
 
-__all__ = ["TrainOptions", "TrainResult", "basecfg", "darknet_init", "load_start_weights", "train"]
+__all__ = ["CHART", "TrainOptions", "TrainResult", "basecfg", "darknet_init", "default_workers",
+           "load_start_weights", "train"]
