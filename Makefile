@@ -11,8 +11,9 @@ install:
 		|| $(PYTHON) -m pip install "$(TORCH_CPU)"
 	$(PYTHON) -m pip install -e ".[test]"
 
+# The suite; the ten slowest tests are listed at the end (keep it under five minutes on 2 cores).
 test:
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q --durations=10 tests
 
 # ruff over the project; mypy over config/, layers/ and postprocess/ (ruff.toml, mypy.ini)
 lint:

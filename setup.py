@@ -1,12 +1,49 @@
+import importlib.util
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+
+
+def _shipped_module():
+    """darknet_py/shipped/__init__.py on its own (it imports only pathlib): its PATTERNS name the files."""
+    spec = importlib.util.spec_from_file_location("_darknet_py_shipped",
+                                                  HERE / "darknet_py" / "shipped" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildWithShippedFiles(build_py):
+    """The checkout's cfg/, weights/ and data/ files (their one copy) into darknet_py/shipped/ of the
+    build, so that a wheel runs the commands and the demo on its own. An editable install reads them
+    from the checkout instead (darknet_py.shipped.root)."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        shipped = _shipped_module()
+        target = Path(self.build_lib) / "darknet_py" / "shipped"
+        found = shipped.matching(HERE)
+        for name in shipped.DEMO:
+            if HERE / name not in found:
+                raise SystemExit(f"setup.py: {name} is missing from the checkout; the wheel would be incomplete")
+        for src in found:
+            dest = target / src.relative_to(HERE)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
 
 setup(
-    name="darknet-py",
+    # "darknet-py" on PyPI is an unrelated project: the distribution is darknet-py-yolov3, the command
+    # stays darknet-py and the import darknet_py.
+    name="darknet-py-yolov3",
     version="0.1.0",
     description="Darknet-compatible YOLOv3 in PyTorch: original cfg and weights files, Darknet's exact results",
-    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["darknet_py", "darknet_py.*"]),
     python_requires=">=3.9",
@@ -23,5 +60,6 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16", "matplotlib>=3.5",
                  "ruff==0.17.6", "mypy==2.4.1"],
     },
+    cmdclass={"build_py": BuildWithShippedFiles},
     entry_points={"console_scripts": ["darknet-py=darknet_py.cli:main"]},
 )

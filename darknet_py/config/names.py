@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
+from .. import shipped
 from ..errors import DataError
 from .text import read_text, text_lines
 
@@ -34,7 +34,7 @@ def read_names(path, classes: int | None = None) -> list[str]:
 
 def default_names(classes: int) -> list[str]:
     """Names when none are given: COCO's for 80 classes (the bundled cfg/coco.names), else ids."""
-    bundled = Path(__file__).resolve().parents[2] / "cfg" / "coco.names"
+    bundled = shipped.path("cfg/coco.names")
     if classes == 80 and bundled.exists():
         return read_names(bundled, classes)
     return [str(i) for i in range(classes)]

@@ -23,7 +23,8 @@ from tests.helpers.runtimes import onnx_session
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-# Largest |box corner difference| in photo pixels between two runs' detections. 1e-3 px where the
+# The absolute part of the largest |box corner difference| in photo pixels between two runs' detections
+# (assert_same_detections adds BOX_RTOL of the box's side, for the exp in its size). 1e-3 px where the
 # runtimes agree that closely (yolov3-tiny, and TorchScript, which runs PyTorch's own kernels).
 # onnxruntime's convolutions sum in another order, and 75 random layers amplify that: yolov3's raw
 # heads differ by up to 5e-5 of their scale (within RTOL), and w = anchor * exp(tw) turns it into
