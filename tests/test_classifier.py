@@ -221,7 +221,9 @@ def test_classifier_predict_takes_the_first_names_of_a_longer_list(imagenet_size
     assert main(["classifier", "predict", str(data), str(cfg_path), str(weights), str(photo)]) == 0
     captured = capsys.readouterr()
     pred = classify(darknet_py.load(cfg_path, weights), str(photo), top=5)
-    assert captured.out.splitlines() == [f"{s * 100:5.2f}%: name{i}" for i, s in zip(pred.indices, pred.scores)]
+    lines = captured.out.splitlines()
+    assert lines[0].startswith(f"{photo}: Predicted in ")  # Darknet's timing line first, on stdout
+    assert lines[1:] == [f"{s * 100:5.2f}%: name{i}" for i, s in zip(pred.indices, pred.scores)]
     warned = [line for line in captured.err.splitlines() if "warning" in line]
     assert len(warned) == 1  # said once, naming the file and both counts
     assert str(names) in warned[0] and "21842 names" in warned[0] and "classes=1000" in warned[0]
