@@ -7,6 +7,9 @@ DEFAULT_NMS = 0.45
 # `detector valid` / `map` (validate_detector): objectness .005, nms .45.
 VALID_THRESH = 0.005
 VALID_NMS = 0.45
+# AlexeyAB's validate_detector: thresh .001, nms .6 (its `detector map` keeps .005 and .45).
+VALID_THRESH_ALEXEYAB = 0.001
+VALID_NMS_ALEXEYAB = 0.6
 # `detector recall` (validate_detector_recall): thresh .001, objectness NMS .4, a truth found at IoU > .5.
 RECALL_THRESH = 0.001
 RECALL_NMS = 0.4
@@ -18,4 +21,4 @@ MAP_CONF_THRESH = 0.25
 DEFAULT_HIER_THRESH = 0.5
 
 __all__ = ["DEFAULT_HIER_THRESH", "DEFAULT_NMS", "DEFAULT_THRESH", "MAP_CONF_THRESH", "MAP_IOU", "RECALL_IOU",
-           "RECALL_NMS", "RECALL_THRESH", "VALID_NMS", "VALID_THRESH"]
+           "RECALL_NMS", "RECALL_THRESH", "VALID_NMS", "VALID_NMS_ALEXEYAB", "VALID_THRESH", "VALID_THRESH_ALEXEYAB"]

@@ -45,6 +45,7 @@ __all__ = [
     "LetterboxInfo",
     "correct_boxes",
     "correct_boxes_rows",
+    "scale_to_photo_rows",
     "resize_u8",
     "darknet_resize",
     "fit",
@@ -402,6 +403,12 @@ def geometry_table(infos: Sequence[LetterboxInfo], device) -> torch.Tensor:
 def _check_boxes(boxes: torch.Tensor, what: str) -> None:
     if boxes.shape[-1] != 4:
         raise UsageError(f"{what}: expected (..., 4) boxes, got shape {tuple(boxes.shape)}")
+
+
+def scale_to_photo_rows(rel: torch.Tensor, geom: torch.Tensor) -> torch.Tensor:
+    """Photo-relative cx, cy, w, h rows in photo pixels (each row's photo size from its ``geom``
+    row): the frame of Darknet's ``relative=0`` boxes, unclipped."""
+    return rel * geom[:, [_IMG_W, _IMG_H, _IMG_W, _IMG_H]].to(rel.dtype)
 
 
 def correct_boxes_rows(boxes: torch.Tensor, geom: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,8 @@ from .config.lists import ListedImage, read_image_list
 from .config.names import default_names, read_names
 from .dataset import (CocoAnnotations, LabelReport, category_ids, coco_image_id, read_coco_annotations, scan_labels,
                       truth_from_coco, truth_from_labels)
-from .defaults import MAP_CONF_THRESH, MAP_IOU, RECALL_IOU, RECALL_NMS, RECALL_THRESH, VALID_NMS, VALID_THRESH
+from .defaults import (MAP_CONF_THRESH, MAP_IOU, RECALL_IOU, RECALL_NMS, RECALL_THRESH, VALID_NMS, VALID_NMS_ALEXEYAB,
+                       VALID_THRESH, VALID_THRESH_ALEXEYAB)
 from .detector import check_detector, letterboxed, load
 from .device import model_device
 from .errors import DataError
@@ -114,8 +115,9 @@ def _batches(model, images: Sequence[ListedImage], list_path: str, batch: int, w
 def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int], *, list_path: str = "<list>",
                    thresh: float = VALID_THRESH, nms: float = VALID_NMS, batch: int = 8,
                    workers: int | None = None, progress: bool | None = False,
-                   exif_orientation: bool = True) -> ValidationRun:
-    """Darknet's validation pass over listed images, ``batch`` at a time on the model's device."""
+                   exif_orientation: bool = True, nms_in_pixels: bool = False) -> ValidationRun:
+    """Darknet's validation pass over listed images, ``batch`` at a time on the model's device
+    (``nms_in_pixels``: see darknet_py.postprocess.postprocess)."""
     check_detector(model)
     _check_args(thresh=thresh, nms=nms, batch=batch, workers=workers)
     start = time.perf_counter()
@@ -124,7 +126,8 @@ def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int
     for chunk, x in _batches(model, images, list_path, batch, workers, progress, exif_orientation, False,
                              "detector valid"):
         # the whole batch at once: the per-image postprocess bit for bit, without per-image host syncs
-        dets = postprocess(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=pixel_corners)
+        dets = postprocess(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=pixel_corners,
+                           nms_in_pixels=nms_in_pixels)
         for (image, _, info), d in zip(chunk, detections_to(dets, "cpu")):
             run.images.append(ValidImage(image.path, image.listed, image.line, info.img_w, info.img_h, next(ids)))
             run.boxes.append(d.boxes.double().cpu().numpy())
@@ -242,15 +245,22 @@ def image_ids_for(setup: ValidSetup, from_names: bool) -> list[int]:
 
 
 def detector_valid(data_path, cfg, weights, *, out: str | None = None, results: str | None = None,
-                   device="cpu", batch: int = 8, thresh: float = VALID_THRESH, nms: float = VALID_NMS,
+                   device="cpu", batch: int = 8, thresh: float | None = None, nms: float | None = None,
                    width: int | None = None, height: int | None = None, progress: bool | None = False,
                    workers: int | None = None, model=None, overwrite: bool = False) -> tuple[ValidationRun, list[Path]]:
     """``darknet detector valid``: detections over ``valid``, written where ``results`` says. The
     result files are checked before the run: an existing one is replaced when ``out`` names it or
-    with ``overwrite`` (Darknet's default names are not the user's to lose silently)."""
+    with ``overwrite`` (Darknet's default names are not the user's to lose silently). ``thresh``
+    and ``nms`` default to the model's Darknet tree's (pjreddie .005 and .45, AlexeyAB .001 and .6);
+    in AlexeyAB's tree a DIoU/greedy NMS runs on the boxes in photo pixels, as its validate_detector."""
     _check_args(thresh=thresh, nms=nms, batch=batch, workers=workers, width=width,
                 height=height)
     setup = _setup(data_path, cfg, weights, device, width, height, model)
+    alexeyab = getattr(getattr(setup.model, "darknet", None), "tree", "pjreddie") == "alexeyab"
+    if thresh is None:
+        thresh = VALID_THRESH_ALEXEYAB if alexeyab else VALID_THRESH
+    if nms is None:
+        nms = VALID_NMS_ALEXEYAB if alexeyab else VALID_NMS
     kind = setup.data.eval
     classes = setup.model.netdef.classes
     if kind == "imagenet" and classes != 200:
@@ -270,7 +280,7 @@ def detector_valid(data_path, cfg, weights, *, out: str | None = None, results: 
     for target in targets:
         plan.add(target, "a result file of detector valid", named=out is not None)
     run = run_detections(setup.model, setup.images, ids, list_path=os.fspath(setup.list_path), thresh=thresh,
-                         nms=nms, batch=batch, workers=workers, progress=progress)
+                         nms=nms, batch=batch, workers=workers, progress=progress, nms_in_pixels=alexeyab)
     if kind == "coco":
         written = [write_coco_results(folder / f"{out or 'coco_results'}.json", run, cat_ids)]
     elif kind == "imagenet":

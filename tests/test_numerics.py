@@ -206,3 +206,54 @@ def test_printed_training_loss_is_darknets_mean_over_heads(tmp_path, monkeypatch
     (cost, heads), = seen
     assert heads == 2
     assert printed == pytest.approx(cost / heads / 4, rel=1e-6)  # batch 4
+
+
+def test_nms_in_pixels_is_alexeyabs_validate_frame():
+    """DIoU NMS on a wide photo: in photo pixels (AlexeyAB's validate_detector, relative=0 boxes) it
+    keeps what the relative frame suppresses; both equal the plain-Python diounms_sort on the boxes
+    of their frame."""
+    from darknet_py.postprocess import postprocess_decoded
+    from darknet_py.transforms import correct_boxes_rows, geometry_table, letterbox_info
+    from tests.helpers.reference import do_nms_sort
+
+    info = letterbox_info(1600, 200, 416, 416)  # a photo 8x wider than tall
+    # two boxes of class 0 side by side (IoU .54): DIoU .50 in the relative frame, where the enclosing
+    # box is tall, and .39 in pixels, where it is wide
+    boxes = torch.tensor([[[0.50, 0.5, 0.10, 0.06], [0.53, 0.5, 0.10, 0.06]]], dtype=torch.float64)
+    obj = torch.tensor([[0.9, 0.8]], dtype=torch.float64)
+    cls = torch.tensor([[[1.0], [1.0]]], dtype=torch.float64)
+    rel = correct_boxes_rows(boxes[0], geometry_table([info], "cpu").expand(2, -1))
+    kept = {}
+    for pixels in (False, True):
+        dets = postprocess_decoded(boxes, obj, cls, [info], 0.25, 0.45, "diounms", 0.6, nms_in_pixels=pixels)[0]
+        frame = rel * torch.tensor([1600, 200, 1600, 200], dtype=torch.float64) if pixels else rel
+        want = do_nms_sort(frame.tolist(), [[0.9], [0.8]], 0.45, "diounms", 0.6)
+        assert sorted(dets.box_index.tolist()) == [i for i, p in enumerate(want) if p[0] > 0]
+        kept[pixels] = len(dets)
+    assert kept == {False: 1, True: 2}  # the frame matters for DIoU on this photo
+
+
+def test_valid_defaults_follow_the_tree(monkeypatch, tmp_path):
+    """detector valid: pjreddie's thresh .005 / nms .45 in relative boxes; AlexeyAB's .001 / .6 with
+    its NMS on photo pixels; a given value wins."""
+    import darknet_py.validate as va
+
+    seen = []
+
+    def spy(model, images, ids, **kw):
+        seen.append((kw["thresh"], kw["nms"], kw["nms_in_pixels"]))
+        return va.ValidationRun([], [], [], [], 0.0)
+
+    monkeypatch.setattr(va, "run_detections", spy)
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes((ROOT / "data" / "shapes.jpg").read_bytes())
+    (tmp_path / "list.txt").write_text(f"{photo}\n")
+    data = tmp_path / "d.data"
+    data.write_text(f"classes = 6\nvalid = {tmp_path / 'list.txt'}\nnames = {ROOT / 'cfg' / 'shapes.names'}\n"
+                    f"results = {tmp_path / 'res'}\n")
+    cfg, weights = ROOT / "cfg" / "yolov3-tiny-shapes.cfg", ROOT / "weights" / "yolov3-tiny-shapes.weights"
+    for tree in ("pjreddie", "alexeyab"):
+        va.detector_valid(data, cfg, weights, model=load(cfg, weights, darknet=tree), overwrite=True)
+    va.detector_valid(data, cfg, weights, model=load(cfg, weights, darknet="alexeyab"), thresh=0.2, nms=0.3,
+                      overwrite=True)
+    assert seen == [(0.005, 0.45, False), (0.001, 0.6, True), (0.2, 0.3, True)]

@@ -94,9 +94,11 @@ def check_at_least(*checks: tuple[str, int | None, int]) -> None:
 def add_detect_options(p: argparse.ArgumentParser) -> None:
     """Thresholds, outputs and device of ``detect`` and the ``detector`` forms."""
     p.add_argument("--thresh", type=float, default=None,
-                   help="score threshold (Darknet's defaults: .5 for test, .005 for valid/map, .001 for recall)")
+                   help="score threshold (Darknet's defaults: .5 for test, .005 for valid/map, .001 for recall; "
+                        "valid in AlexeyAB's tree: .001)")
     p.add_argument("--nms", type=float, default=None,
-                   help="NMS IoU threshold (Darknet: .45 per class; recall: .4 on objectness)")
+                   help="NMS IoU threshold (Darknet: .45 per class; recall: .4 on objectness; valid in AlexeyAB's "
+                        "tree: .6)")
     p.add_argument("-o", "--out", default=None,
                    help="test: drawn image (several inputs: NAME-<stem>.jpg; no extension adds .jpg as Darknet's "
                         "-out, default predictions.jpg for image files given alone; a video extension: the "

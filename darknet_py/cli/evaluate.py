@@ -28,8 +28,8 @@ def run(args) -> int:
     if args.action == "valid":
         run_, written = va.detector_valid(args.data, args.cfg, args.weights, out=args.out, results=args.results,
                                           overwrite=args.overwrite,
-                                          thresh=VALID_THRESH if args.thresh is None else args.thresh,
-                                          nms=VALID_NMS if args.nms is None else args.nms, **common)
+                                          # None: the model's Darknet tree's defaults (darknet_py.validate)
+                                          thresh=args.thresh, nms=args.nms, **common)
         print(f"{len(run_.images)} images, {run_.count()} detections in {run_.seconds:.1f} s "
               f"({len(run_.images) / max(run_.seconds, 1e-9):.1f} img/s)")
         where = written[0] if len(written) == 1 else f"{len(written)} files in {written[0].parent}"

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from ..layers.head import decode_heads
-from ..transforms import LetterboxInfo, correct_boxes_rows, geometry_table, to_photo_xyxy_rows
+from ..transforms import LetterboxInfo, correct_boxes_rows, geometry_table, scale_to_photo_rows, to_photo_xyxy_rows
 from .detections import Detections, split_by_image
 from .nms import batched_nms
 from .thresholds import DEFAULT_NMS, DEFAULT_THRESH, candidate_mask, class_scores
@@ -43,7 +43,7 @@ def nms_policy(head_specs: Sequence) -> tuple[str, float, bool]:
 def postprocess_decoded(boxes: Tensor, objectness: Tensor, class_probs: Tensor, infos: Sequence[LetterboxInfo],
                         thresh: float = DEFAULT_THRESH, nms: float = DEFAULT_NMS, nms_kind: str = "default",
                         beta_nms: float = 0.6, photo_boxes: PhotoBoxes | None = None,
-                        gate: bool = True) -> list[Detections]:
+                        gate: bool = True, nms_in_pixels: bool = False) -> list[Detections]:
     """Decoded heads of a batch (``boxes`` (N, R, 4) network-relative cx, cy, w, h, ``objectness``
     (N, R), ``class_probs`` (N, R, C)) -> one Detections per image of ``infos`` (the first
     ``len(infos)`` rows are used; the rest may be padding).
@@ -51,6 +51,9 @@ def postprocess_decoded(boxes: Tensor, objectness: Tensor, class_probs: Tensor, 
     ``photo_boxes(rel, info)`` turns one photo's photo-relative cx, cy, w, h into the reported
     corners; by default clipped as Darknet draws them (darknet_py.transforms.to_photo_xyxy).
     ``gate=False``: no objectness comparison (YOLOv1's [detection], see thresholds.candidate_mask).
+    ``nms_in_pixels``: NMS compares the boxes in photo pixels, not photo-relative (AlexeyAB's
+    validate_detector asks get_network_boxes for relative=0 boxes). IoU is the same in either frame;
+    DIoU's centre-distance term is not, on a photo that is not square.
     """
     n = len(infos)
     if n == 0:
@@ -64,7 +67,8 @@ def postprocess_decoded(boxes: Tensor, objectness: Tensor, class_probs: Tensor, 
     counts = keep.sum(1)
     geom = geometry_table(infos, dev)
     rel = correct_boxes_rows(boxes[img, row], geom[img])
-    probs = batched_nms(rel, probs, img, n, nms, nms_kind, beta_nms)
+    frame = scale_to_photo_rows(rel, geom[img]) if nms_in_pixels else rel
+    probs = batched_nms(frame, probs, img, n, nms, nms_kind, beta_nms)
     # the surviving (box, class) scores, per image best first (ties: box order, then class)
     box_i, cls_i = torch.nonzero(probs > 0, as_tuple=True)
     scores = probs[box_i, cls_i]
@@ -84,13 +88,15 @@ def postprocess_decoded(boxes: Tensor, objectness: Tensor, class_probs: Tensor, 
 
 @torch.no_grad()
 def postprocess(model, outputs: Sequence[Tensor], infos: Sequence[LetterboxInfo], thresh: float = DEFAULT_THRESH,
-                nms: float = DEFAULT_NMS, photo_boxes: PhotoBoxes | None = None) -> list[Detections]:
+                nms: float = DEFAULT_NMS, photo_boxes: PhotoBoxes | None = None,
+                nms_in_pixels: bool = False) -> list[Detections]:
     """``model(x)``'s head outputs for a batch -> one Detections per image (boxes in that photo's
-    pixels); ``infos``: each photo's LetterboxInfo, ``photo_boxes`` as in :func:`postprocess_decoded`."""
+    pixels); ``infos``: each photo's LetterboxInfo, ``photo_boxes`` and ``nms_in_pixels`` as in
+    :func:`postprocess_decoded`."""
     net_w, net_h = model.input_size
     boxes, obj, cls = decode_heads(outputs, model.head_specs, net_w, net_h)
     kind, beta, gate = nms_policy(model.head_specs)
-    return postprocess_decoded(boxes, obj, cls, infos, thresh, nms, kind, beta, photo_boxes, gate)
+    return postprocess_decoded(boxes, obj, cls, infos, thresh, nms, kind, beta, photo_boxes, gate, nms_in_pixels)
 
 
 __all__ = ["nms_policy", "postprocess", "postprocess_decoded"]
