@@ -34,6 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from darknet_py.files import write_text  # noqa: E402
 
 REF = ROOT.parent / "shared" / "darknet-reference"
 
@@ -222,7 +223,7 @@ def main() -> int:
         print(f"{r['model']:<12} {r['what']:<48} {r['seconds'] * 1e3:9.1f} {ratio:>9} {mb:>12}")
     print("(the forward rows' RSS is their implementation's photo -> boxes run: load, warm-up, two calls)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": args.threads, "size": args.size, "repeat": args.repeat,
+        write_text(args.json, json.dumps({"threads": args.threads, "size": args.size, "repeat": args.repeat,
                                                "torch": torch.__version__, "opencv": cv2.__version__,
                                                "rows": results}, indent=1))
     return 0

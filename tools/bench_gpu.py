@@ -36,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from darknet_py.files import write_text  # noqa: E402
 import darknet_py  # noqa: E402
 from darknet_py.detector import detect_batch  # noqa: E402
 from darknet_py.fast import FastDetector  # noqa: E402
@@ -376,7 +377,7 @@ class Bench:
         print(f"checks: {len(self.checks) - len(failed)} ok, {len(failed)} failed"
               + "".join(f"\n  FAILED {c['check']}: {c['detail']}" for c in failed))
         if self.args.json:
-            Path(self.args.json).write_text(json.dumps(dict(
+            write_text(self.args.json, json.dumps(dict(
                 torch=torch.__version__, device=dev, size=self.args.size, quick=self.quick, seconds=self.elapsed(),
                 tf32_conv=torch.backends.cudnn.allow_tf32, peak_gflops=self.peak, checks=self.checks,
                 rows=self.rows), indent=1))

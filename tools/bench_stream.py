@@ -44,6 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from darknet_py.files import write_text  # noqa: E402
 import darknet_py  # noqa: E402
 from darknet_py import cli, stream  # noqa: E402
 from darknet_py.postprocess import Detections  # noqa: E402
@@ -347,7 +348,7 @@ class Bench:
         print(f"checks: {len(self.checks) - len(failed)} ok, {len(failed)} failed"
               + "".join(f"\n  FAILED {c['check']}: {c['detail']}" for c in failed))
         if a.json:
-            Path(a.json).write_text(json.dumps(dict(
+            write_text(a.json, json.dumps(dict(
                 torch=torch.__version__, device=dev, cpus=os.cpu_count(), cfg=Path(a.cfg).name, size=a.size,
                 count=a.count, width=a.width, height=a.height, rounds=a.rounds, seconds=self.elapsed(),
                 checks=self.checks, rows=self.rows), indent=1))

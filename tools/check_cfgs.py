@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from darknet_py.files import write_text  # noqa: E402
 from darknet_py.errors import DarknetPyError  # noqa: E402
 from darknet_py.graph import build_model, parse_network  # noqa: E402
 
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     counts = collections.Counter(v[0] for v in results.values())
     print("\n" + ", ".join(f"{n} {k}" for k, n in counts.most_common()))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        write_text(args.json, json.dumps(results, indent=1))  # atomic, never over a device or folder
     return 1 if counts.get("CRASH") else 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from darknet_py.files import write_text  # noqa: E402
 
 CFG = ROOT / "cfg" / "yolov3-tiny-shapes.cfg"
 
@@ -77,7 +78,7 @@ def main() -> int:
         summary["evaluation"] = {"weights": str(weights), "seconds": round(time.perf_counter() - t, 1),
                                  **report.as_dict()}
     path = out / "summary.json"
-    path.write_text(json.dumps(summary, indent=1) + "\n")
+    write_text(path, json.dumps(summary, indent=1) + "\n")  # atomic, never over an input
     print(f"wrote {path}")
     return 0
 
