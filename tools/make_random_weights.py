@@ -21,10 +21,12 @@ import torch  # noqa: E402
 import darknet_py  # noqa: E402
 from darknet_py.imageio import load_image  # noqa: E402
 from darknet_py.random_weights import randomize, synthetic_calibration  # noqa: E402
+from darknet_py.transforms import letterbox  # noqa: E402
 
-# How many predictions' objectness should pass 0.25 on the calibration input, all heads together:
+# How many predictions' objectness should pass 0.25 on the calibration input, all heads together
+# (measured on the seven sample photos: yolov3 12-59 boxes, yolov3-tiny 9-31):
 # after the class threshold and the NMS, a few dozen boxes on a photo.
-OBJECTNESS_PASSES = 75
+OBJECTNESS_PASSES = 20
 
 
 def objectness_rate(model) -> float:
@@ -35,7 +37,6 @@ def objectness_rate(model) -> float:
         c, h, w = netdef.shapes[idx]
         total += c * h * w // (5 + spec.classes)
     return min(0.05, OBJECTNESS_PASSES / max(total, 1))
-from darknet_py.transforms import letterbox  # noqa: E402
 
 
 def main() -> int:
