@@ -10,6 +10,11 @@ Layout written by :func:`make_dataset` (``name="shapes"``)::
 
     shapes.data shapes.names train.txt valid.txt instances_train.json instances_valid.json
     images/{train,valid}/shapes_000001.jpg   labels/{train,valid}/shapes_000001.txt
+    images/{train,valid}/shapes_000001.txt   (the same labels beside the photo)
+
+Each photo's labels are written where both Darknet trees look: pjreddie's ``fill_truth_detection``
+under ``labels/`` (``images`` -> ``labels``), AlexeyAB's ``replace_image_to_label`` beside the photo
+(it maps only COCO's and VOC's own folder names).
 
 This module uses numpy and OpenCV only (no torch), so it can also feed on-the-fly training data.
 """
@@ -221,7 +226,8 @@ def make_dataset(out_dir, *, train: int = 200, valid: int = 50, seed: int = 0, m
     stale: list[Path] = []
     for split, first, count in (("train", 1, train), ("valid", train + 1, valid)):
         keep = {f"{name}_{i:06d}" for i in range(first, first + count)}
-        for d, ext in ((root / "images" / split, ".jpg"), (root / "labels" / split, ".txt")):
+        for d, ext in ((root / "images" / split, ".jpg"), (root / "images" / split, ".txt"),
+                       (root / "labels" / split, ".txt")):
             # an earlier, larger run's photos would be left in the folders without being listed
             for p in sorted(d.glob(f"{name}_*{ext}")):
                 if re.fullmatch(rf"{re.escape(name)}_\d+", p.stem) and p.stem not in keep:
@@ -232,6 +238,7 @@ def make_dataset(out_dir, *, train: int = 200, valid: int = 50, seed: int = 0, m
         for image_id in range(first, first + count):
             stem = f"{name}_{image_id:06d}"
             plan.add(root / "images" / split / f"{stem}.jpg", "a synthetic photo", named=False)
+            plan.add(root / "images" / split / f"{stem}.txt", "a synthetic photo's labels", named=False)
             plan.add(root / "labels" / split / f"{stem}.txt", "a synthetic photo's labels", named=False)
         plan.add(root / f"{split}.txt", f"the {split} list", named=False)
         plan.add(root / f"instances_{split}.json", f"the {split} COCO annotations", named=False)
@@ -267,6 +274,7 @@ def make_dataset(out_dir, *, train: int = 200, valid: int = 50, seed: int = 0, m
                 anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(c) + 1,
                              "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
             write_bytes(lab_dir / f"{stem}.txt", "".join(rows).encode())
+            write_bytes(img_dir / f"{stem}.txt", "".join(rows).encode())  # where AlexeyAB's tree looks
             images.append({"id": image_id, "file_name": f"{stem}.jpg", "width": w, "height": h})
             lines.append(f"images/{split}/{stem}.jpg\n")
         # annotation ids restart per file: each json is a separate COCO ground truth

@@ -164,7 +164,10 @@ def _files(root: Path):
 def test_deterministic_and_overwrites(tmp_path):
     a = _files(make_dataset(tmp_path / "a", train=8, valid=4, seed=5).root)
     b = _files(make_dataset(tmp_path / "b", train=8, valid=4, seed=5).root)
-    assert a == b and len(a) == 2 * 12 + 6
+    assert a == b and len(a) == 3 * 12 + 6  # photo, labels/ and the labels beside the photo, 12 times
+    for k in a:  # the labels are the same in both trees' places
+        if k.startswith("labels/"):
+            assert a["images/" + k[len("labels/"):]] == a[k]
     c = _files(make_dataset(tmp_path / "c", train=8, valid=4, seed=6).root)
     assert set(c) == set(a)
     assert sum(a[k] != c[k] for k in a if k.endswith(".jpg")) == 12
