@@ -1,6 +1,7 @@
 """Classification as Darknet's ``classifier predict`` does it (examples/classifier.c):
-letterbox the photo to the network size, forward, then ``top_k`` over the outputs (the last
-layer's, after its ``[softmax]``), highest first, ties to the lower index."""
+letterbox the photo to the network size (AlexeyAB's tree: the centre crop of the photo resized to
+the network width on its short side), forward, then ``top_k`` over the outputs (the last layer's,
+after its ``[softmax]``), highest first, ties to the lower index."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from .checks import check_count
 from .device import model_device
 from .errors import CfgError
 from .graph import DarknetModel
-from .transforms import letterbox
+from .transforms import letterbox, resize_min_crop
 
 
 @dataclass
@@ -36,7 +37,10 @@ def scores(model: DarknetModel, image: ImageInput) -> torch.Tensor:
     check_rgb_model(model)
     rgb = as_rgb(image)
     net_w, net_h = model.input_size
-    x, _ = letterbox(rgb, net_w, net_h, device=model_device(model))
+    if model.darknet.tree == "alexeyab":  # its predict_classifier crops the centre of resize_min
+        x = resize_min_crop(rgb, net_w, net_h, device=model_device(model))
+    else:
+        x, _ = letterbox(rgb, net_w, net_h, device=model_device(model))
     return model(x[None])[0].flatten().float().cpu()
 
 

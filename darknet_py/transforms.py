@@ -46,6 +46,7 @@ __all__ = [
     "correct_boxes",
     "correct_boxes_rows",
     "scale_to_photo_rows",
+    "resize_min_crop",
     "resize_u8",
     "darknet_resize",
     "fit",
@@ -283,6 +284,25 @@ def stretch(img: ImageLike, net_w: int, net_h: int, *,
     t = _as_u8_hwc(img, device)
     info = stretch_info(int(t.shape[1]), int(t.shape[0]), net_w, net_h)
     return resize_u8(t, int(net_w), int(net_h)), info
+
+
+def resize_min_crop(img: ImageLike, net_w: int, net_h: int, *, device: DeviceLike = None) -> torch.Tensor:
+    """AlexeyAB's ``predict_classifier``: ``resize_min(im, net.w)`` (the short side to ``net_w``,
+    the long side ``long * net_w / short`` in C integers), then ``crop_image`` of the centre at
+    ``(resized.w - net.w)/2, (resized.h - net.h)/2`` (C division), pixels outside clamped to the
+    edge. pjreddie's tree letterboxes instead. Returns the (3, net_h, net_w) float input."""
+    t = _as_u8_hwc(img, device)
+    h, w = int(t.shape[0]), int(t.shape[1])
+    size = int(net_w)
+    if w < h:
+        rw, rh = size, h * size // w
+    else:
+        rw, rh = w * size // h, size
+    x = resize_u8(t, rw, rh) if (rw, rh) != (w, h) else u8_to_float(t.permute(2, 0, 1))
+    dx, dy = int((rw - int(net_w)) / 2), int((rh - int(net_h)) / 2)  # C's truncating division
+    cols = (torch.arange(int(net_w), device=x.device) + dx).clamp(0, rw - 1)
+    rows = (torch.arange(int(net_h), device=x.device) + dy).clamp(0, rh - 1)
+    return x[:, rows][:, :, cols].contiguous()
 
 
 # --------------------------------------------------------------------------- letterbox or stretch

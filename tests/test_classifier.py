@@ -253,3 +253,20 @@ def test_detector_and_classifier_are_told_apart(tmp_path, photo_rgb):
     bad.write_text(text.replace("groups=5", "groups=1\ntree=data/9k.tree"))
     with pytest.raises(CfgError, match="tree= .* not supported"):
         darknet_py.build_model(bad)
+
+
+def test_alexeyab_tree_classifies_the_centre_crop(imagenet_sized, photo_rgb):
+    """classifier predict in AlexeyAB's tree runs the network on resize_min + crop_image (checked
+    against the C port in tests/test_transforms.py), pjreddie's on the letterbox."""
+    from darknet_py.classifier import scores
+    from darknet_py.transforms import letterbox, resize_min_crop
+
+    cfg_path, weights, _ = imagenet_sized
+    for tree, prepare in (("alexeyab", lambda m: resize_min_crop(photo_rgb, *m.input_size)),
+                          ("pjreddie", lambda m: letterbox(photo_rgb, *m.input_size)[0])):
+        model = darknet_py.load(cfg_path, weights, darknet=tree)
+        with torch.no_grad():
+            want = model(prepare(model)[None])[0].flatten().float()
+        assert torch.equal(scores(model, photo_rgb), want), tree
+    a = scores(darknet_py.load(cfg_path, weights, darknet="alexeyab"), photo_rgb)
+    assert not torch.equal(a, scores(darknet_py.load(cfg_path, weights, darknet="pjreddie"), photo_rgb))

@@ -380,3 +380,33 @@ def test_cuda_matches_cpu_bit_for_bit():
     assert quirk[:, 415, 52:364].mean().item() < 1e-6
     b = torch.rand(20, 4, generator=torch.Generator().manual_seed(11))
     assert torch.equal(unletterbox(b.cuda(), info).cpu(), unletterbox(b, info))
+
+
+@pytest.mark.parametrize("shape, net", [((37, 23), (16, 16)), ((20, 41), (16, 16)), ((16, 30), (16, 16)),
+                                        ((25, 25), (16, 24)), ((18, 50), (24, 16))])
+def test_resize_min_crop_is_alexeyabs_classifier_preparation(shape, net):
+    """resize_min + crop_image of AlexeyAB's predict_classifier, against the port of resize_image
+    and the crop written from the C (the short side to net.w, the centre cut at C's truncating
+    (resized - net)/2, rows and columns outside clamped to the edge)."""
+    from darknet_py.transforms import resize_min_crop
+    from tests.helpers.transforms import F32, ref_resize
+
+    rng = np.random.default_rng(sum(shape) + sum(net))
+    h, w = shape
+    u8 = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    net_w, net_h = net
+    im = np.array([[[F32(int(u8[j, i, k]) / 255.) for i in range(w)] for j in range(h)] for k in range(3)])
+    if w < h:
+        rw, rh = net_w, (h * net_w) // w
+    else:
+        rw, rh = (w * net_w) // h, net_w
+    resized = im if (rw, rh) == (w, h) else ref_resize(im, rw, rh, F32)
+    dx, dy = int((rw - net_w) / 2), int((rh - net_h) / 2)
+    want = np.empty((3, net_h, net_w))
+    for k in range(3):
+        for j in range(net_h):
+            for i in range(net_w):
+                want[k, j, i] = resized[k, min(max(j + dy, 0), rh - 1), min(max(i + dx, 0), rw - 1)]
+    got = resize_min_crop(u8, net_w, net_h).double().numpy()
+    assert got.shape == (3, net_h, net_w)
+    assert np.abs(got - want).max() <= 1e-6
