@@ -6,9 +6,10 @@ Inputs are per-image ground truth and detections in photo pixels (x1, y1, x2, y2
   ``validate_detector_map`` do: detections in descending score order; each takes the truth of its
   image and class with the largest IoU; IoU must be ``> iou`` (strict); a truth already taken makes
   the detection a false positive (no fallback to the next-best truth); a "difficult" (ignored) truth
-  makes it neither. Boxes are continuous (no VOC "+1" pixel). AP in two conventions: ``11point``
-  (VOC2007, and AlexeyAB's ``-points 11``) and ``all`` (VOC2010+ area under the interpolated curve,
-  AlexeyAB's default since 2019).
+  makes it neither. Boxes are continuous (no VOC "+1" pixel). AP in three conventions: ``11point``
+  (VOC2007, and AlexeyAB's ``-points 11``), ``101point`` (AlexeyAB's ``-points 101``, MS COCO's
+  recall points) and ``all`` (VOC2010+ area under the interpolated curve, AlexeyAB's default since
+  2019).
 - precision / recall / F1 / TP / FP / FN / average IoU for detections with score >= conf_thresh, the
   line AlexeyAB's map prints "for conf_thresh = 0.25" (his average IoU divides by TP + FP).
 - COCO AP@[.5:.95] etc. by pycocotools itself. Note it matches differently: IoU ``>=`` t, and a
@@ -156,6 +157,7 @@ class EvaluationReport:
     num_images: int
     num_detections: int
     coco: CocoStats | None = None
+    map101: float = float("nan")   # 101 recall points (AlexeyAB's -points 101)
     curves: list[PRCurve] = field(default_factory=list, repr=False)   # per class
     global_curve: PRCurve | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
@@ -173,6 +175,8 @@ class EvaluationReport:
         at = f"@{self.iou:g}"
         out.append(f"mAP{at} (all-point, VOC2010+) = {pct(self.map).strip()} %  over {n} classes")
         out.append(f"mAP{at} (11-point, VOC2007)   = {pct(self.map11).strip()} %")
+        if not math.isnan(self.map101):
+            out.append(f"mAP{at} (101-point, COCO-style as AlexeyAB's -points 101) = {pct(self.map101).strip()} %")
         out.append(f"global AP{at} (classes pooled) = {pct(self.global_ap).strip()} % all-point, "
                    f"{pct(self.global_ap11).strip()} % 11-point")
         out.append(f"per-image AP{at} = {pct(self.per_image_ap).strip()} %  over {self.images_used} images "
@@ -210,15 +214,17 @@ def _jsonable(x):
 def voc_ap(recall, precision, convention: str = "all") -> float:
     """AP of one PR curve (recall ascending, as the ranking produces it)."""
     rec, prec = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
-    if convention == "11point":
-        # i/10, not py-faster-rcnn's np.arange(0, 1.1, 0.1) whose 0.30000000000000004 rejects recall 0.3
-        return float(sum(prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.arange(11) / 10) / 11)
+    if convention in ("11point", "101point"):
+        # N recall points i/(N-1) (AlexeyAB's -points 11 as VOC2007, -points 101 as MS COCO); i/10,
+        # not py-faster-rcnn's np.arange(0, 1.1, 0.1) whose 0.30000000000000004 rejects recall 0.3
+        n = 11 if convention == "11point" else 101
+        return float(sum(prec[rec >= t].max() if (rec >= t).any() else 0.0 for t in np.arange(n) / (n - 1)) / n)
     if convention == "all":
         mrec = np.concatenate(([0.0], rec, [1.0]))
         mpre = np.maximum.accumulate(np.concatenate(([0.0], prec, [0.0]))[::-1])[::-1]
         i = np.flatnonzero(mrec[1:] != mrec[:-1])
         return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
-    raise UsageError(f"unknown AP convention {convention!r}: expected '11point' or 'all'")
+    raise UsageError(f"unknown AP convention {convention!r}: expected '11point', '101point' or 'all'")
 
 
 def _boxes(a) -> np.ndarray:
@@ -519,7 +525,8 @@ def evaluate(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections
         global_ap=curve_ap(g, "all"), global_ap11=curve_ap(g, "11point"),
         per_image_ap=pi_ap, images_used=used, images_without_truth=without,
         precision=prec, recall=rec, f1=f1, tp=tp, fp=fp, fn=fn, avg_iou=avg_iou,
-        num_images=len(truths), num_detections=len(m.scores), coco=stats, curves=curves, global_curve=g, notes=notes)
+        num_images=len(truths), num_detections=len(m.scores), coco=stats, curves=curves, global_curve=g, notes=notes,
+        map101=mean(curve_ap(c, "101point") for c in curves))
 
 
 def plot_pr_curves(report: EvaluationReport, path: str | os.PathLike) -> None:

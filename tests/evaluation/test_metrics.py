@@ -86,8 +86,13 @@ def test_empty_everything():
 
 def test_voc_ap_conventions():
     with pytest.raises(ValueError):
-        voc_ap([0.5], [1.0], "101point")
-    assert voc_ap([], [], "all") == 0.0 and voc_ap([], [], "11point") == 0.0
+        voc_ap([0.5], [1.0], "12point")
+    assert voc_ap([], [], "all") == 0.0 and voc_ap([], [], "11point") == 0.0 and voc_ap([], [], "101point") == 0.0
+    # AlexeyAB's -points 101: t = 0, .01 .. .5 reach recall 1/2 -> 51/101
+    assert voc_ap([0.5], [1.0], "101point") == pytest.approx(51 / 101)
+    # precision 1 to recall .25, then 1/2 to recall 1 (AlexeyAB's loop: the best precision at recall >= t):
+    # t <= .25 -> 1 (26 points), t > .25 -> 1/2 (75 points)
+    assert voc_ap([0.25, 1.0], [1.0, 0.5], "101point") == pytest.approx((26 + 75 / 2) / 101)
     # one point (recall 1/2, precision 1): all-point 1/2; 11-point t = 0 .. .5 -> 6/11
     assert voc_ap([0.5], [1.0], "all") == 0.5 and voc_ap([0.5], [1.0], "11point") == pytest.approx(6 / 11)
     # recall 0.3 = 3/10 reaches t = 0.3 (py-faster-rcnn's np.arange(0, 1.1, .1) would give .30000000000000004)
