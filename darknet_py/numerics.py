@@ -67,6 +67,38 @@ def bn_denominator(var, numerics: str):
     raise ValueError(f"numerics must be one of {', '.join(NUMERICS)}, got {numerics!r}")
 
 
+def train_batchnorm(y, bn, numerics: str):
+    """Batch normalisation of a training forward pass, ``bn`` an ``nn.BatchNorm2d`` holding the
+    scales, biases and rolling statistics (which move by .01 a batch either way):
+
+    - ``darknet-gpu``: ``bn`` itself, the cuDNN form every GPU build uses (biased variance inside
+      the root with 1e-5);
+    - ``pjreddie-cpu``: pjreddie's CPU forward_batchnorm_layer: the unbiased variance
+      (``variance_cpu`` divides by n - 1), ``(x - mean) / (sqrt(var) + 1e-6)``, in float32 (its
+      gradient is this formula's own; pjreddie's CPU backward mixes in 1e-5 inside the root).
+    """
+    if numerics != "pjreddie-cpu":
+        return bn(y)
+    x = y.float()
+    dims = (0, 2, 3)
+    mean = x.mean(dims)
+    var = x.var(dims, unbiased=True)
+    if bn.track_running_stats and bn.running_mean is not None:
+        with _no_grad():
+            bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean.detach())
+            bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var.detach())
+            bn.num_batches_tracked += 1
+    shape = (1, -1, 1, 1)
+    out = (x - mean.view(shape)) / (var.sqrt() + PJREDDIE_CPU_BN_EPS).view(shape)
+    return (out * bn.weight.view(shape) + bn.bias.view(shape)).to(y.dtype)
+
+
+def _no_grad():
+    import torch  # only a training pass gets here: the rest of this module stays torch-free
+
+    return torch.no_grad()
+
+
 @dataclass(frozen=True)
 class Choice:
     """The Darknet a network follows: ``tree`` (pjreddie or alexeyab), its ``numerics`` and why."""
@@ -139,4 +171,4 @@ def _choose(tree: str, sections: Iterable) -> Choice:
 
 __all__ = ["Choice", "DARKNET_GPU_BN_EPS", "NUMERICS", "PJREDDIE_ACTIVATIONS", "PJREDDIE_CPU_BN_EPS",
            "PJREDDIE_KEYS", "PJREDDIE_KINDS", "TREES", "TREE_NUMERICS", "alexeyab_feature", "bn_denominator",
-           "choose", "using"]
+           "choose", "train_batchnorm", "using"]

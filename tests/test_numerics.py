@@ -257,3 +257,36 @@ def test_valid_defaults_follow_the_tree(monkeypatch, tmp_path):
     va.detector_valid(data, cfg, weights, model=load(cfg, weights, darknet="alexeyab"), thresh=0.2, nms=0.3,
                       overwrite=True)
     assert seen == [(0.005, 0.45, False), (0.001, 0.6, True), (0.2, 0.3, True)]
+
+
+@pytest.mark.parametrize("numerics", ["pjreddie-cpu", "darknet-gpu"])
+def test_training_batchnorm_is_the_trees(numerics):
+    """A conv block's training forward against a float64 reference of each tree's batch norm:
+    pjreddie's CPU forward_batchnorm_layer (unbiased variance, sqrt(var) + 1e-6) or cuDNN's (biased
+    variance inside the root with 1e-5); the rolling statistics move by .01 toward the batch's
+    (unbiased) ones in both."""
+    torch.manual_seed(0)
+    block = ConvBlock(3, 4, 3, 1, 1, 1, True, "linear")
+    block.numerics = numerics
+    with torch.no_grad():
+        block.bn.weight.uniform_(0.5, 1.5)
+        block.bn.bias.uniform_(-0.5, 0.5)
+    block.train()
+    x = torch.randn(2, 3, 5, 6)
+    rm, rv = block.bn.running_mean.clone().double(), block.bn.running_var.clone().double()
+    got = block(x).double().detach().numpy()
+    z = torch.nn.functional.conv2d(x.double(), block.conv.weight.double().detach(), None, 1, 1).numpy()
+    n = z.shape[0] * z.shape[2] * z.shape[3]
+    mean = z.mean((0, 2, 3))
+    ss = ((z - mean[None, :, None, None]) ** 2).sum((0, 2, 3))
+    if numerics == "pjreddie-cpu":
+        denom = np.sqrt(ss / (n - 1)) + 1e-6
+    else:
+        denom = np.sqrt(ss / n + 1e-5)
+    w, b = block.bn.weight.double().detach().numpy(), block.bn.bias.double().detach().numpy()
+    c = (slice(None), None, None)  # per channel
+    want = (z - mean[c]) / denom[c] * w[c] + b[c]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    assert np.allclose(block.bn.running_mean.double(), 0.99 * rm + 0.01 * torch.from_numpy(mean), rtol=1e-5, atol=1e-6)
+    assert np.allclose(block.bn.running_var.double(), 0.99 * rv + 0.01 * torch.from_numpy(ss / (n - 1)), rtol=1e-5,
+                       atol=1e-6)

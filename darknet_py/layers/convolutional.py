@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..numerics import bn_denominator
+from ..numerics import bn_denominator, train_batchnorm
 from .activations import Activation, check_activation
 from .registry import LayerKind, LayerSpec, Shape, register
 
@@ -221,7 +221,7 @@ class ConvBlock(nn.Module):
             else:
                 y = conv(x)
             if self.bn is not None:
-                y = self.bn(y)
+                y = train_batchnorm(y, self.bn, self.numerics)  # the tree's training formula
             y = self.act(y, fresh=True)  # neither conv nor BN keeps its output for the backward pass
             return y if self.blur is None else self.blur(y)
         weight, bias = self.folded()
