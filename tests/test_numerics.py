@@ -26,9 +26,9 @@ from tests.helpers.paths import ROOT, ref_path, sized_cfg_text
 # Every AlexeyAB reference cfg, at a size small enough for the float64 reference, and the largest
 # |ours - float64| / max |float64| of the heads allowed, ~3x the largest measured over both trees
 # (on the weights below, whose near-dead channels pjreddie's formula amplifies): the shallow nets
-# measure <= 6.2e-6 (float32 rounding); yolov4 1.6e-5; yolov7-tiny 5.2e-4 and yolov4-csp 1.7e-3
+# measure <= 6.2e-6 (float32 rounding); yolov4 5.2e-6; yolov7-tiny 5.2e-4 and yolov4-csp 1.6e-4
 # (float32 drift through depth, as in tests/parity/test_yolov4.py, largest in pjreddie's tree).
-SIZES = {"yolov3-tiny-prn": 128, "yolov3-tiny_3l": 128, "yolov4-tiny": 160, "yolov7-tiny": 96, "yolov4-csp": 64,
+SIZES = {"yolov3-tiny-prn": 128, "yolov3-tiny_3l": 128, "yolov4-tiny": 160, "yolov7-tiny": 96, "yolov4-csp": 96,
          "yolov4": 64}
 # Detections are compared on the shallow nets; the deep ones, with random weights at these small
 # sizes, saturate (scores of 1 on identical sliver boxes, whose order is a tie), where only the
@@ -40,7 +40,7 @@ BOTH_TREES = DETECTIONS + ("yolov7-tiny",)
 # Low enough that the small random networks report boxes in both trees.
 DET_THRESH = 0.05
 TOLERANCE = {"yolov3-tiny-prn": 2e-5, "yolov3-tiny_3l": 2e-5, "yolov4-tiny": 2e-5, "yolov7-tiny": 1.5e-3,
-             "yolov4-csp": 5e-3, "yolov4": 5e-5}
+             "yolov4-csp": 5e-4, "yolov4": 2e-5}
 
 
 SCALE = 1.0
@@ -82,6 +82,7 @@ def test_each_tree_matches_its_float64_darknet(name, photo_rgb, tmp_path):
         ref_outs = RefNet(text, blob, bn=numerics).outputs(x.double().numpy())
         ref = [ref_outs[i] for i in ours_model.heads]
         for o, r in zip(ours, ref):
+            assert r.std() > 1e-2, "a degenerate head says nothing"  # random weights kept alive
             err = np.abs(o - r).max() / np.abs(r).max()
             assert err <= tol, (tree, err)
         # detections: darknet_py.detect against the float64 heads through the same head layers and
