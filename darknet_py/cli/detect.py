@@ -105,6 +105,9 @@ def run_detect(args, names_path: str | None) -> int:
                                  draw_out=draw_out, draw_several=photos > 1, video_out=video_out,
                                  video_several=videos > 1, overwrite=args.overwrite)
         if dist.main:
+            from ..files import note_inputs
+
+            note_inputs([p for p in (args.cfg, args.weights, names_path) if p])  # read only later
             stream.plan_outputs(items, outputs)  # refused before the model loads, not after the run
 
         model = load(args.cfg, args.weights, device=device, seen_bytes=args.seen_bytes, width=width, height=height,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from ..errors import CfgError
-from ..limits import check_regular_file
+from .text import read_bytes
 
 PathLike = Union[str, os.PathLike]
 
@@ -293,10 +293,4 @@ def parse_cfg_text(data: bytes | str, path: PathLike | None = None) -> CfgDocume
 def read_cfg(path: PathLike) -> CfgDocument:
     """Read a cfg file (missing, directory and unreadable paths raise CfgError with the OS reason)."""
     spath = os.fspath(path)
-    check_regular_file(spath, CfgError)
-    try:
-        with open(spath, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise CfgError(f"cannot read cfg: {exc.strerror or exc}", path=spath) from None
-    return parse_cfg_text(data, spath)
+    return parse_cfg_text(read_bytes(spath, "cfg", lambda message, p: CfgError(message, path=p)), spath)

@@ -3,22 +3,32 @@ line endings of any platform."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from ..errors import DataError
 from ..files import note_input
 from ..limits import check_regular_file
 
 
-def read_text(path, what: str) -> str:
-    """The file's text; an unreadable file or invalid UTF-8 is a DataError naming ``what`` it is."""
+def read_bytes(path, what: str, error: Callable[..., Exception] = DataError) -> bytes:
+    """The bytes of one of Darknet's small text files (cfg, .data, names, lists, labels): a special
+    file or an unreadable one is ``error(message, path)`` naming ``what`` it is; the file is recorded
+    as an input of the run (no output may replace it: darknet_py.files)."""
     spath = os.fspath(path)
-    check_regular_file(spath, DataError)
+    check_regular_file(spath, error)
     try:
         with open(spath, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        raise DataError(f"cannot read {what}: {exc.strerror or exc}", spath) from None
+        raise error(f"cannot read {what}: {exc.strerror or exc}", spath) from None
     note_input(spath, what)
+    return data
+
+
+def read_text(path, what: str) -> str:
+    """The file's text; an unreadable file or invalid UTF-8 is a DataError naming ``what`` it is."""
+    spath = os.fspath(path)
+    data = read_bytes(spath, what)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -35,4 +45,4 @@ def text_lines(text: str, drop_trailing_blank: bool = True) -> list[str]:
     return lines
 
 
-__all__ = ["read_text", "text_lines"]
+__all__ = ["read_bytes", "read_text", "text_lines"]

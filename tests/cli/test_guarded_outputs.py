@@ -271,3 +271,15 @@ def test_sigterm_during_save_video_leaves_a_playable_video_and_no_temporary(tmp_
     lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
     assert 0 < frames < 400 and frames == len(lines)  # what ran, finished: every frame has its line
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == []
+
+
+@pytest.mark.parametrize("which", ["cfg", "names"])
+def test_detect_json_out_over_the_cfg_or_names_is_refused(work, capsys, which):
+    cfg, weights, photo = work
+    names = cfg.parent / "n.names"
+    names.write_text(NAMES.read_text())
+    target = cfg if which == "cfg" else names
+    before = digests(cfg, weights, photo, names)
+    refused(["detect", cfg, weights, photo, "--names", names, "--no-progress", "--json-out", target], capsys,
+            str(target), "refusing to write over an input")
+    assert digests(*before) == before
