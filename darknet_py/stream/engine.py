@@ -243,6 +243,7 @@ def run(runner: Runner, items: Sequence[Item], opts: StreamOptions, outputs: Out
             writer.close()
         raise
     ok = failed = 0
+    records: list[TextRecord] = []  # the current batch's lines, not yet written
     buffer: list[TextRecord] = []
     seq: dict[int, int] = {}
     start = time.perf_counter()
@@ -255,23 +256,27 @@ def run(runner: Runner, items: Sequence[Item], opts: StreamOptions, outputs: Out
                         writer.write(sorted((rec for part in parts for rec in part), key=lambda rec: rec.key))
                     buffer = []
                 continue
-            records = []
             for r in chunk:
-                files.handle(r)
                 k = seq[r.index] = seq.get(r.index, -1) + 1
-                records.append(text_record(r, k, outputs, names))
+                records.append(text_record(r, k, outputs, names))  # the line first: a frame drawn has one
+                files.handle(r)
                 if r.error is None:
                     ok += 1
                 else:
                     failed += 1
             bar.update(len(chunk))
             if dist.active:
-                buffer += records
+                buffer, records = buffer + records, []
             else:
-                writer.write(records)
+                done, records = records, []
+                writer.write(done)
     finally:  # outputs are finished however the run ends (an error, Ctrl-C, SIGTERM): what ran is kept
         try:
-            files.close()
+            try:
+                if records and writer is not None and not dist.active:
+                    writer.write(records)  # the lines of a batch the interruption cut short
+            finally:
+                files.close()
         finally:
             bar.close()
             if writer is not None:

@@ -269,7 +269,9 @@ def test_sigterm_during_save_video_leaves_a_playable_video_and_no_temporary(tmp_
     while cap.read()[0]:
         frames += 1
     lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
-    assert 0 < frames < 400 and frames == len(lines)  # what ran, finished: every frame has its line
+    # what ran, finished: every frame has its line (a frame whose drawing the signal cut short may
+    # have its line without its picture)
+    assert 0 < frames < 400 and len(lines) - 1 <= frames <= len(lines)
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == []
 
 
