@@ -183,6 +183,12 @@ def load_checkpoint(path, cfg=None, *, limits: bool | None = None, darknet: str 
     header = payload.get("header")
     if header is not None:
         model.header = Header(*[int(v) for v in header])
+    follow_stored_tree(model, payload, darknet)
+    return model
+
+
+def follow_stored_tree(model: DarknetModel, payload: dict, darknet: str | None = None) -> None:
+    """``model`` follows the Darknet tree a checkpoint stored, unless ``darknet`` names one (auto
+    included); a checkpoint written before trees were stored: auto."""
     stored = payload.get("darknet")
     model.set_darknet(darknet if darknet is not None else stored if isinstance(stored, str) else None)
-    return model

@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from .checkpoint import is_checkpoint, load_state, read_checkpoint
+from .checkpoint import follow_stored_tree, is_checkpoint, load_state, read_checkpoint
 from .device import model_device, resolve_device
 from .errors import CfgError, UsageError
 from .graph import DarknetModel, build_model
@@ -47,9 +47,7 @@ def load(cfg, weights=None, device: str | torch.device = "cpu", *, width: int | 
                 raise UsageError("upto= applies to Darknet .weights files, not to checkpoints")
             payload = read_checkpoint(weights, model)
             load_state(model, payload["state_dict"], os.fspath(weights))
-            stored = payload.get("darknet")
-            if darknet is None and isinstance(stored, str):
-                model.set_darknet(stored)
+            follow_stored_tree(model, payload, darknet)
         else:
             model.load_weights(weights, upto=upto, **weights_kwargs)
     model = model.to(resolve_device(device)).eval()

@@ -79,24 +79,20 @@ def train_batchnorm(y, bn, numerics: str):
     """
     if numerics != "pjreddie-cpu":
         return bn(y)
+    import torch  # only a training pass gets here: the rest of this module stays torch-free
+
     x = y.float()
     dims = (0, 2, 3)
     mean = x.mean(dims)
     var = x.var(dims, unbiased=True)
     if bn.track_running_stats and bn.running_mean is not None:
-        with _no_grad():
+        with torch.no_grad():
             bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean.detach())
             bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var.detach())
             bn.num_batches_tracked += 1
     shape = (1, -1, 1, 1)
     out = (x - mean.view(shape)) / (var.sqrt() + PJREDDIE_CPU_BN_EPS).view(shape)
     return (out * bn.weight.view(shape) + bn.bias.view(shape)).to(y.dtype)
-
-
-def _no_grad():
-    import torch  # only a training pass gets here: the rest of this module stays torch-free
-
-    return torch.no_grad()
 
 
 @dataclass(frozen=True)

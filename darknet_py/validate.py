@@ -256,7 +256,7 @@ def detector_valid(data_path, cfg, weights, *, out: str | None = None, results: 
     _check_args(thresh=thresh, nms=nms, batch=batch, workers=workers, width=width,
                 height=height)
     setup = _setup(data_path, cfg, weights, device, width, height, model)
-    alexeyab = getattr(getattr(setup.model, "darknet", None), "tree", "pjreddie") == "alexeyab"
+    alexeyab = setup.model.darknet.tree == "alexeyab"
     if thresh is None:
         thresh = VALID_THRESH_ALEXEYAB if alexeyab else VALID_THRESH
     if nms is None:

@@ -54,6 +54,15 @@ def refused(argv, capsys, *pattern: str) -> str:
     return err[0]
 
 
+def shapes_data(folder, photo, split: str, **keys):
+    """A .data file in ``folder`` for the shapes model whose ``split`` list holds ``photo``."""
+    (folder / f"{split}.txt").write_text(f"{photo}\n")
+    data = folder / f"{split}.data"
+    data.write_text(f"classes = 6\n{split} = {folder / f'{split}.txt'}\nnames = {NAMES}\n"
+                    + "".join(f"{k} = {v}\n" for k, v in keys.items()))
+    return data
+
+
 def tiny_video(path, frames=6, size=(96, 64)):
     rng = np.random.default_rng(0)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
@@ -127,9 +136,7 @@ def test_commands_refuse_to_write_over_their_own_input(work, capsys, case):
     m = tmp / "m.pt"
     assert main(["export", str(cfg), str(weights), "--format", "pt", "-o", str(m)]) == 0
     capsys.readouterr()
-    data = tmp / "d.data"
-    data.write_text(f"classes = 6\nvalid = {tmp / 'list.txt'}\nnames = {NAMES}\n")
-    (tmp / "list.txt").write_text(f"{photo}\n")
+    data = shapes_data(tmp, photo, "valid")
     other = tmp / "other.cfg"
     shutil.copy(cfg, other)
     before = digests(cfg, weights, photo, m, data, other)
@@ -183,9 +190,7 @@ def test_export_default_name_is_not_replaced_unless_asked(work, capsys):
 def test_detector_valid_keeps_earlier_results_unless_asked(work, capsys):
     cfg, weights, photo = work
     tmp = cfg.parent
-    (tmp / "list.txt").write_text(f"{photo}\n")
-    data = tmp / "d.data"
-    data.write_text(f"classes = 6\nvalid = {tmp / 'list.txt'}\nnames = {NAMES}\nresults = {tmp / 'res'}\n")
+    data = shapes_data(tmp, photo, "valid", results=tmp / "res")
     argv = ["detector", "valid", data, cfg, weights, "--batch", "1", "--workers", "0", "--thresh", "0.2"]
     assert main([str(a) for a in argv]) == 0
     files = sorted((tmp / "res").iterdir())
@@ -232,9 +237,7 @@ def test_two_runs_on_one_json_lines_file_are_refused_or_both_complete(work):
 def test_a_second_training_on_the_same_backup_names_is_refused(work, capsys):
     cfg, weights, photo = work
     tmp = cfg.parent
-    (tmp / "train.txt").write_text(f"{photo}\n")
-    data = tmp / "t.data"
-    data.write_text(f"classes = 6\ntrain = {tmp / 'train.txt'}\nnames = {NAMES}\nbackup = {tmp / 'backup'}\n")
+    data = shapes_data(tmp, photo, "train", backup=tmp / "backup")
     (tmp / "backup").mkdir()
     with OutputLock(tmp / "backup" / "m", "training's backup names"):  # another training, running
         refused(["detector", "train", data, cfg, weights, "--max-batches", "1", "--device", "cpu"], capsys,
