@@ -62,6 +62,9 @@ class ImageDetections:
     boxes: np.ndarray    # (D, 4) float64 x1, y1, x2, y2 photo pixels
     scores: np.ndarray   # (D,)
     classes: np.ndarray  # (D,) int64
+    # (D,) each row's box's place in Darknet's dets array (darknet_py.postprocess.darknet_array_rank);
+    # needed only for AlexeyAB's counting at conf_thresh (counting="alexeyab")
+    rank: np.ndarray | None = None
 
 
 @dataclass
@@ -158,6 +161,7 @@ class EvaluationReport:
     num_detections: int
     coco: CocoStats | None = None
     map101: float = float("nan")   # 101 recall points (AlexeyAB's -points 101)
+    counting: str = "ranking"      # how the conf_thresh counts were made (COUNTING_RULES)
     curves: list[PRCurve] = field(default_factory=list, repr=False)   # per class
     global_curve: PRCurve | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
@@ -181,7 +185,8 @@ class EvaluationReport:
                    f"{pct(self.global_ap11).strip()} % 11-point")
         out.append(f"per-image AP{at} = {pct(self.per_image_ap).strip()} %  over {self.images_used} images "
                    f"({self.images_without_truth} without truth not averaged)")
-        out.append(f"for conf_thresh = {self.conf_thresh:g}: precision = {self.precision:.2f}, "
+        rule = " (AlexeyAB's counting, Darknet's detection order)" if self.counting == "alexeyab" else ""
+        out.append(f"for conf_thresh = {self.conf_thresh:g}{rule}: precision = {self.precision:.2f}, "
                    f"recall = {self.recall:.2f}, F1-score = {self.f1:.2f}, TP = {self.tp}, FP = {self.fp}, "
                    f"FN = {self.fn}, average IoU = {100 * self.avg_iou:.2f} %")
         if self.coco is not None:
@@ -481,10 +486,66 @@ def coco_evaluate(ground_truth, results, image_ids: Sequence[int] | None = None)
     return CocoStats(*[float("nan") if v == -1 else float(v) for v in ev.stats], summary=summary.getvalue())
 
 
+# How the TP / FP / FN line at conf_thresh is counted:
+# - "ranking": the detections above conf_thresh, matched in ranking order (as the AP is);
+# - "alexeyab": AlexeyAB's validate_detector_map: detections with score > conf_thresh, each image's
+#   in Darknet's dets-array order (ImageDetections.rank), classes in index order within a box; a
+#   detection is a TP when its best truth (same class, IoU > iou) was not the best truth of any
+#   earlier detection of the image in that order, whatever that one's score: a duplicate scoring
+#   below conf_thresh that comes first makes the confident one an FP.
+COUNTING_RULES = ("ranking", "alexeyab")
+
+
+def alexeyab_conf_counts(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections], iou: float,
+                         conf_thresh: float, num_classes: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-class TP and FP at ``conf_thresh`` by AlexeyAB's rule (COUNTING_RULES), and the sum of
+    the TPs' IoUs. Ignored ("difficult") truths are never a detection's truth."""
+    tp = np.zeros(num_classes, np.int64)
+    fp = np.zeros(num_classes, np.int64)
+    iou_sum = 0.0
+    by_id = {t.image_id: t for t in truths}
+    for d in detections:
+        if len(d.scores) == 0:
+            continue
+        if d.rank is None:
+            raise UsageError(f"detections of image_id {d.image_id} carry no Darknet array order (rank); "
+                             "run them with array_order=True")
+        t = by_id[d.image_id]
+        t_cls = np.asarray(t.classes, np.int64).reshape(-1)
+        t_box = _boxes(t.boxes)
+        if t.ignore is not None:
+            keep = ~np.asarray(t.ignore, bool).reshape(-1)
+            t_cls, t_box = t_cls[keep], t_box[keep]
+        cls = np.asarray(d.classes, np.int64).reshape(-1)
+        sc = np.asarray(d.scores, np.float64).reshape(-1)
+        box = _boxes(d.boxes)
+        order = np.lexsort((cls, np.asarray(d.rank).reshape(-1)))
+        seen: set[int] = set()
+        for i in order:
+            best, best_iou = -1, 0.0
+            same = np.flatnonzero(t_cls == cls[i])
+            if len(same):
+                ov = _pair_iou(np.repeat(box[i:i + 1], len(same), 0), t_box[same])
+                j = int(np.argmax(ov))  # first truth reaching the maximum (Darknet's strict >)
+                if ov[j] > iou:
+                    best, best_iou = int(same[j]), float(ov[j])
+            if sc[i] > conf_thresh:  # Darknet: prob > thresh_calc_avg_iou
+                if best >= 0 and best not in seen:
+                    tp[cls[i]] += 1
+                    iou_sum += best_iou
+                else:
+                    fp[cls[i]] += 1
+            if best >= 0:
+                seen.add(best)
+    return tp, fp, iou_sum
+
+
 def evaluate(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections], names: Sequence[str],
              category_ids: Sequence[int] | None = None, iou: float = MAP_IOU, conf_thresh: float = MAP_CONF_THRESH,
-             coco: bool = True) -> EvaluationReport:
-    """Every metric of the module at once (see the module docstring)."""
+             coco: bool = True, counting: str = "ranking") -> EvaluationReport:
+    """Every metric of the module at once (see the module docstring; ``counting``: COUNTING_RULES)."""
+    if counting not in COUNTING_RULES:
+        raise UsageError(f"counting={counting!r}: expected one of {', '.join(COUNTING_RULES)}")
     names = [str(n) for n in names]
     m = match_detections(truths, detections, iou, num_classes=len(names))
     notes: list[str] = []
@@ -493,6 +554,9 @@ def evaluate(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections
     nc = len(names)
     count = [np.bincount(m.classes[w], minlength=nc).tolist()
              for w in (slice(None), m.tp, m.fp, m.tp & above, m.fp & above)]
+    if counting == "alexeyab":
+        tp_c, fp_c, iou_sum = alexeyab_conf_counts(truths, detections, iou, conf_thresh, nc)
+        count[3], count[4] = tp_c.tolist(), fp_c.tolist()
     for c, name in enumerate(names):
         cur = pr_curve(m, c)
         rows.append(ClassRow(c, name, int(m.npos[c]), *(k[c] for k in count),
@@ -509,12 +573,14 @@ def evaluate(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections
 
     g = pr_curve(m)
     pi_ap, used, without = _per_image_ap(m)
-    tp, fp = int(m.tp[above].sum()), int(m.fp[above].sum())
+    tp, fp = sum(count[3]), sum(count[4])
     fn = int(m.npos.sum()) - tp
     prec = tp / (tp + fp) if tp + fp else 0.0
     rec = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    avg_iou = float(m.iou[above & m.tp].sum() / (tp + fp)) if tp + fp else 0.0
+    if counting == "ranking":
+        iou_sum = float(m.iou[above & m.tp].sum())
+    avg_iou = float(iou_sum / (tp + fp)) if tp + fp else 0.0
     stats = None
     if coco:
         stats = coco_evaluate(coco_ground_truth(truths, category_ids, names), coco_detections(
@@ -526,7 +592,7 @@ def evaluate(truths: Sequence[GroundTruth], detections: Sequence[ImageDetections
         per_image_ap=pi_ap, images_used=used, images_without_truth=without,
         precision=prec, recall=rec, f1=f1, tp=tp, fp=fp, fn=fn, avg_iou=avg_iou,
         num_images=len(truths), num_detections=len(m.scores), coco=stats, curves=curves, global_curve=g, notes=notes,
-        map101=mean(curve_ap(c, "101point") for c in curves))
+        map101=mean(curve_ap(c, "101point") for c in curves), counting=counting)
 
 
 def plot_pr_curves(report: EvaluationReport, path: str | os.PathLike) -> None:

@@ -60,14 +60,16 @@ class ValidationRun:
     scores: list[np.ndarray]   # (D,) objectness * class probability
     classes: list[np.ndarray]  # (D,) int64
     seconds: float
+    ranks: list[np.ndarray] | None = None  # (D,) place in Darknet's dets array (array_order=True)
 
     def detections(self) -> list[ImageDetections]:
         """Boxes clipped to [0, w] x [0, h] as ``print_cocos`` writes them: what ``map`` evaluates."""
         out = []
-        for im, b, s, c in zip(self.images, self.boxes, self.scores, self.classes):
+        ranks = self.ranks if self.ranks is not None else [None] * len(self.images)
+        for im, b, s, c, r in zip(self.images, self.boxes, self.scores, self.classes, ranks):
             clipped = np.stack([np.maximum(b[:, 0], 0), np.maximum(b[:, 1], 0), np.minimum(b[:, 2], im.width),
                                 np.minimum(b[:, 3], im.height)], 1) if len(b) else b
-            out.append(ImageDetections(im.image_id, clipped, s, c))
+            out.append(ImageDetections(im.image_id, clipped, s, c, r))
         return out
 
     def count(self) -> int:
@@ -115,24 +117,27 @@ def _batches(model, images: Sequence[ListedImage], list_path: str, batch: int, w
 def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int], *, list_path: str = "<list>",
                    thresh: float = VALID_THRESH, nms: float = VALID_NMS, batch: int = 8,
                    workers: int | None = None, progress: bool | None = False,
-                   exif_orientation: bool = True, nms_in_pixels: bool = False) -> ValidationRun:
+                   exif_orientation: bool = True, nms_in_pixels: bool = False,
+                   array_order: bool = False) -> ValidationRun:
     """Darknet's validation pass over listed images, ``batch`` at a time on the model's device
-    (``nms_in_pixels``: see darknet_py.postprocess.postprocess)."""
+    (``nms_in_pixels``, ``array_order``: see darknet_py.postprocess.postprocess_decoded)."""
     check_detector(model)
     _check_args(thresh=thresh, nms=nms, batch=batch, workers=workers)
     start = time.perf_counter()
-    run = ValidationRun([], [], [], [], 0.0)
+    run = ValidationRun([], [], [], [], 0.0, [] if array_order else None)
     ids = iter(image_ids)
     for chunk, x in _batches(model, images, list_path, batch, workers, progress, exif_orientation, False,
                              "detector valid"):
         # the whole batch at once: the per-image postprocess bit for bit, without per-image host syncs
         dets = postprocess(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=pixel_corners,
-                           nms_in_pixels=nms_in_pixels)
+                           nms_in_pixels=nms_in_pixels, array_order=array_order)
         for (image, _, info), d in zip(chunk, detections_to(dets, "cpu")):
             run.images.append(ValidImage(image.path, image.listed, image.line, info.img_w, info.img_h, next(ids)))
             run.boxes.append(d.boxes.double().cpu().numpy())
             run.scores.append(d.scores.float().cpu().numpy())
             run.classes.append(d.classes.cpu().numpy())
+            if run.ranks is not None and d.array_rank is not None:
+                run.ranks.append(d.array_rank.cpu().numpy())
     run.seconds = time.perf_counter() - start
     return run
 
@@ -317,8 +322,10 @@ def detector_map(data_path, cfg, weights, *, device="cpu", batch: int = 8, thres
     if setup.coco is None:  # read every label before the long part, so a bad row fails fast
         labels, report = scan_labels(setup.images, classes, on_bad_label)
     ids = image_ids_for(setup, from_names=False)
+    # AlexeyAB's tree counts its TP/FP at conf_thresh in Darknet's detection-array order
+    alexeyab = setup.model.darknet.tree == "alexeyab"
     run = run_detections(setup.model, setup.images, ids, list_path=os.fspath(setup.list_path), thresh=thresh,
-                         nms=nms, batch=batch, workers=workers, progress=progress)
+                         nms=nms, batch=batch, workers=workers, progress=progress, array_order=alexeyab)
     truths: list[GroundTruth] = []
     if setup.coco is not None:
         class_of = {c: i for i, c in enumerate(cat_ids)}
@@ -335,7 +342,7 @@ def detector_map(data_path, cfg, weights, *, device="cpu", batch: int = 8, thres
         source = "YOLO label files"
     dets = run.detections()
     result = evaluate(truths, dets, setup.names, category_ids=cat_ids, iou=iou, conf_thresh=conf_thresh,
-                      coco=setup.coco is None)
+                      coco=setup.coco is None, counting="alexeyab" if alexeyab else "ranking")
     if setup.coco is not None:
         # pycocotools on the user's own json (segmentation areas, crowd regions, every float as
         # written), restricted to the listed images: the number the COCO tools would give.

@@ -18,13 +18,17 @@ class Detections:
     classes: Tensor     # (D,) class index (int64)
     objectness: Tensor  # (D,)
     box_index: Tensor   # (D,) which detected box (rows with the same index share a box)
+    # (D,) the box's place in Darknet's dets array after do_nms_sort (AlexeyAB's map counts its TP/FP
+    # at .25 in that order); only when postprocess is asked for it (array_order=True)
+    array_rank: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.scores.numel())
 
     def to(self, device) -> Detections:
         return Detections(*(t.to(device) for t in (self.boxes, self.scores, self.classes, self.objectness,
-                                                    self.box_index)))
+                                                    self.box_index)),
+                          array_rank=None if self.array_rank is None else self.array_rank.to(device))
 
 
 _FIELDS = ("boxes", "scores", "classes", "objectness", "box_index")
@@ -37,7 +41,7 @@ def detections_to(dets: Sequence[Detections], device) -> list[Detections]:
     device = torch.device(device)
     if not dets or all(d.scores.device == device for d in dets):
         return dets
-    same = all(getattr(d, f).device == getattr(dets[0], f).device and getattr(d, f).dtype == getattr(dets[0], f).dtype
+    same = all(d.array_rank is None for d in dets) and all(getattr(d, f).device == getattr(dets[0], f).device and getattr(d, f).dtype == getattr(dets[0], f).dtype
                for d in dets for f in _FIELDS)
     if not same:  # torch.cat would move or promote: one at a time
         return [d.to(device) for d in dets]
@@ -51,7 +55,8 @@ def _moved_together(dets: list[Detections], device: torch.device) -> list[Detect
 
 
 def split_by_image(fields: Sequence[Tensor], counts: list[int]) -> list[Detections]:
-    """Image-major rows of (boxes, scores, classes, objectness, box_index) -> one Detections per image."""
+    """Image-major rows of (boxes, scores, classes, objectness, box_index[, array_rank]) -> one
+    Detections per image."""
     parts = [torch.split(f, counts) for f in fields]
     return [Detections(*(p[k] for p in parts)) for k in range(len(counts))]
 
