@@ -41,8 +41,10 @@ def detections_to(dets: Sequence[Detections], device) -> list[Detections]:
     device = torch.device(device)
     if not dets or all(d.scores.device == device for d in dets):
         return dets
-    same = all(d.array_rank is None for d in dets) and all(getattr(d, f).device == getattr(dets[0], f).device and getattr(d, f).dtype == getattr(dets[0], f).dtype
-               for d in dets for f in _FIELDS)
+    # (an array_rank rides along only in the one-at-a-time path)
+    same = all(d.array_rank is None for d in dets) and all(
+        getattr(d, f).device == getattr(dets[0], f).device and getattr(d, f).dtype == getattr(dets[0], f).dtype
+        for d in dets for f in _FIELDS)
     if not same:  # torch.cat would move or promote: one at a time
         return [d.to(device) for d in dets]
     return _moved_together(dets, device)
