@@ -26,9 +26,9 @@ class Detections:
         return int(self.scores.numel())
 
     def to(self, device) -> Detections:
-        return Detections(*(t.to(device) for t in (self.boxes, self.scores, self.classes, self.objectness,
-                                                    self.box_index)),
-                          array_rank=None if self.array_rank is None else self.array_rank.to(device))
+        return Detections(self.boxes.to(device), self.scores.to(device), self.classes.to(device),
+                          self.objectness.to(device), self.box_index.to(device),
+                          None if self.array_rank is None else self.array_rank.to(device))
 
 
 _FIELDS = ("boxes", "scores", "classes", "objectness", "box_index")
