@@ -74,8 +74,9 @@ def train_batchnorm(y, bn, numerics: str):
     - ``darknet-gpu``: ``bn`` itself, the cuDNN form every GPU build uses (biased variance inside
       the root with 1e-5);
     - ``pjreddie-cpu``: pjreddie's CPU forward_batchnorm_layer: the unbiased variance
-      (``variance_cpu`` divides by n - 1), ``(x - mean) / (sqrt(var) + 1e-6)``, in float32 (its
-      gradient is this formula's own; pjreddie's CPU backward mixes in 1e-5 inside the root).
+      (``variance_cpu`` divides by n - 1), ``(x - mean) / (sqrt(var) + 1e-6)``, in float32, and its
+      backward_batchnorm_layer, which is not this formula's derivative (see
+      :func:`pjreddie_cpu_batchnorm`).
     """
     if numerics != "pjreddie-cpu":
         return bn(y)
@@ -83,16 +84,64 @@ def train_batchnorm(y, bn, numerics: str):
 
     x = y.float()
     dims = (0, 2, 3)
-    mean = x.mean(dims)
-    var = x.var(dims, unbiased=True)
+    with torch.no_grad():  # Darknet's backward carries the statistics' share itself
+        mean = x.mean(dims)
+        var = x.var(dims, unbiased=True)
     if bn.track_running_stats and bn.running_mean is not None:
         with torch.no_grad():
-            bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean.detach())
-            bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var.detach())
+            bn.running_mean.mul_(1 - bn.momentum).add_(bn.momentum * mean)
+            bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var)
             bn.num_batches_tracked += 1
+    return pjreddie_cpu_batchnorm(x, bn.weight, bn.bias, mean, var).to(y.dtype)
+
+
+_PJREDDIE_BN = None
+
+
+def pjreddie_cpu_batchnorm(x, weight, bias, mean, var):
+    """pjreddie's CPU batch norm in training, forward and backward, as an autograd function.
+
+    Forward: ``(x - mean) / (sqrt(var) + 1e-6) * weight + bias``. Backward is Darknet's
+    backward_batchnorm_layer, which differentiates the GPU form instead: mean_delta_cpu,
+    variance_delta_cpu and normalize_delta_cpu put ``var + 1e-5`` inside the root (and divide the
+    variance's share by n, not the forward's n - 1); the scale's gradient uses the forward's x_norm.
+    ``mean`` and ``var`` are the batch's (no gradient of their own: the formulas carry it).
+    """
+    global _PJREDDIE_BN
+    if _PJREDDIE_BN is None:
+        _PJREDDIE_BN = _make_pjreddie_bn()
+    return _PJREDDIE_BN.apply(x, weight, bias, mean, var)
+
+
+def _make_pjreddie_bn():
+    import torch
+
     shape = (1, -1, 1, 1)
-    out = (x - mean.view(shape)) / (var.sqrt() + PJREDDIE_CPU_BN_EPS).view(shape)
-    return (out * bn.weight.view(shape) + bn.bias.view(shape)).to(y.dtype)
+    dims = (0, 2, 3)
+
+    class PjreddieCpuBatchNorm(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias, mean, var):
+            centred = x - mean.view(shape)
+            x_norm = centred / (var.sqrt() + PJREDDIE_CPU_BN_EPS).view(shape)
+            ctx.save_for_backward(centred, x_norm, weight, var)
+            return x_norm * weight.view(shape) + bias.view(shape)
+
+        @staticmethod
+        def backward(ctx, delta):
+            centred, x_norm, weight, var = ctx.saved_tensors
+            n = centred.numel() // centred.shape[1]  # spatial * batch
+            bias_updates = delta.sum(dims)                      # backward_bias
+            scale_updates = (delta * x_norm).sum(dims)          # backward_scale_cpu
+            d = delta * weight.view(shape)                      # scale_bias(l.delta, l.scales)
+            root = var + DARKNET_GPU_BN_EPS                     # Darknet's CPU backward: 1e-5 inside
+            mean_delta = d.sum(dims) * -root.rsqrt()            # mean_delta_cpu
+            variance_delta = (d * centred).sum(dims) * (-.5 * root.pow(-1.5))  # variance_delta_cpu
+            dx = (d * root.rsqrt().view(shape) + variance_delta.view(shape) * 2. * centred / n
+                  + mean_delta.view(shape) / n)                 # normalize_delta_cpu
+            return dx, scale_updates, bias_updates, None, None
+
+    return PjreddieCpuBatchNorm
 
 
 @dataclass(frozen=True)
@@ -167,4 +216,4 @@ def _choose(tree: str, sections: Iterable) -> Choice:
 
 __all__ = ["Choice", "DARKNET_GPU_BN_EPS", "NUMERICS", "PJREDDIE_ACTIVATIONS", "PJREDDIE_CPU_BN_EPS",
            "PJREDDIE_KEYS", "PJREDDIE_KINDS", "TREES", "TREE_NUMERICS", "alexeyab_feature", "bn_denominator",
-           "choose", "train_batchnorm", "using"]
+           "choose", "pjreddie_cpu_batchnorm", "train_batchnorm", "using"]

@@ -15,7 +15,7 @@ from darknet_py.config.reader import parse_cfg_text, read_cfg
 from darknet_py.detector import letterboxed, load
 from darknet_py.errors import UsageError
 from darknet_py.layers.convolutional import ConvBlock
-from darknet_py.numerics import bn_denominator, choose, using
+from darknet_py.numerics import bn_denominator, choose, train_batchnorm, using
 from darknet_py.postprocess import postprocess
 from darknet_py.transforms import fit, letterbox
 from tests.helpers.float64_net import RefNet
@@ -291,3 +291,50 @@ def test_training_batchnorm_is_the_trees(numerics):
     assert np.allclose(block.bn.running_mean.double(), 0.99 * rm + 0.01 * torch.from_numpy(mean), rtol=1e-5, atol=1e-6)
     assert np.allclose(block.bn.running_var.double(), 0.99 * rv + 0.01 * torch.from_numpy(ss / (n - 1)), rtol=1e-5,
                        atol=1e-6)
+
+
+def darknet_cpu_bn_backward(x, delta, weight, unbiased=True):
+    """pjreddie's backward_batchnorm_layer in float64 NumPy, loop by loop (src/batchnorm_layer.c):
+    backward_bias, backward_scale_cpu on the forward's x_norm, scale_bias, mean_delta_cpu,
+    variance_delta_cpu, normalize_delta_cpu (1e-5 inside the root there, n = spatial * batch)."""
+    c = (slice(None), None, None)
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = x.mean((0, 2, 3))
+    var = ((x - mean[c]) ** 2).sum((0, 2, 3)) / (n - 1 if unbiased else n)
+    x_norm = (x - mean[c]) / (np.sqrt(var) + 1e-6)[c]
+    bias_updates = delta.sum((0, 2, 3))
+    scale_updates = (delta * x_norm).sum((0, 2, 3))
+    d = delta * weight[c]
+    mean_delta = d.sum((0, 2, 3)) * (-1. / np.sqrt(var + 1e-5))
+    variance_delta = (d * (x - mean[c])).sum((0, 2, 3)) * (-.5 * (var + 1e-5) ** -1.5)
+    dx = d / np.sqrt(var + 1e-5)[c] + variance_delta[c] * 2. * (x - mean[c]) / n + mean_delta[c] / n
+    return dx, scale_updates, bias_updates
+
+
+def test_pjreddie_training_backward_is_darknets():
+    """The pjreddie-cpu training batch norm's gradients are Darknet's CPU backward's, which is not
+    the derivative of its forward (1e-5 inside the root): on small-variance channels the two differ
+    far beyond float32 rounding, and the gradients follow Darknet's."""
+    torch.manual_seed(1)
+    bn = torch.nn.BatchNorm2d(5, momentum=0.01)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    bn.train()
+    scale = torch.tensor([1., 1e-2, 3e-3, 1e-3, 2.]).view(1, -1, 1, 1)  # variances 1 down to 1e-6
+    x = (torch.randn(3, 5, 4, 6) * scale).requires_grad_()
+    delta = torch.randn(3, 5, 4, 6)
+    out = train_batchnorm(x, bn, "pjreddie-cpu")
+    out.backward(delta)
+    dx, dw, db = darknet_cpu_bn_backward(x.detach().double().numpy(), delta.double().numpy(),
+                                         bn.weight.detach().double().numpy())
+    assert np.abs(x.grad.double().numpy() - dx).max() <= 1e-4 * np.abs(dx).max()
+    assert np.allclose(bn.weight.grad.double().numpy(), dw, rtol=1e-4, atol=1e-5)
+    assert np.allclose(bn.bias.grad.double().numpy(), db, rtol=1e-5, atol=1e-5)
+    # autograd of the forward formula alone would give another gradient on the small channels
+    x2 = x.detach().clone().requires_grad_()
+    m, v = x2.mean((0, 2, 3)), x2.var((0, 2, 3), unbiased=True)
+    y = (x2 - m.view(1, -1, 1, 1)) / (v.sqrt() + 1e-6).view(1, -1, 1, 1) * bn.weight.view(1, -1, 1, 1)
+    y.backward(delta)
+    gap = (x2.grad.double().numpy() - dx)[:, 3]
+    assert np.abs(gap).max() > 100 * 1e-4 * np.abs(dx).max()
