@@ -92,6 +92,22 @@ Tensor = torch.Tensor
 # --------------------------------------------------------------------------- checks, before anything is traced
 
 
+def e2e_options(nms: bool, decode: bool, **options) -> dict | None:
+    """What export_onnx / export_torchscript pass on: None for their own graphs (``nms`` False),
+    else the keywords of :func:`export_onnx_e2e` (None: its default). End-to-end options without
+    ``nms=True``, or with ``decode=True``, are UsageErrors."""
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    if not nms:
+        if given:
+            raise UsageError(f"{', '.join(sorted(given))} appl{'ies' if len(given) == 1 else 'y'} to the end-to-end "
+                             "graph only: add nms=True")
+        return None
+    if decode:
+        raise UsageError("nms=True writes the end-to-end graph (detections) and decode=True the decoded rows: "
+                         "choose one")
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def check_e2e_options(model: DarknetModel, backend: str, *, letterbox: bool, max_det: int, thresh: float,
                       iou: float, half: bool = False) -> None:
     """Everything an end-to-end export refuses, raised before anything is traced or written."""
@@ -263,7 +279,9 @@ _SCRIPTED: dict = {}
 
 def scripted_darknet_selected():
     if "fn" not in _SCRIPTED:
-        _SCRIPTED["fn"] = torch.jit.script(darknet_selected)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch 2.13 deprecates torch.jit
+            _SCRIPTED["fn"] = torch.jit.script(darknet_selected)
     return _SCRIPTED["fn"]
 
 
@@ -552,12 +570,16 @@ def export_torchscript_e2e(model: DarknetModel, path, *, letterbox: bool = False
         as_t = [torch.from_numpy(x).to(dev) if letterbox else x.to(dev) for x in inputs]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch 2.13 deprecates torch.jit
             with torch.no_grad():
+                # no check_trace: the trace is checked below, loaded back, at two batches / photo sizes
                 traced = torch.jit.trace(module, (as_t[0],), check_trace=False)
-        with writing(path), atomic_output(path) as fh:
-            torch.jit.save(traced, fh)
-        del traced
-        loaded = torch.jit.load(path, map_location=dev).eval()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            with writing(path), atomic_output(path) as fh:
+                torch.jit.save(traced, fh)
+            del traced
+            loaded = torch.jit.load(path, map_location=dev).eval()
         cmp = E2EComparison()
         for x, refs in zip(as_t, _references(model, inputs, letterbox, thresh, iou)):
             with torch.no_grad():
@@ -570,5 +592,5 @@ def export_torchscript_e2e(model: DarknetModel, path, *, letterbox: bool = False
 
 
 __all__ = ["DEFAULT_MAX_DET", "E2EComparison", "EndToEnd", "OUTPUT_NAMES", "PHOTO_NAME", "PhotoLetterbox",
-           "check_e2e_options", "compare_outputs", "darknet_selected", "export_onnx_e2e", "export_torchscript_e2e",
-           "net_boxes_to_photo", "reference_photos", "reference_plain"]
+           "check_e2e_options", "compare_outputs", "darknet_selected", "e2e_options", "export_onnx_e2e",
+           "export_torchscript_e2e", "net_boxes_to_photo", "reference_photos", "reference_plain"]
