@@ -48,7 +48,8 @@ two-pass bilinear taps as ``transforms._axis_taps`` does (float32, in Darknet's 
 ``(float)u8/255.`` table, the 0.5 canvas, and, after the network, ``correct_yolo_boxes``
 (``transforms.correct_boxes_rows``, Darknet's double / float32 mix) and the drawing clip
 (``transforms.to_photo_xyxy_rows``). A network darknet_py stretches photos for
-(``detector.letterboxed`` False) stretches instead.
+(``detector.letterboxed`` False) stretches instead. The box correction keeps Darknet's float64
+steps (Cast to double in the graph): onnxruntime and OpenVINO run them; TensorRT has no float64.
 """
 from __future__ import annotations
 
