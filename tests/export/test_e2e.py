@@ -225,3 +225,38 @@ def test_bad_options_refused_before_writing(tmp_path, shapes):
     with pytest.raises(ExportError, match="float32 only"):
         export_onnx(shapes, path, nms=True, half=True)
     assert not path.exists()
+
+
+def test_onnx_nms_operator_is_do_nms_sort_on_adversarial_boxes():
+    """The operator as the ONNX export emits it (center_point_box=1, removed scores at -1, threshold 0,
+    no per-class cap) against darknet_py's do_nms_sort, on boxes quantised so that many overlaps sit
+    on or beside the threshold and on tied scores: the same (box, class) entries survive."""
+    from onnx import TensorProto, helper
+
+    from darknet_py.postprocess import darknet_nms
+    node = helper.make_node("NonMaxSuppression", ["b", "s", "m", "i", "t"], ["o"], center_point_box=1)
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in (("b", [1, None, 4]),
+                                                                             ("s", [1, None, None]))]
+    io += [helper.make_tensor_value_info("m", TensorProto.INT64, [1])]
+    io += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("i", "t")]
+    graph = helper.make_graph([node], "nms", io, [helper.make_tensor_value_info("o", TensorProto.INT64, [None, 3])])
+    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                .SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n, c = 200, 3
+        boxes = np.stack([rng.uniform(.3, .7, n), rng.uniform(.3, .7, n), rng.uniform(.05, .3, n),
+                          rng.uniform(.05, .3, n)], 1)
+        boxes = (np.round(boxes * 64) / 64).astype(np.float32)
+        scores = rng.uniform(.5, 1, (n, c))
+        scores[rng.random((n, c)) < .5] = 0
+        scores = (np.round(scores * 8) / 8 if trial % 2 else scores).astype(np.float32)
+        live = (scores > 0).any(1)
+        boxes, scores = boxes[live], scores[live]
+        ref = darknet_nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.45).numpy() > 0
+        feed = {"b": boxes[None], "s": np.where(scores > 0, scores, -1).T[None].astype(np.float32).copy(),
+                "m": np.array([len(boxes)]), "i": np.array([.45], np.float32), "t": np.array([0.], np.float32)}
+        sel = sess.run(None, feed)[0]
+        got = np.zeros_like(ref)
+        got[sel[:, 2], sel[:, 1]] = True
+        np.testing.assert_array_equal(got, ref)
