@@ -68,10 +68,11 @@ def overlap_matrix(a: Tensor, b: Tensor, kind: str = "default", beta: float = 0.
     if kind == "default":
         return iou_matrix_cxcywh(a, b)
     if kind == "greedynms":
-        return diou_matrix_cxcywh(a, b, GREEDY_DIOU_BETA)
+        return diou_matrix_cxcywh(a, b, 0.6)  # GREEDY_DIOU_BETA, written out: torch.jit.script reads no globals
     if kind == "diounms":
         return diou_matrix_cxcywh(a, b, beta)
-    raise UsageError(f"unknown nms kind {kind!r}; expected one of {', '.join(NMS_KINDS)}")
+    # no f-string: torch.jit.script compiles this function (the end-to-end TorchScript export)
+    raise UsageError("unknown nms kind '" + kind + "'; expected one of default, greedynms, diounms")
 
 
 def overlap_pairs(a: Tensor, b: Tensor, kind: str = "default", beta: float = 0.6) -> Tensor:

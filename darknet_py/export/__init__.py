@@ -4,17 +4,21 @@ compares it with PyTorch (darknet_py.export.check).
 - :mod:`.graphs`: what is traced (raw heads or decoded rows, folded convolutions);
 - :mod:`.onnx`: ONNX, run by onnxruntime;
 - :mod:`.torchscript`: TorchScript, loaded back with ``torch.jit.load``;
-- :mod:`.checkpoint`: a PyTorch checkpoint (``.pt``), loaded back with ``torch.load``.
+- :mod:`.checkpoint`: a PyTorch checkpoint (``.pt``), loaded back with ``torch.load``;
+- :mod:`.e2e`: end-to-end graphs (``nms=True``: thresholds, per-class NMS, top K; ``letterbox=True``: uint8 photos in,
+  photo-pixel boxes out), for ONNX and TorchScript.
 
 A new backend is one module here that writes its file and checks it with :mod:`.check`.
 """
 from ..errors import ExportError
 from .check import MIN_OPSET, RTOL_FP16, RTOL_FP32, ExportReport, check_export_options, sample_input, synthetic_image
 from .checkpoint import export_checkpoint
+from .e2e import DEFAULT_MAX_DET, OUTPUT_NAMES, export_onnx_e2e, export_torchscript_e2e, net_boxes_to_photo
 from .graphs import DECODED_NAME, INPUT_NAME, DecodedHeads
 from .onnx import OPSET, export_onnx
 from .torchscript import export_torchscript
 
-__all__ = ["DECODED_NAME", "DecodedHeads", "ExportError", "ExportReport", "INPUT_NAME", "MIN_OPSET", "OPSET",
-           "RTOL_FP16", "RTOL_FP32", "check_export_options", "export_checkpoint", "export_onnx", "export_torchscript",
+__all__ = ["DECODED_NAME", "DEFAULT_MAX_DET", "DecodedHeads", "ExportError", "ExportReport", "INPUT_NAME", "MIN_OPSET",
+           "OPSET", "OUTPUT_NAMES", "RTOL_FP16", "RTOL_FP32", "check_export_options", "export_checkpoint",
+           "export_onnx", "export_onnx_e2e", "export_torchscript", "export_torchscript_e2e", "net_boxes_to_photo",
            "sample_input", "synthetic_image"]

@@ -28,6 +28,7 @@ from ..files import write_bytes
 from ..graph import DarknetModel
 from .check import (RTOL_FP16, RTOL_FP32, ExportReport, Shape, batch_of, check_batch, check_export_options,
                     check_tolerance, compare, dtype_name, fp32_rel, reference, sample_input, writing)
+from .e2e import e2e_options, export_onnx_e2e
 from .graphs import INPUT_NAME, check_model, eval_mode, output_names, prepared, target
 
 OPSET = 17
@@ -111,15 +112,21 @@ def _register_symbolics() -> None:
 
 
 def export_onnx(model: DarknetModel, path, *, batch: int = 1, dynamic: bool = False, decode: bool = False,
-                half: bool = False, opset: int = OPSET, sample: np.ndarray | None = None) -> ExportReport:
+                half: bool = False, opset: int = OPSET, sample: np.ndarray | None = None, nms: bool = False,
+                letterbox: bool = False, max_det: int | None = None, thresh: float | None = None,
+                iou: float | None = None) -> ExportReport:
     """Write ``model`` as ONNX at ``path`` and check it with onnxruntime; see the module docstring.
 
     ``batch``: the batch size of the traced input (the fixed batch unless ``dynamic``);
     ``dynamic``: a symbolic ``batch`` dimension on the input and every output (checked at
     ``batch`` and at 3); ``decode``: one ``detections`` output (:class:`DecodedHeads`) instead of
     the raw heads; ``half``: float16 weights, input and outputs; ``sample``: an HxWx3 uint8 RGB
-    photo for the check (None: a synthetic picture).
+    photo for the check (None: a synthetic picture). ``nms=True`` (with ``letterbox``, ``max_det``,
+    ``thresh``, ``iou``): the end-to-end graph of :func:`darknet_py.export.e2e.export_onnx_e2e`.
     """
+    e2e = e2e_options(nms, decode, letterbox=letterbox, max_det=max_det, thresh=thresh, iou=iou)
+    if e2e is not None:
+        return export_onnx_e2e(model, path, batch=batch, half=half, opset=opset, sample=sample, **e2e)
     onnx, ort = _import_onnx()
     check_model(model)
     batch = check_batch(batch)

@@ -18,18 +18,26 @@ from ..files import atomic_output
 from ..graph import DarknetModel
 from .check import (RTOL_FP16, RTOL_FP32, ExportReport, batch_of, check_batch, check_tolerance, compare, dtype_name,
                     fp32_rel, half_on_cpu_errors, reference, writing)
+from .e2e import e2e_options, export_torchscript_e2e
 from .graphs import INPUT_NAME, check_model, eval_mode
 from .onnx import output_shapes, plan
 
 
 def export_torchscript(model: DarknetModel, path, *, batch: int = 1, decode: bool = False, half: bool = False,
-                       sample: np.ndarray | None = None) -> ExportReport:
+                       sample: np.ndarray | None = None, nms: bool = False, letterbox: bool = False,
+                       max_det: int | None = None, thresh: float | None = None,
+                       iou: float | None = None) -> ExportReport:
     """Write ``model`` as a traced TorchScript archive (``torch.jit.load`` needs no darknet_py).
 
     The trace is checked by torch.jit (a second trace at batch 3 must give the same graph: the
     batch is free, the input size fixed); the saved file is then loaded back and compared with
     the PyTorch model at ``batch`` and at 3. Raw: a tuple of head tensors; decoded: one tensor.
+    ``nms=True`` (with ``letterbox``, ``max_det``, ``thresh``, ``iou``): the end-to-end archive of
+    :func:`darknet_py.export.e2e.export_torchscript_e2e`.
     """
+    e2e = e2e_options(nms, decode, letterbox=letterbox, max_det=max_det, thresh=thresh, iou=iou)
+    if e2e is not None:
+        return export_torchscript_e2e(model, path, batch=batch, half=half, sample=sample, **e2e)
     check_model(model)
     batch = check_batch(batch)
     with eval_mode(model):

@@ -32,26 +32,28 @@ _PAIR_CHUNK = 1 << 22
 _ROW_BLOCK = 2048
 
 
-def suppress_on_pairs(probs: Tensor, first: Tensor, second: Tensor) -> Tensor:
+def suppress_on_pairs(probs: Tensor, first: Tensor, second: Tensor, chunk_entries: int = _NMS_CHUNK_ENTRIES) -> Tensor:
     """The greedy per-class suppression of ``do_nms_sort`` on a given overlap graph (pairs
     ``first[e] < second[e]`` that overlap beyond the threshold): ``probs`` with suppressed
-    (box, class) scores set to 0. Rows with no score > 0 must have been left out by the caller."""
-    k, c = probs.shape
+    (box, class) scores set to 0. Rows with no score > 0 must have been left out by the caller.
+    Written so that torch.jit.script compiles it (the end-to-end TorchScript export carries it)."""
+    k, c = probs.shape[0], probs.shape[1]
     out = probs.clone()
     if first.numel() == 0:
         return out
     alive = probs > 0
-    chunk = max(1, _NMS_CHUNK_ENTRIES // first.numel())
+    chunk = max(1, chunk_entries // first.numel())
     for c0 in range(0, c, chunk):
-        cols = slice(c0, min(c, c0 + chunk))
-        pa, pb = probs[first, cols], probs[second, cols]                 # (E, classes in chunk)
-        edge, cls = torch.nonzero((pa > 0) & (pb > 0), as_tuple=True)
+        c1 = min(c, c0 + chunk)
+        pa, pb = probs[first, c0:c1], probs[second, c0:c1]                 # (E, classes in chunk)
+        hits = torch.nonzero((pa > 0) & (pb > 0))
+        edge, cls = hits[:, 0], hits[:, 1]
         if edge.numel() == 0:
             continue
         a_first = pa[edge, cls] >= pb[edge, cls]                          # ties: the earlier candidate
         src = torch.where(a_first, first[edge], second[edge])             # the higher-ranked box
         dst = torch.where(a_first, second[edge], first[edge])
-        live = alive[:, cols]
+        live = alive[:, c0:c1]
         kept = live
         for _ in range(k):  # at most k rounds; real detections settle in a handful
             hit = kept[src, cls]
@@ -61,24 +63,28 @@ def suppress_on_pairs(probs: Tensor, first: Tensor, second: Tensor) -> Tensor:
             if torch.equal(new, kept):
                 break
             kept = new
-        out[:, cols] = torch.where(kept, probs[:, cols], torch.zeros_like(probs[:, cols]))
+        out[:, c0:c1] = torch.where(kept, probs[:, c0:c1], torch.zeros_like(probs[:, c0:c1]))
     return out
 
 
-def _pairs_in_blocks(boxes: Tensor, nms_thresh: float, kind: str, beta: float) -> tuple[Tensor, Tensor]:
+def _pairs_in_blocks(boxes: Tensor, nms_thresh: float, kind: str, beta: float,
+                     row_block: int = _ROW_BLOCK) -> tuple[Tensor, Tensor]:
     """One image's pairs (a, b), a < b, whose overlap is > nms_thresh, from its overlap matrix
-    computed in row blocks."""
+    computed in row blocks. Written so that torch.jit.script compiles it (as suppress_on_pairs)."""
     k = boxes.shape[0]
-    firsts, seconds = [], []
-    for r0 in range(0, k, _ROW_BLOCK):
-        r1 = min(k, r0 + _ROW_BLOCK)
-        ii, jj = torch.nonzero(overlap_matrix(boxes[r0:r1], boxes[r0:], kind, beta) > nms_thresh, as_tuple=True)
-        ii, jj = ii + r0, jj + r0
+    firsts: list[Tensor] = []
+    seconds: list[Tensor] = []
+    for r0 in range(0, k, row_block):
+        r1 = min(k, r0 + row_block)
+        hits = torch.nonzero(overlap_matrix(boxes[r0:r1], boxes[r0:], kind, beta) > nms_thresh)
+        ii, jj = hits[:, 0] + r0, hits[:, 1] + r0
         upper = jj > ii
         firsts.append(ii[upper])
         seconds.append(jj[upper])
-    empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
-    return (torch.cat(firsts), torch.cat(seconds)) if firsts else (empty, empty)
+    if len(firsts) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
+        return empty, empty
+    return torch.cat(firsts), torch.cat(seconds)
 
 
 def _pairs_same_image(boxes: Tensor, counts: list[int], nms_thresh: float, kind: str,
