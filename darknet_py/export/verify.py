@@ -12,6 +12,7 @@ detections matched, missing (PyTorch has them, the backend not) and extra.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -128,11 +129,16 @@ class Verification:
 
     @property
     def max_abs_diff(self) -> float:
-        return max((p.max_abs_diff for p in self.photos), default=0.0)
+        """NaN when the heads were not compared (an end-to-end graph)."""
+        return max((p.max_abs_diff for p in self.photos), default=0.0, key=_nan_first)
 
     @property
     def max_rel_diff(self) -> float:
-        return max((p.max_rel_diff for p in self.photos), default=0.0)
+        return max((p.max_rel_diff for p in self.photos), default=0.0, key=_nan_first)
+
+
+def _nan_first(v: float) -> float:
+    return math.inf if math.isnan(v) else v
 
 
 def reference_heads(model, x: torch.Tensor) -> list[torch.Tensor]:
@@ -160,5 +166,22 @@ def verify_runner(model, runner: Runner, photos: Sequence[tuple[str, np.ndarray]
     return out
 
 
-__all__ = ["MATCH_IOU", "Match", "PhotoResult", "Runner", "Verification", "as_arrays", "match_detections",
-           "reference_heads", "verify_runner"]
+PhotoDetector = Callable[[np.ndarray], tuple]
+
+
+def verify_detector(model, detector: PhotoDetector, photos: Sequence[tuple[str, np.ndarray]], *,
+                    thresh: float = DEFAULT_THRESH, nms: float = DEFAULT_NMS, iou: float = MATCH_IOU) -> Verification:
+    """As :func:`verify_runner` for a converted file that gives detections, not heads (an
+    end-to-end graph): ``detector(rgb)`` -> (boxes x1 y1 x2 y2 in photo pixels, scores, classes),
+    compared with ``darknet_py.detect``'s; the head columns are NaN (not seen)."""
+    from ..detector import detect
+    out = Verification(thresh=thresh, nms=nms)
+    for name, rgb in photos:
+        want = detect(model, np.ascontiguousarray(rgb), thresh, nms)
+        out.photos.append(PhotoResult(name, float("nan"), float("nan"),
+                                      match_detections(want, detector(np.ascontiguousarray(rgb)), iou)))
+    return out
+
+
+__all__ = ["MATCH_IOU", "Match", "PhotoDetector", "PhotoResult", "Runner", "Verification", "as_arrays",
+           "match_detections", "reference_heads", "verify_detector", "verify_runner"]

@@ -1,0 +1,167 @@
+"""``darknet-py export``: write a model for another runtime, run the file there, and report.
+
+Every format is one entry of darknet_py.export.backends.BACKENDS; this module only turns flags
+into the library's keywords, plans the outputs before any work and prints the reports.
+"""
+from __future__ import annotations
+
+import os
+
+from ..errors import ExportError, UsageError, escape_controls
+from .args import add_force_header_option, add_overwrite_option, add_size_option, size_of
+from .models import _plan
+
+# The formats and the suffix of each default file name (torch-free: `--help` imports no torch;
+# tests/cli checks it against darknet_py.export.backends.BACKENDS).
+EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt"}
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="convert the model for another runtime, run it there and compare it with "
+                                      "PyTorch (" + ", ".join(EXPORT_SUFFIXES) + ")")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("--format", choices=tuple(EXPORT_SUFFIXES), default="onnx")
+    add_size_option(p, "input size")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
+    group.add_argument("--dynamic", action="store_true",
+                       help="dynamic batch, height and width (ONNX, TorchScript): any size divisible by the "
+                            "network's stride")
+    p.add_argument("--decode", action="store_true",
+                   help="one output: x1, y1, x2, y2 (network pixels), objectness, class scores per prediction")
+    p.add_argument("--nms", action="store_true",
+                   help="end-to-end graph: decode, Darknet's thresholds and per-class NMS inside; outputs "
+                        "num_dets, det_boxes, det_scores, det_classes (ONNX, TorchScript)")
+    p.add_argument("--letterbox", action="store_true",
+                   help="with --nms: uint8 HxWx3 RGB photos in, Darknet's letterbox inside, boxes in photo pixels")
+    p.add_argument("--max-det", type=int, default=None, help="with --nms: detections kept per photo (default 100)")
+    p.add_argument("--thresh", type=float, default=None,
+                   help="score threshold of --nms graphs and of the comparison with PyTorch (default .5, as detect)")
+    p.add_argument("--nms-thresh", type=float, default=None,
+                   help="NMS IoU threshold of --nms graphs and of the comparison (default .45)")
+    p.add_argument("--half", action="store_true", help="float16 model and input (same as --precision fp16)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="arithmetic of the converted model (default fp32; which a format offers: README)")
+    p.add_argument("--calibrate", metavar="DATA",
+                   help="int8: calibrate on photos of this Darknet .data file's train list (else valid)")
+    p.add_argument("--calib-images", type=int, default=None, help="int8: photos to calibrate on (default 64)")
+    p.add_argument("--opset", type=int, help="ONNX opset")
+    p.add_argument("--image", nargs="+", metavar="PHOTO",
+                   help="photos to compare the converted model with PyTorch on (the first is also the export's "
+                        "own check; default: a synthetic picture)")
+    p.add_argument("--data", metavar="DATA",
+                   help="also compare mAP@0.5 and COCO AP before and after, on this .data file's valid list")
+    p.add_argument("--report", metavar="FILE", help="write the conversion report as JSON")
+    p.add_argument("-o", "--output", help="output file (default: the weights' name with the format's suffix)")
+    add_force_header_option(p)
+    add_overwrite_option(p, "the default output name (-o names a file that is replaced)")
+    p.set_defaults(flags={"max_det": "--max-det {}", "iou": "--nms-thresh {}", "calib_images": "--calib-images {}",
+                          "data": "--calibrate {}", "nms": "--nms"})
+
+
+def _precision(args) -> str:
+    if args.half and args.precision not in (None, "fp16"):
+        raise UsageError(f"--half and --precision {args.precision} disagree")
+    return "fp16" if args.half else (args.precision or "fp32")
+
+
+def _options(args, precision: str, sample) -> dict:
+    """The library keywords of the chosen format (each backend's write() names its own)."""
+    fmt = args.format
+    if fmt != "onnx" and args.opset is not None:
+        raise UsageError("--opset applies to --format onnx")
+    if precision == "int8" and not args.calibrate:
+        raise UsageError("--precision int8 needs --calibrate DATA: the photos its ranges are measured on")
+    if args.calibrate and precision != "int8":
+        raise UsageError("--calibrate applies to --precision int8")
+    if fmt == "pt":
+        if precision != "fp32" or args.decode or args.nms or args.dynamic:
+            raise UsageError("--format pt writes the float32 model as it is: no --precision, --decode, --nms or "
+                             "--dynamic")
+        return {"sample": sample}
+    if not args.nms and (args.letterbox or args.max_det is not None):
+        raise UsageError("--letterbox and --max-det apply to --nms graphs")
+    opts: dict = {"batch": args.batch, "decode": args.decode, "sample": sample}
+    if args.nms:
+        opts.update(nms=True, letterbox=args.letterbox, max_det=args.max_det, thresh=args.thresh,
+                    iou=args.nms_thresh)
+    if fmt in ("onnx", "torchscript"):
+        if precision not in ("fp32", "fp16"):
+            raise UsageError(f"--format {fmt} offers fp32 and fp16; int8 is in --format onnx-int8, tflite, "
+                             "openvino and tensorrt where they are installed")
+        opts["half"] = precision == "fp16"
+        opts["dynamic"] = args.dynamic
+        if fmt == "onnx" and args.opset is not None:
+            opts["opset"] = args.opset
+    return opts
+
+
+def run(args) -> int:
+    from .. import export as ex
+    from ..detector import load
+    from ..export.backends import backend
+    from ..imageio import load_image
+
+    ex.check_export_options(batch=args.batch, opset=args.opset)  # before the model loads
+    precision = _precision(args)
+    images = list(args.image or [])
+    width, height = size_of(args)
+    out = args.output or os.path.splitext(args.weights)[0] + EXPORT_SUFFIXES[args.format]
+    # a default name made from the weights' is replaced only with --overwrite; never the inputs
+    # (`export OTHER.cfg m.pt --format pt` would otherwise rewrite m.pt)
+    outputs = [(out, f"the {args.format} export", args.output is not None or args.overwrite)]
+    if args.report:
+        outputs.append((args.report, "the conversion report", True))
+    _plan((args.cfg, args.weights, *images, args.calibrate, args.data), outputs)
+    be = backend(args.format)
+    photos = [(p, load_image(p)[0]) for p in images]  # before the model: a bad photo fails fast
+    sample = photos[0][1] if photos else None
+    options = _options(args, precision, sample)
+    model = load(args.cfg, args.weights, width=width, height=height, channels_last=False,
+                 force_header=args.force_header)
+    try:
+        report = be.write(model, out, **options)
+    except ExportError as exc:
+        if images:  # the library knows the photo only as pixels
+            raise ExportError(str(exc).replace("on the sample image", f"on {images[0]}")) from exc
+        raise
+    report.sample_name = images[0] if images else "the synthetic sample image"
+    for line in report.lines():
+        print(escape_controls(line))
+    if images or args.report or args.data:
+        conv = conversion_report(be, model, out, report, options, photos, precision, args)
+        for line in conv.lines():
+            print(escape_controls(line))
+        if args.report:
+            from ..export.report import write_report
+            write_report(args.report, [conv])
+            print(f"wrote {args.report}")
+    return 0
+
+
+def conversion_report(be, model, out: str, report, options: dict, photos, precision: str, args):
+    from ..export.check import synthetic_image
+    from ..export.report import ConversionReport
+    from ..export.verify import verify_detector, verify_runner
+    from ..postprocess import DEFAULT_NMS, DEFAULT_THRESH
+
+    thresh = DEFAULT_THRESH if args.thresh is None else args.thresh
+    nms = DEFAULT_NMS if args.nms_thresh is None else args.nms_thresh
+    loaded = be.open_file(out, model, **{k: v for k, v in options.items() if k != "sample"})
+    photos = photos or [("synthetic sample image", synthetic_image())]
+    if loaded.runner is not None:
+        verification = verify_runner(model, loaded.runner, photos, thresh=thresh, nms=nms)
+    else:
+        verification = verify_detector(model, loaded.detector, photos, thresh=thresh, nms=nms)
+    accuracy = None
+    if args.data:
+        from ..export.accuracy import accuracy_before_after
+        accuracy = accuracy_before_after(model, loaded, args.data)
+    files = [out] + [f for f in getattr(report, "extra_files", [])]
+    size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
+    return ConversionReport(be.name, files, precision, loaded.runtime, size, verification, accuracy)
+
+
+__all__ = ["EXPORT_SUFFIXES", "PRECISIONS", "add_parser", "conversion_report", "run"]
