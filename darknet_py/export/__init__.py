@@ -4,7 +4,8 @@ compares it with PyTorch (darknet_py.export.check).
 - :mod:`.graphs`: what is traced (raw heads or decoded rows, folded convolutions);
 - :mod:`.onnx`: ONNX, run by onnxruntime;
 - :mod:`.torchscript`: TorchScript, loaded back with ``torch.jit.load``;
-- :mod:`.checkpoint`: a PyTorch checkpoint (``.pt``), loaded back with ``torch.load``.
+- :mod:`.checkpoint`: a PyTorch checkpoint (``.pt``), loaded back with ``torch.load``;
+- :mod:`.tflite`: TFLite (fp32, fp16 weights, int8), written from the layer graph, run by LiteRT.
 
 A new backend is one module here that writes its file and checks it with :mod:`.check`.
 """
@@ -13,8 +14,10 @@ from .check import MIN_OPSET, RTOL_FP16, RTOL_FP32, ExportReport, check_export_o
 from .checkpoint import export_checkpoint
 from .graphs import DECODED_NAME, INPUT_NAME, DecodedHeads
 from .onnx import OPSET, export_onnx
+from .tflite import export_tflite
 from .torchscript import export_torchscript
 
 __all__ = ["DECODED_NAME", "DecodedHeads", "ExportError", "ExportReport", "INPUT_NAME", "MIN_OPSET", "OPSET",
-           "RTOL_FP16", "RTOL_FP32", "check_export_options", "export_checkpoint", "export_onnx", "export_torchscript",
+           "RTOL_FP16", "RTOL_FP32", "check_export_options", "export_checkpoint", "export_onnx", "export_tflite",
+           "export_torchscript",
            "sample_input", "synthetic_image"]
