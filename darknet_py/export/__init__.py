@@ -19,5 +19,4 @@ from .torchscript import export_torchscript
 
 __all__ = ["DECODED_NAME", "DecodedHeads", "ExportError", "ExportReport", "INPUT_NAME", "MIN_OPSET", "OPSET",
            "RTOL_FP16", "RTOL_FP32", "check_export_options", "export_checkpoint", "export_onnx", "export_tflite",
-           "export_torchscript",
-           "sample_input", "synthetic_image"]
+           "export_torchscript", "sample_input", "synthetic_image"]
