@@ -6,7 +6,11 @@ compares it with PyTorch (darknet_py.export.check).
 - :mod:`.torchscript`: TorchScript, loaded back with ``torch.jit.load``;
 - :mod:`.checkpoint`: a PyTorch checkpoint (``.pt``), loaded back with ``torch.load``;
 - :mod:`.e2e`: end-to-end graphs (``nms=True``: thresholds, per-class NMS, top K; ``letterbox=True``: uint8 photos in,
-  photo-pixel boxes out), for ONNX and TorchScript.
+  photo-pixel boxes out), for ONNX and TorchScript;
+- :mod:`.tflite`: TFLite (fp32, fp16 weights, int8), written from the layer graph, run by LiteRT;
+- :mod:`.verify`, :mod:`.report`, :mod:`.backends`: the proof every converted file gets (its heads
+  through darknet_py's own post-process, detections matched against PyTorch's), the conversion
+  report, and the table of formats the CLI and the benchmark go through.
 
 A new backend is one module here that writes its file and checks it with :mod:`.check`.
 """
@@ -16,9 +20,10 @@ from .checkpoint import export_checkpoint
 from .e2e import DEFAULT_MAX_DET, OUTPUT_NAMES, export_onnx_e2e, export_torchscript_e2e, net_boxes_to_photo
 from .graphs import DECODED_NAME, INPUT_NAME, DecodedHeads
 from .onnx import OPSET, export_onnx
+from .tflite import export_tflite
 from .torchscript import export_torchscript
 
 __all__ = ["DECODED_NAME", "DEFAULT_MAX_DET", "DecodedHeads", "ExportError", "ExportReport", "INPUT_NAME", "MIN_OPSET",
            "OPSET", "OUTPUT_NAMES", "RTOL_FP16", "RTOL_FP32", "check_export_options", "export_checkpoint",
-           "export_onnx", "export_onnx_e2e", "export_torchscript", "export_torchscript_e2e", "net_boxes_to_photo",
-           "sample_input", "synthetic_image"]
+           "export_onnx", "export_onnx_e2e", "export_tflite", "export_torchscript", "export_torchscript_e2e",
+           "net_boxes_to_photo", "sample_input", "synthetic_image"]
