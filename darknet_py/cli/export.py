@@ -13,7 +13,7 @@ from .models import _plan
 
 # The formats and the suffix of each default file name (torch-free: `--help` imports no torch;
 # tests/cli checks it against darknet_py.export.backends.BACKENDS).
-EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt"}
+EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt", "tflite": ".tflite"}
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -58,7 +58,8 @@ def add_parser(sub) -> None:
     add_force_header_option(p)
     add_overwrite_option(p, "the default output name (-o names a file that is replaced)")
     p.set_defaults(flags={"max_det": "--max-det {}", "iou": "--nms-thresh {}", "calib_images": "--calib-images {}",
-                          "data": "--calibrate {}", "nms": "--nms"})
+                          "calibration": "--calibrate {}", "nms": "--nms", "dynamic": "--dynamic", "decode": "--decode",
+                          "letterbox": "--letterbox", "precision": "--precision {}", "batch": "--batch {}"})
 
 
 def _precision(args) -> str:
@@ -67,35 +68,19 @@ def _precision(args) -> str:
     return "fp16" if args.half else (args.precision or "fp32")
 
 
-def _options(args, precision: str, sample) -> dict:
-    """The library keywords of the chosen format (each backend's write() names its own)."""
-    fmt = args.format
-    if fmt != "onnx" and args.opset is not None:
-        raise UsageError("--opset applies to --format onnx")
-    if precision == "int8" and not args.calibrate:
-        raise UsageError("--precision int8 needs --calibrate DATA: the photos its ranges are measured on")
+def _options(args, precision: str, sample):
+    """The flags as darknet_py.export.backends.ExportOptions (each format refuses what it does not take)."""
+    from ..export.backends import ExportOptions
+
     if args.calibrate and precision != "int8":
         raise UsageError("--calibrate applies to --precision int8")
-    if fmt == "pt":
-        if precision != "fp32" or args.decode or args.nms or args.dynamic:
-            raise UsageError("--format pt writes the float32 model as it is: no --precision, --decode, --nms or "
-                             "--dynamic")
-        return {"sample": sample}
     if not args.nms and (args.letterbox or args.max_det is not None):
         raise UsageError("--letterbox and --max-det apply to --nms graphs")
-    opts: dict = {"batch": args.batch, "decode": args.decode, "sample": sample}
-    if args.nms:
-        opts.update(nms=True, letterbox=args.letterbox, max_det=args.max_det, thresh=args.thresh,
-                    iou=args.nms_thresh)
-    if fmt in ("onnx", "torchscript"):
-        if precision not in ("fp32", "fp16"):
-            raise UsageError(f"--format {fmt} offers fp32 and fp16; int8 is in --format onnx-int8, tflite, "
-                             "openvino and tensorrt where they are installed")
-        opts["half"] = precision == "fp16"
-        opts["dynamic"] = args.dynamic
-        if fmt == "onnx" and args.opset is not None:
-            opts["opset"] = args.opset
-    return opts
+    # --thresh / --nms-thresh also set the comparison's thresholds: only an --nms graph takes them
+    nms_only = {"thresh": args.thresh, "iou": args.nms_thresh} if args.nms else {}
+    return ExportOptions(precision=precision, batch=args.batch, dynamic=args.dynamic, decode=args.decode,
+                         nms=args.nms, letterbox=args.letterbox, max_det=args.max_det, opset=args.opset,
+                         calibration=args.calibrate, calib_images=args.calib_images, sample=sample, **nms_only)
 
 
 def run(args) -> int:
@@ -119,10 +104,11 @@ def run(args) -> int:
     photos = [(p, load_image(p)[0]) for p in images]  # before the model: a bad photo fails fast
     sample = photos[0][1] if photos else None
     options = _options(args, precision, sample)
+    be.check(options)  # an option the format does not take: refused before the model loads
     model = load(args.cfg, args.weights, width=width, height=height, channels_last=False,
                  force_header=args.force_header)
     try:
-        report = be.write(model, out, **options)
+        report = be.write_file(model, out, options)
     except ExportError as exc:
         if images:  # the library knows the photo only as pixels
             raise ExportError(str(exc).replace("on the sample image", f"on {images[0]}")) from exc
@@ -141,7 +127,7 @@ def run(args) -> int:
     return 0
 
 
-def conversion_report(be, model, out: str, report, options: dict, photos, precision: str, args):
+def conversion_report(be, model, out: str, report, options, photos, precision: str, args):
     from ..export.check import synthetic_image
     from ..export.report import ConversionReport
     from ..export.verify import verify_detector, verify_runner
@@ -149,12 +135,14 @@ def conversion_report(be, model, out: str, report, options: dict, photos, precis
 
     thresh = DEFAULT_THRESH if args.thresh is None else args.thresh
     nms = DEFAULT_NMS if args.nms_thresh is None else args.nms_thresh
-    loaded = be.open_file(out, model, **{k: v for k, v in options.items() if k != "sample"})
+    loaded = be.open_file(out, model, options)
     photos = photos or [("synthetic sample image", synthetic_image())]
     if loaded.runner is not None:
         verification = verify_runner(model, loaded.runner, photos, thresh=thresh, nms=nms)
     else:
-        verification = verify_detector(model, loaded.detector, photos, thresh=thresh, nms=nms)
+        from ..export.e2e import DEFAULT_MAX_DET
+        max_det = (options.max_det or DEFAULT_MAX_DET) if options.nms else None
+        verification = verify_detector(model, loaded.detector, photos, thresh=thresh, nms=nms, max_det=max_det)
     accuracy = None
     if args.data:
         from ..export.accuracy import accuracy_before_after

@@ -13,7 +13,7 @@ from typing import Callable
 
 from ..errors import escape_controls
 from ..limits import disabled
-from . import classifier, detect, detector, models, synth
+from . import classifier, detect, detector, export, models, synth
 from ..numerics import using
 from .args import BACKBONE_UPTO, FLAGS, add_darknet_option, add_limits_option, normalise_argv, set_tf32
 
@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "validate-cfg": (models.add_validate_parser, models.run_validate),
     "summary": (models.add_summary_parser, models.run_validate),
     "inspect-weights": (models.add_inspect_parser, models.run_inspect),
-    "export": (models.add_export_parser, models.run_export),
+    "export": (export.add_parser, export.run),
     "convert": (models.add_convert_parser, models.run_convert),
     "partial": (models.add_partial_parser, models.run_partial),
 }

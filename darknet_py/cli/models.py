@@ -1,5 +1,5 @@
 """The commands on cfg and weights files: ``validate-cfg``, ``summary``, ``inspect-weights``,
-``partial``, ``export`` and ``convert``."""
+``partial`` and ``convert`` (``export``: darknet_py.cli.export)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +7,7 @@ import os
 import sys
 import warnings
 
-from ..errors import ExportError, UsageError, escape_controls
-from .args import add_force_header_option, add_overwrite_option, add_size_option, size_of
+from .args import add_force_header_option, add_size_option, size_of
 
 
 def _plan(inputs, outputs) -> None:
@@ -132,71 +131,6 @@ def run_partial(args) -> int:
     return 0
 
 
-# What `export` writes for each --format, and the suffix of its default file name.
-EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt"}
-
-
-def add_export_parser(sub) -> None:
-    p = sub.add_parser("export", help="write the model as ONNX, TorchScript or a PyTorch checkpoint, verified")
-    p.add_argument("cfg")
-    p.add_argument("weights")
-    p.add_argument("--format", choices=tuple(EXPORT_SUFFIXES), default="onnx")
-    add_size_option(p, "input size")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
-    group.add_argument("--dynamic", action="store_true", help="dynamic batch dimension (ONNX)")
-    p.add_argument("--decode", action="store_true",
-                   help="one output: x1, y1, x2, y2 (network pixels), objectness, class scores per prediction")
-    p.add_argument("--half", action="store_true", help="float16 model and input")
-    p.add_argument("--opset", type=int, help="ONNX opset")
-    p.add_argument("--image", help="photo to measure the export's difference against PyTorch on")
-    p.add_argument("-o", "--output", help="output file (default: the weights' name with .onnx/.torchscript.pt/.pt)")
-    add_force_header_option(p)
-    add_overwrite_option(p, "the default output name (-o names a file that is replaced)")
-
-
-def run_export(args) -> int:
-    from .. import export as ex
-    from ..detector import load
-    from ..imageio import load_image
-
-    ex.check_export_options(batch=args.batch, opset=args.opset)  # before the model loads
-    width, height = size_of(args)
-    out = args.output or os.path.splitext(args.weights)[0] + EXPORT_SUFFIXES[args.format]
-    # a default name made from the weights' is replaced only with --overwrite; never the inputs
-    # (`export OTHER.cfg m.pt --format pt` would otherwise rewrite m.pt)
-    _plan((args.cfg, args.weights, args.image),
-          [(out, f"the {args.format} export", args.output is not None or args.overwrite)])
-    model = load(args.cfg, args.weights, width=width, height=height, channels_last=False,
-                 force_header=args.force_header)
-    sample = load_image(args.image)[0] if args.image else None
-    try:
-        report = _export(ex, args, model, out, sample)
-    except ExportError as exc:
-        if args.image:  # the library knows the photo only as pixels
-            raise ExportError(str(exc).replace("on the sample image", f"on {args.image}")) from exc
-        raise
-    report.sample_name = args.image or "the synthetic sample image"
-    for line in report.lines():
-        print(escape_controls(line))
-    return 0
-
-
-def _export(ex, args, model, out: str, sample):
-    if args.format == "pt":
-        report = ex.export_checkpoint(model, out, sample=sample)
-    elif args.format == "onnx":
-        opset = {} if args.opset is None else {"opset": args.opset}
-        report = ex.export_onnx(model, out, batch=args.batch, dynamic=args.dynamic, decode=args.decode,
-                                half=args.half, sample=sample, **opset)
-    else:
-        if args.dynamic:
-            raise UsageError("--dynamic applies to ONNX; a traced TorchScript module takes any batch already")
-        report = ex.export_torchscript(model, out, batch=args.batch, decode=args.decode, half=args.half,
-                                       sample=sample)
-    return report
-
-
 def add_convert_parser(sub) -> None:
     p = sub.add_parser("convert", help="a darknet-py checkpoint (.pt) back to Darknet .weights")
     p.add_argument("checkpoint")
@@ -214,6 +148,5 @@ def run_convert(args) -> int:
     return 0
 
 
-__all__ = ["EXPORT_SUFFIXES", "add_convert_parser", "add_export_parser", "add_inspect_parser", "add_partial_parser",
-           "add_summary_parser", "add_validate_parser", "run_convert", "run_export", "run_inspect", "run_partial",
-           "run_validate"]
+__all__ = ["add_convert_parser", "add_inspect_parser", "add_partial_parser", "add_summary_parser",
+           "add_validate_parser", "run_convert", "run_inspect", "run_partial", "run_validate"]

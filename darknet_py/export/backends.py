@@ -1,8 +1,8 @@
 """Every export format in one table: how to write it, and how to run a written file again.
 
 ``export`` (the CLI), the conversion report and tools/bench_export.py all go through
-:data:`BACKENDS`: a format's ``write(model, path, **options)`` makes and checks the file (each
-module does its own runtime check right after writing), and ``open_file(path, model, **options)``
+:data:`BACKENDS`: a format's ``write(model, path, options)`` makes and checks the file (each
+module does its own runtime check right after writing), and ``open_file(path, model, options)``
 loads that file in its runtime and returns a :class:`Loaded`: a ``runner`` (letterboxed float32
 NCHW -> raw heads, darknet_py.export.verify.Runner) for graphs of raw heads, or a ``detector``
 (photo -> boxes, scores, classes in photo pixels) for end-to-end graphs. Both feed
@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ExportError
+from ..errors import ExportError, UsageError
 from ..postprocess import DEFAULT_NMS, DEFAULT_THRESH, postprocess_decoded
 from ..transforms import prepare_batch
-from .graphs import INPUT_NAME
 
 
 @dataclass
@@ -35,12 +34,22 @@ class Loaded:
 @dataclass(frozen=True)
 class Backend:
     name: str
+    label: str                   # as messages name it
     suffix: str                  # of the default output name
     extra: str | None            # the pip extra that installs its packages (None: always there)
     description: str
-    write: Callable              # (model, path, **options) -> ExportReport
-    open_file: Callable          # (path, model, **options) -> Loaded
+    write: Callable              # (model, path, ExportOptions) -> ExportReport; see write_file
+    open_file: Callable          # (path, model, ExportOptions) -> Loaded
     precisions: tuple[str, ...] = ("fp32",)
+    offers: frozenset = frozenset()  # the ExportOptions it takes besides precision and sample
+
+    def check(self, opts: ExportOptions) -> None:
+        """Refuse, by name, an option this format does not take (before any model is loaded)."""
+        _refuse(self.label, opts, set(self.offers), self.precisions)
+
+    def write_file(self, model, path, opts: ExportOptions):
+        self.check(opts)
+        return self.write(model, path, opts)
 
 
 def _threads() -> int:
@@ -99,30 +108,30 @@ def _e2e_detector(model, run: Callable, letterbox: bool) -> Callable:
     return detect
 
 
-def _open_graph(model, run: Callable, runtime: str, *, decode=False, nms=False, letterbox=False, thresh=None,
-                iou=None, **_) -> Loaded:
-    if nms:
-        return Loaded(runtime, detector=_e2e_detector(model, run, letterbox))
-    if decode:
-        det = _decoded_detector(model, lambda x: run(x)[0], DEFAULT_THRESH if thresh is None else thresh,
-                                DEFAULT_NMS if iou is None else iou)
+def _open_graph(model, run: Callable, runtime: str, opts: ExportOptions) -> Loaded:
+    if opts.nms:
+        return Loaded(runtime, detector=_e2e_detector(model, run, opts.letterbox))
+    if opts.decode:
+        det = _decoded_detector(model, lambda x: run(x)[0], DEFAULT_THRESH if opts.thresh is None else opts.thresh,
+                                DEFAULT_NMS if opts.iou is None else opts.iou)
         return Loaded(runtime, detector=det)
     return Loaded(runtime, runner=run)
 
 
-def open_onnx(path, model, *, half: bool = False, **options) -> Loaded:
+def open_onnx(path, model, opts: ExportOptions) -> Loaded:
     sess, ort = _onnx_session(os.fspath(path))
     name = sess.get_inputs()[0].name
-    dtype = np.float16 if half else None
+    dtype = np.float16 if opts.precision == "fp16" else None
 
     def run(x: np.ndarray):
         feed = x.astype(dtype) if dtype is not None and x.dtype == np.float32 else x
         return [np.asarray(o) for o in sess.run(None, {name: feed})]
-    return _open_graph(model, run, f"onnxruntime {ort.__version__} CPUExecutionProvider", **options)
+    return _open_graph(model, run, f"onnxruntime {ort.__version__} CPUExecutionProvider", opts)
 
 
-def open_torchscript(path, model, *, half: bool = False, **options) -> Loaded:
+def open_torchscript(path, model, opts: ExportOptions) -> Loaded:
     m = torch.jit.load(os.fspath(path), map_location="cpu").eval()
+    half = opts.precision == "fp16"
 
     def run(x: np.ndarray):
         t = torch.from_numpy(x)
@@ -132,10 +141,10 @@ def open_torchscript(path, model, *, half: bool = False, **options) -> Loaded:
             out = m(t)
         return [o.float().numpy() if o.is_floating_point() else o.numpy()
                 for o in ([out] if isinstance(out, torch.Tensor) else out)]
-    return _open_graph(model, run, f"torch.jit.load (torch {torch.__version__})", **options)
+    return _open_graph(model, run, f"torch.jit.load (torch {torch.__version__})", opts)
 
 
-def open_checkpoint(path, model, **_) -> Loaded:
+def open_checkpoint(path, model, opts: ExportOptions) -> Loaded:
     from ..checkpoint import load_checkpoint
     m = load_checkpoint(os.fspath(path)).eval()
 
@@ -145,27 +154,97 @@ def open_checkpoint(path, model, **_) -> Loaded:
     return Loaded(f"torch.load (torch {torch.__version__})", runner=run)
 
 
-def _write_onnx(model, path, **options):
+@dataclass
+class ExportOptions:
+    """What a user can ask of an export; each format takes the options it offers and refuses the
+    others by name, before anything is written."""
+
+    precision: str = "fp32"          # fp32, fp16, bf16, int8
+    batch: int = 1
+    dynamic: bool = False
+    decode: bool = False
+    nms: bool = False
+    letterbox: bool = False
+    max_det: int | None = None
+    thresh: float | None = None
+    iou: float | None = None
+    opset: int | None = None
+    calibration: object = None       # int8: a .data path (or float32 NCHW batches)
+    calib_images: int | None = None
+    sample: np.ndarray | None = None
+
+    def given(self) -> set[str]:
+        """The options set away from their defaults."""
+        base = ExportOptions()
+        out = {k for k in ("batch", "dynamic", "decode", "nms", "letterbox", "max_det", "thresh", "iou", "opset",
+                           "calib_images") if getattr(self, k) != getattr(base, k)}
+        return out | ({"calibration"} if self.calibration is not None else set())
+
+
+def _refuse(name: str, opts: ExportOptions, offers: set[str], precisions: tuple[str, ...]) -> None:
+    extra = sorted(opts.given() - offers)
+    if extra:
+        key = extra[0]
+        value = getattr(opts, key)
+        shown = value if isinstance(value, (bool, int, float)) else str(value)
+        err = UsageError(f"the {name} export does not take {key}={shown!r} (it takes "
+                         f"{', '.join(sorted(offers)) or 'no options but the sample photo'})")
+        err.option = (key, shown)
+        raise err
+    if opts.precision not in precisions:
+        err = UsageError(f"the {name} export offers precision {', '.join(precisions)}, not "
+                         f"precision={opts.precision!r}")
+        err.option = ("precision", opts.precision)
+        raise err
+    if opts.precision == "int8" and opts.calibration is None:
+        raise UsageError(f"an int8 {name} export needs calibration= (a .data file whose photos set its ranges)")
+
+
+_GRAPH = {"batch", "dynamic", "decode", "nms", "letterbox", "max_det", "thresh", "iou"}
+
+
+def _write_onnx(model, path, opts: ExportOptions):
     from .onnx import export_onnx
-    return export_onnx(model, path, **options)
+    extra = {} if opts.opset is None else {"opset": opts.opset}
+    return export_onnx(model, path, batch=opts.batch, dynamic=opts.dynamic, decode=opts.decode,
+                       half=opts.precision == "fp16", sample=opts.sample, nms=opts.nms, letterbox=opts.letterbox,
+                       max_det=opts.max_det, thresh=opts.thresh, iou=opts.iou, **extra)
 
 
-def _write_torchscript(model, path, **options):
+def _write_torchscript(model, path, opts: ExportOptions):
     from .torchscript import export_torchscript
-    return export_torchscript(model, path, **options)
+    return export_torchscript(model, path, batch=opts.batch, decode=opts.decode, half=opts.precision == "fp16",
+                              sample=opts.sample, nms=opts.nms, letterbox=opts.letterbox, max_det=opts.max_det,
+                              thresh=opts.thresh, iou=opts.iou)
 
 
-def _write_checkpoint(model, path, *, sample=None, **_):
+def _write_checkpoint(model, path, opts: ExportOptions):
     from .checkpoint import export_checkpoint
-    return export_checkpoint(model, path, sample=sample)
+    return export_checkpoint(model, path, sample=opts.sample)
 
+
+def _write_tflite(model, path, opts: ExportOptions):
+    from .tflite import export_tflite
+    return export_tflite(model, path, quantize=opts.precision, calibration=opts.calibration,
+                         calib_images=opts.calib_images, sample=opts.sample)
+
+
+def open_tflite(path, model, opts: ExportOptions) -> Loaded:
+    from .tflite import tflite_runner
+    return Loaded("LiteRT interpreter (ai-edge-litert)", runner=tflite_runner(os.fspath(path)))
+
+
+_INT8 = frozenset({"calibration", "calib_images"})
 
 BACKENDS: dict[str, Backend] = {
-    "onnx": Backend("onnx", ".onnx", "export", "ONNX, run by onnxruntime", _write_onnx, open_onnx, ("fp32", "fp16")),
-    "torchscript": Backend("torchscript", ".torchscript.pt", None, "TorchScript, run by torch.jit.load",
-                           _write_torchscript, open_torchscript, ("fp32", "fp16")),
-    "pt": Backend("pt", ".pt", None, "a darknet-py checkpoint, loaded back by torch.load", _write_checkpoint,
-                  open_checkpoint),
+    "onnx": Backend("onnx", "ONNX", ".onnx", "export", "ONNX, run by onnxruntime", _write_onnx, open_onnx,
+                    ("fp32", "fp16"), frozenset(_GRAPH | {"opset"})),
+    "torchscript": Backend("torchscript", "TorchScript", ".torchscript.pt", None, "TorchScript, run by torch.jit.load",
+                           _write_torchscript, open_torchscript, ("fp32", "fp16"), frozenset(_GRAPH - {"dynamic"})),
+    "pt": Backend("pt", "checkpoint", ".pt", None, "a darknet-py checkpoint, loaded back by torch.load",
+                  _write_checkpoint, open_checkpoint),
+    "tflite": Backend("tflite", "TFLite", ".tflite", "tflite", "TFLite, written from the layer graph, run by LiteRT",
+                      _write_tflite, open_tflite, ("fp32", "fp16", "int8"), _INT8),
 }
 
 
@@ -176,5 +255,5 @@ def backend(name: str) -> Backend:
         raise ExportError(f"unknown export format {name!r}: expected one of {', '.join(BACKENDS)}") from None
 
 
-__all__ = ["BACKENDS", "Backend", "INPUT_NAME", "Loaded", "backend", "open_checkpoint", "open_onnx",
-           "open_torchscript"]
+__all__ = ["BACKENDS", "Backend", "ExportOptions", "Loaded", "backend", "open_checkpoint", "open_onnx",
+           "open_tflite", "open_torchscript"]

@@ -56,10 +56,10 @@ class ConversionReport:
                f"  {'photo':<28} {'heads rel':>10} {'matched':>9} {'missing':>8} {'extra':>6} {'score diff':>11}"]
         for p in v.photos:
             m = p.match
-            out.append(f"  {_short(p.name):<28} {p.max_rel_diff:>10.2g} {f'{m.matched}/{m.reference_count}':>9} "
+            out.append(f"  {_short(p.name):<28} {_num(p.max_rel_diff):>10} {f'{m.matched}/{m.reference_count}':>9} "
                        f"{m.missing:>8} {m.extra:>6} {m.max_score_diff:>11.2g}")
         t = v.total
-        out.append(f"  {f'all {len(v.photos)} photos':<28} {v.max_rel_diff:>10.2g} "
+        out.append(f"  {f'all {len(v.photos)} photos':<28} {_num(v.max_rel_diff):>10} "
                    f"{f'{t.matched}/{t.reference_count}':>9} {t.missing:>8} {t.extra:>6} {t.max_score_diff:>11.2g}"
                    f"   ({100 * t.matched_fraction:.1f} % matched)")
         if self.accuracy:
@@ -75,6 +75,11 @@ class ConversionReport:
 def _short(name: str, width: int = 28) -> str:
     base = os.path.basename(name) or name
     return base if len(base) <= width else "..." + base[-(width - 3):]
+
+
+def _num(v: float) -> str:
+    """A head difference; '-' where the heads were not compared (an end-to-end graph)."""
+    return "-" if math.isnan(v) else f"{v:.2g}"
 
 
 def _pct(v) -> str:

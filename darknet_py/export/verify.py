@@ -170,14 +170,18 @@ PhotoDetector = Callable[[np.ndarray], tuple]
 
 
 def verify_detector(model, detector: PhotoDetector, photos: Sequence[tuple[str, np.ndarray]], *,
-                    thresh: float = DEFAULT_THRESH, nms: float = DEFAULT_NMS, iou: float = MATCH_IOU) -> Verification:
+                    thresh: float = DEFAULT_THRESH, nms: float = DEFAULT_NMS, iou: float = MATCH_IOU,
+                    max_det: int | None = None) -> Verification:
     """As :func:`verify_runner` for a converted file that gives detections, not heads (an
     end-to-end graph): ``detector(rgb)`` -> (boxes x1 y1 x2 y2 in photo pixels, scores, classes),
-    compared with ``darknet_py.detect``'s; the head columns are NaN (not seen)."""
+    compared with ``darknet_py.detect``'s (its ``max_det`` best when the graph keeps that many);
+    the head columns are NaN (not seen)."""
     from ..detector import detect
     out = Verification(thresh=thresh, nms=nms)
     for name, rgb in photos:
-        want = detect(model, np.ascontiguousarray(rgb), thresh, nms)
+        want = as_arrays(detect(model, np.ascontiguousarray(rgb), thresh, nms))
+        if max_det is not None:
+            want = tuple(a[:max_det] for a in want)  # best first: what a graph of max_det keeps
         out.photos.append(PhotoResult(name, float("nan"), float("nan"),
                                       match_detections(want, detector(np.ascontiguousarray(rgb)), iou)))
     return out
