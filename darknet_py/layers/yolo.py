@@ -121,6 +121,23 @@ class YoloDecode(nn.Module):
         return (torch.cat((bxy, bwh), -1).reshape(-1, rows, 4), p[..., 4].reshape(-1, rows),
                 p[..., 5:].reshape(-1, rows, c))
 
+    def any_size(self, out: Tensor, net_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`forward` for an output of any grid size, ``net_size`` the (net_w, net_h) integer
+        tensor of the input it came from: the grid, the grid size and the rows come from the
+        tensors' shapes, which a trace records as shape operations (a dynamic-size export), where
+        :meth:`forward`'s buffers would be frozen constants. The same arithmetic: the grid and the
+        sizes are whole numbers, exact in the output's dtype, as the buffers are."""
+        a, c = self.a, self.classes
+        h, w = out.shape[-2], out.shape[-1]  # plain ints when run, recorded shape values when traced
+        dt, dev = out.dtype, out.device
+        p = out.reshape(-1, a, 5 + c, h, w).permute(0, 3, 4, 1, 2)
+        row, col = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+        grid = torch.stack((col, row), -1)[None, :, :, None].to(dt)
+        grid_size = torch._shape_as_tensor(out)[[3, 2]].to(dev, dt)
+        bxy, bwh = yolo_box(p[..., 0:2], p[..., 2:4], grid, self.anchors.to(dt), grid_size, net_size.to(dev, dt),
+                            self.new_coords)
+        return (torch.cat((bxy, bwh), -1).flatten(1, 3), p[..., 4].flatten(1, 3), p[..., 5:].flatten(1, 3))
+
 
 class YoloHead(nn.Module):
     """Applies Darknet's logistic to x, y, objectness and classes (none with ``new_coords``);
