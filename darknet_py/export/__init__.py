@@ -4,7 +4,9 @@ compares it with PyTorch (darknet_py.export.check).
 - :mod:`.graphs`: what is traced (raw heads or decoded rows, folded convolutions);
 - :mod:`.onnx`: ONNX, run by onnxruntime;
 - :mod:`.torchscript`: TorchScript, loaded back with ``torch.jit.load``;
-- :mod:`.checkpoint`: a PyTorch checkpoint (``.pt``), loaded back with ``torch.load``.
+- :mod:`.checkpoint`: a PyTorch checkpoint (``.pt``), loaded back with ``torch.load``;
+- :mod:`.dynamic`: ``dynamic_size=True`` (ONNX, TorchScript): any input height and width that
+  are multiples of the network's stride, checked at two sizes.
 
 A new backend is one module here that writes its file and checks it with :mod:`.check`.
 """

@@ -1,35 +1,43 @@
-"""Exports whose input height and width are free (``dynamic_size=True`` of export_onnx and
-export_torchscript).
+"""Exports whose input height and width are free: ``dynamic_size=True`` of
+:func:`~darknet_py.export.onnx.export_onnx` and :func:`~darknet_py.export.torchscript.export_torchscript`.
 
-The graph's input is ``batch x C x height x width`` with all three symbolic; height and width
-must be multiples of the network's stride (:attr:`darknet_py.graph.NetworkDef.strides`, measured
-from the cfg: 32 for yolov3 and yolov3-tiny). What keeps a size out of the graph:
+The graph's input is ``images``: ``batch x C x height x width`` with all three symbolic; height
+and width must be multiples of the network's stride (:attr:`darknet_py.graph.NetworkDef.strides`,
+measured from the cfg: 32 for yolov3 and yolov3-tiny). Raw outputs are ``batch x A*(5+C) x
+height/s x width/s`` for a head of stride s (ONNX dim_params ``height/32``, ``width/32``...);
+the decoded output is ``batch x rows x (5+C)``, rows = the sum over heads of
+``A * (height/s) * (width/s)``, boxes in pixels of the input as given. Without ``dynamic_size``
+nothing changes: the input size is the network's, fixed in the graph.
+
+What keeps a size out of the graph:
 
 - the decoded graph decodes with ``YoloDecode.any_size`` (grids from the heads' shapes, the
-  network size from the input's) instead of the buffers made for one size;
+  network size from the input's) instead of the buffers made for one size; the same arithmetic;
 - a guard on the input refuses other sizes, where the layers would round their sizes and the
-  boxes land in the wrong place without an error: ONNX, a Reshape of the input into
-  stride-sized blocks (and back) that onnxruntime cannot do when the stride does not divide the
-  size, renamed so its error says why (:data:`GUARD_NODE`); TorchScript, a scripted check that
-  raises ``input WxH: ... multiple of S``;
-- the rest of the trace is shape-free: [maxpool]'s padding is a Python number in the trace, but
-  the same at every multiple of the stride (it depends on the size modulo the pool's stride).
+  boxes land in the wrong place without an error. ONNX: a Reshape of the input into
+  stride-sized blocks (and back), which onnxruntime cannot do when the stride does not divide
+  the size, named :func:`guard_node` (``images_height_and_width_must_be_multiples_of_32``) so
+  that its error says why. TorchScript: a scripted check that raises ``input 100x64 (width x
+  height): height and width must be multiples of 32 ...``;
+- the layers trace with their shapes as shape operations ([upsample], [route], the heads); a
+  padded [maxpool]'s padding is a number in the trace, but it depends on the size modulo the
+  pool's stride only, the same at every multiple of the network's stride.
 
-What proves it: right after writing, the file is run at the traced size and at a second size
-(``check_size``, default one stride wider and two strides higher, so a width/height mix-up shows)
-and compared with PyTorch at each, the second time against a model built at that size from the
-same cfg and weights (:func:`model_at_size`), so a size left frozen in the graph fails the export.
-Networks whose weights depend on the input size ([connected], [local]) are refused before
-anything is written.
+What proves it: right after writing, the file is run at the traced size (at ``batch`` and 3) and
+at a second size (``check_size``; default one stride wider and two strides higher, so a
+width/height mix-up shows) and compared with PyTorch at each, the second time against a model
+built at that size from the same cfg and tensors (:func:`model_at_size`): a size left frozen in
+the graph fails the export (ExportError; the file is left in place for inspection, as for any
+failed check). Networks whose weights depend on the input size ([connected], [local]) or that
+cannot run at the second size are refused before anything is written.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-
 import torch
 import torch.nn as nn
 
@@ -197,8 +205,9 @@ def check_second_size(report: ExportReport, sizes: SizeCheck, make: Callable[[],
     report.checked_sizes = list(sizes.sizes)
     sx, sy = sizes.strides
     multiples = f"multiples of {sx}" if sx == sy else f"height a multiple of {sy}, width of {sx}"
-    report.notes.append(f"input height and width: any {multiples} (checked at {sizes.sizes[0][0]}x{sizes.sizes[0][1]} and {w}x{h}; "
-                        f"at {w}x{h}, batch {x.shape[0]}: {a:.3g} absolute, {r:.3g} relative)")
+    w0, h0 = sizes.sizes[0]
+    report.notes.append(f"input height and width: any {multiples} (checked at {w0}x{h0} and {w}x{h}; at {w}x{h}, "
+                        f"batch {x.shape[0]}: {a:.3g} absolute, {r:.3g} relative)")
     report.max_abs_diff, report.max_rel_diff = max(report.max_abs_diff, a), max(report.max_rel_diff, r)
     return report
 

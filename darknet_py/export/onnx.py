@@ -7,6 +7,12 @@ H x W float RGB in [0, 1], letterboxed to the network size (``darknet_py.transfo
 float16 for ``half=True``. Thresholds, NMS and the letterbox inversion are not in the graph
 (Darknet's per-class NMS is data-dependent).
 
+Sizes: by default every dimension is fixed (``batch`` as traced, the network's H x W);
+``dynamic=True`` makes the batch symbolic; ``dynamic_size=True`` makes batch, height and width
+symbolic (``batch x 3 x height x width``, any multiples of the network's stride; other sizes
+are refused by onnxruntime at a node named ``images_height_and_width_must_be_multiples_of_32``),
+checked at a second size too: darknet_py.export.dynamic.
+
 ONNX goes through the legacy TorchScript-based exporter (``dynamo=False``), the reliable path
 here: it writes opset 17 as asked. The dynamo exporter also handles this lean graph (checked on
 yolov3-tiny with torch 2.13) but writes opset 18 at least. The file is run right after writing by
