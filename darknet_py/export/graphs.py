@@ -21,7 +21,7 @@ from ..errors import CfgError, ExportError
 from ..graph import DarknetModel
 from ..layers.convolutional import ConvBlock, FoldedConv
 from ..layers.head import HeadsDecoder
-from ..layers.yolo import YoloSpec
+from ..layers.yolo import YoloSpec, size_of
 
 INPUT_NAME = "images"
 DECODED_NAME = "detections"
@@ -76,10 +76,10 @@ class DecodedHeads(nn.Module):
 
     def decode_any_size(self, outputs: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """:meth:`decode` with the network size read from the input ``x`` and each grid from its head."""
-        net = torch._shape_as_tensor(x)[[3, 2]]  # (width, height)
+        net = size_of(x)  # (width, height)
         parts = [d.any_size(o, net) for d, o in zip(self.decoder.decoders, outputs)]
         boxes, obj, probs = (torch.cat(t, 1) for t in zip(*parts))  # heads in layer order, as decode_heads
-        return self._rows(boxes, obj, probs, net.repeat(2).to(boxes.device, boxes.dtype))
+        return self._rows(boxes, obj, probs, net.repeat(2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.guard is not None:

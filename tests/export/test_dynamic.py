@@ -135,7 +135,7 @@ def freeze_network_size(monkeypatch):
     """The decode with the network size as a constant of the trace (torch.tensor of Python numbers):
     right at the traced 64x64, every box's width and height wrong at any other size."""
     original = YoloDecode.any_size
-    monkeypatch.setattr(YoloDecode, "any_size", lambda self, out, net: original(self, out, torch.tensor([64, 64])))
+    monkeypatch.setattr(YoloDecode, "any_size", lambda self, out, net: original(self, out, torch.tensor([64.0, 64.0])))
 
 
 def freeze_upsample(monkeypatch):
