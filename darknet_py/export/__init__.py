@@ -10,7 +10,9 @@ compares it with PyTorch (darknet_py.export.check).
 - :mod:`.tflite`: TFLite (fp32, fp16 weights, int8), written from the layer graph, run by LiteRT;
 - :mod:`.verify`, :mod:`.report`, :mod:`.backends`: the proof every converted file gets (its heads
   through darknet_py's own post-process, detections matched against PyTorch's), the conversion
-  report, and the table of formats the CLI and the benchmark go through.
+  report, and the table of formats the CLI and the benchmark go through;
+- :mod:`.dynamic`: ``dynamic_size=True`` (ONNX, TorchScript): any input height and width that
+  are multiples of the network's stride, checked at two sizes.
 
 A new backend is one module here that writes its file and checks it with :mod:`.check`.
 """

@@ -206,14 +206,16 @@ _GRAPH = {"batch", "dynamic", "decode", "nms", "letterbox", "max_det", "thresh",
 def _write_onnx(model, path, opts: ExportOptions):
     from .onnx import export_onnx
     extra = {} if opts.opset is None else {"opset": opts.opset}
-    return export_onnx(model, path, batch=opts.batch, dynamic=opts.dynamic, decode=opts.decode,
+    # dynamic: batch, height and width (any multiple of the stride)
+    return export_onnx(model, path, batch=opts.batch, dynamic_size=opts.dynamic, decode=opts.decode,
                        half=opts.precision == "fp16", sample=opts.sample, nms=opts.nms, letterbox=opts.letterbox,
                        max_det=opts.max_det, thresh=opts.thresh, iou=opts.iou, **extra)
 
 
 def _write_torchscript(model, path, opts: ExportOptions):
     from .torchscript import export_torchscript
-    return export_torchscript(model, path, batch=opts.batch, decode=opts.decode, half=opts.precision == "fp16",
+    return export_torchscript(model, path, batch=opts.batch, dynamic_size=opts.dynamic, decode=opts.decode,
+                              half=opts.precision == "fp16",
                               sample=opts.sample, nms=opts.nms, letterbox=opts.letterbox, max_det=opts.max_det,
                               thresh=opts.thresh, iou=opts.iou)
 
@@ -240,7 +242,7 @@ BACKENDS: dict[str, Backend] = {
     "onnx": Backend("onnx", "ONNX", ".onnx", "export", "ONNX, run by onnxruntime", _write_onnx, open_onnx,
                     ("fp32", "fp16"), frozenset(_GRAPH | {"opset"})),
     "torchscript": Backend("torchscript", "TorchScript", ".torchscript.pt", None, "TorchScript, run by torch.jit.load",
-                           _write_torchscript, open_torchscript, ("fp32", "fp16"), frozenset(_GRAPH - {"dynamic"})),
+                           _write_torchscript, open_torchscript, ("fp32", "fp16"), frozenset(_GRAPH)),
     "pt": Backend("pt", "checkpoint", ".pt", None, "a darknet-py checkpoint, loaded back by torch.load",
                   _write_checkpoint, open_checkpoint),
     "tflite": Backend("tflite", "TFLite", ".tflite", "tflite", "TFLite, written from the layer graph, run by LiteRT",

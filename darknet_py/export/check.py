@@ -59,6 +59,7 @@ class ExportReport:
     fp32_rel_diff: float | None = None  # half only: largest relative difference to the float32 model
     notes: list[str] = field(default_factory=list)  # what else the file holds, one line each
     sample_name: str = ""            # the photo compared on, as the caller names it ("": the sample given)
+    checked_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height): dynamic-size exports
 
     def lines(self) -> list[str]:
         head = f"wrote {self.path} ({_FORMAT_NAMES[self.format]}"
@@ -70,6 +71,8 @@ class ExportReport:
             for name, shape in items:
                 out.append(f"  {kind} {name}: {' x '.join(str(d) for d in shape)}")
         batches = ", ".join(str(b) for b in self.checked_batches)
+        if self.checked_sizes:
+            batches += "; input " + ", ".join(f"{w}x{h}" for w, h in self.checked_sizes)
         out += [f"  {note}" for note in self.notes]
         sample = self.sample_name or "the sample image"
         out.append(f"  largest difference from {self.reference or 'PyTorch'} on {sample} "
@@ -95,12 +98,14 @@ def synthetic_image(width: int = 640, height: int = 480) -> np.ndarray:
     return img
 
 
-def sample_input(model: DarknetModel, sample: np.ndarray | None = None) -> torch.Tensor:
-    """(1, C, H, W) float32: the sample (or the synthetic picture) letterboxed to the network."""
+def sample_input(model: DarknetModel, sample: np.ndarray | None = None,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(1, C, H, W) float32: the sample (or the synthetic picture) letterboxed to the network (to
+    ``size``, (width, height), when given)."""
     img = synthetic_image() if sample is None else np.asarray(sample)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ExportError(f"sample must be an HxWx3 uint8 RGB array, got {img.dtype} {tuple(img.shape)}")
-    net_w, net_h = model.input_size
+    net_w, net_h = size or model.input_size
     x, _ = letterbox(img, net_w, net_h, device="cpu")
     channels = model.netdef.net.channels
     if channels != 3:  # not an RGB network: the grey picture on every channel

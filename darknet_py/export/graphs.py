@@ -21,7 +21,7 @@ from ..errors import CfgError, ExportError
 from ..graph import DarknetModel
 from ..layers.convolutional import ConvBlock, FoldedConv
 from ..layers.head import HeadsDecoder
-from ..layers.yolo import YoloSpec
+from ..layers.yolo import YoloSpec, size_of
 
 INPUT_NAME = "images"
 DECODED_NAME = "detections"
@@ -37,11 +37,18 @@ class DecodedHeads(nn.Module):
     to network pixels and turned into corners. Its grids and anchors are buffers (a trace holds them
     as constants); the loop over heads is over the cfg's fixed list, unrolled once per head, so a
     trace or ONNX graph holds no loop.
+
+    ``any_size=True`` (a dynamic-size export): each head decodes with ``YoloDecode.any_size``, its
+    grid and sizes and the network size taken from the tensors' shapes instead of the buffers, so
+    the trace holds no size; the same arithmetic. ``guard``: a module run on the input first
+    (darknet_py.export.dynamic.SizeGuard).
     """
 
-    def __init__(self, model: DarknetModel):
+    def __init__(self, model: DarknetModel, any_size: bool = False, guard: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.any_size = bool(any_size)
+        self.guard = guard
         others = [s for s in model.head_specs if not isinstance(s, YoloSpec)]
         if others or not model.head_specs:
             what = (f"a {type(others[0]).__name__} head (layer {others[0].index}, cfg line {others[0].line})"
@@ -60,22 +67,41 @@ class DecodedHeads(nn.Module):
         """Head outputs (as ``model(x)`` returns them) -> (N, M, 5 + C)."""
         boxes, obj, probs = self.decoder(list(outputs))
         scale = torch.tensor([self.net_w, self.net_h, self.net_w, self.net_h], dtype=boxes.dtype, device=boxes.device)
+        return self._rows(boxes, obj, probs, scale)
+
+    @staticmethod
+    def _rows(boxes: torch.Tensor, obj: torch.Tensor, probs: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         obj = obj[..., None]
         return torch.cat((cxcywh_to_xyxy(boxes * scale), obj, obj * probs), -1)
 
+    def decode_any_size(self, outputs: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` with the network size read from the input ``x`` and each grid from its head."""
+        net = size_of(x)  # (width, height)
+        parts = [d.any_size(o, net) for d, o in zip(self.decoder.decoders, outputs)]
+        boxes, obj, probs = (torch.cat(t, 1) for t in zip(*parts))  # heads in layer order, as decode_heads
+        return self._rows(boxes, obj, probs, net.repeat(2))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.guard is not None:
+            x = self.guard(x)
+        if self.any_size:
+            return self.decode_any_size(self.model(x), x)
         return self.decode(self.model(x))
 
 
 class RawHeads(nn.Module):
-    """The model with a tuple output (torch.jit.trace wants tuples, not lists)."""
+    """The model with a tuple output (torch.jit.trace wants tuples, not lists); ``guard`` as in
+    :class:`DecodedHeads`."""
 
-    def __init__(self, model: DarknetModel):
+    def __init__(self, model: DarknetModel, guard: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.guard = guard
         self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.guard is not None:
+            x = self.guard(x)
         return tuple(self.model(x))
 
 
@@ -122,10 +148,12 @@ def prepared(model: DarknetModel, half: bool) -> tuple[DarknetModel, DarknetMode
     return ref, lean
 
 
-def target(m: DarknetModel, decode: bool) -> nn.Module:
+def target(m: DarknetModel, decode: bool, any_size: bool = False, guard: nn.Module | None = None) -> nn.Module:
+    """What is traced (or run as the reference): raw heads or decoded rows; ``any_size`` and
+    ``guard`` for a dynamic-size export (see :class:`DecodedHeads`)."""
     # eval() on the wrapper too: a new Module is in training mode, and the ONNX exporter restores
     # the wrapper's mode recursively after export (which would put the BN path back on).
-    return (DecodedHeads(m) if decode else RawHeads(m)).eval()
+    return (DecodedHeads(m, any_size, guard) if decode else RawHeads(m, guard)).eval()
 
 
 def output_names(m: DarknetModel, decode: bool) -> list[str]:

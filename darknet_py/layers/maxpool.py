@@ -65,6 +65,8 @@ class Maxpool(nn.Module):
         out_h = (h + self.padding - size) // sy + 1
         out_w = (w + self.padding - size) // sx + 1
         # Pad after so that an unpadded pool yields exactly Darknet's output size (negative = crop).
+        # That is padding - before - (w + padding - size) % sx: it depends on w modulo the stride only,
+        # so the numbers a dynamic-size export traces hold at every multiple of the network's stride.
         pad = (before, (out_w - 1) * sx + size - w - before, before, (out_h - 1) * sy + size - h - before)
         if any(pad):
             x = F.pad(x, pad, value=float("-inf"))  # Darknet skips out-of-range taps: -inf padding

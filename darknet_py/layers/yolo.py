@@ -121,6 +121,29 @@ class YoloDecode(nn.Module):
         return (torch.cat((bxy, bwh), -1).reshape(-1, rows, 4), p[..., 4].reshape(-1, rows),
                 p[..., 5:].reshape(-1, rows, c))
 
+    def any_size(self, out: Tensor, net_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`forward` for an output of any grid size, ``net_size`` (net_w, net_h) in the
+        output's dtype (:func:`size_of` the input): the grid, the grid size and the rows come from
+        ``out`` itself, which a trace records as operations on it (a dynamic-size export), where
+        :meth:`forward`'s buffers would be frozen constants. The same arithmetic: the grid and the
+        sizes are whole numbers, exact in the output's dtype, as the buffers are."""
+        a, c = self.a, self.classes
+        h, w = out.shape[-2], out.shape[-1]  # plain ints when run, recorded shape values when traced
+        p = out.reshape(-1, a, 5 + c, h, w).permute(0, 3, 4, 1, 2)
+        # Counted from ones like ``out`` rather than torch.arange: a traced arange names the device
+        # it ran on, and a TorchScript archive must load on any (torch.jit.load's map_location).
+        ones = torch.ones_like(out[:1, :1])  # (1, 1, h, w)
+        grid = torch.stack((ones.cumsum(3) - 1, ones.cumsum(2) - 1), -1).permute(0, 2, 3, 1, 4)  # (1, h, w, 1, 2)
+        bxy, bwh = yolo_box(p[..., 0:2], p[..., 2:4], grid, self.anchors.to(out.dtype), size_of(out), net_size,
+                            self.new_coords)
+        return (torch.cat((bxy, bwh), -1).flatten(1, 3), p[..., 4].flatten(1, 3), p[..., 5:].flatten(1, 3))
+
+
+def size_of(t: Tensor) -> Tensor:
+    """(width, height) of an N x C x H x W tensor as a tensor of its dtype on its device, counted
+    from ones like it: a trace records operations on ``t``, neither a size nor a device."""
+    return torch.stack((torch.ones_like(t[:1, :1, :1]).sum(), torch.ones_like(t[:1, :1, :, :1]).sum()))
+
 
 class YoloHead(nn.Module):
     """Applies Darknet's logistic to x, y, objectness and classes (none with ``new_coords``);

@@ -18,7 +18,7 @@ def test_the_cli_lists_every_format_of_the_table():
 @pytest.mark.parametrize("argv, message", [
     (["--format", "pt", "--half"], "--precision fp16"),
     (["--format", "pt", "--decode"], "--decode"),
-    (["--format", "torchscript", "--dynamic"], "--dynamic"),
+    (["--format", "tflite", "--dynamic"], "does not take --dynamic"),
     (["--precision", "int8", "--format", "torchscript", "--calibrate", "x.data"], "does not take --calibrate"),
     (["--format", "tflite", "--precision", "int8"], "calibration"),
     (["--letterbox"], "--letterbox and --max-det apply to --nms graphs"),
