@@ -205,6 +205,7 @@ def _convert(pnnx, model, scratch: str, half: bool) -> tuple[str, str]:
     pt = os.path.join(scratch, "model.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # sizes are fixed, as in every export
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.jit.trace: what pnnx reads
         with torch.no_grad():
             torch.jit.trace(graph, (x,)).save(pt)
     del graph
