@@ -151,6 +151,11 @@ def test_refusals_before_writing(small_tiny, tmp_path):
                                        width=64).encode())
     with pytest.raises(ExportError, match=r"layer 1 \(\[upsample\].*reverse mode"):
         check_ncnn(reverse)
+    reorg = darknet_py.load(cfgs.cfg(cfgs.conv(8, stride=1, act="leaky"), "[reorg]\nstride=2\n",
+                                     cfgs.conv(6, stride=1, act="linear"), cfgs.yolo("0", "10,13", 1, 1),
+                                     width=64).encode())
+    with pytest.raises(ExportError, match=r"layer 1 \(\[reorg\], .* line \d+\): ncnn cannot run a \[reorg\] layer"):
+        check_ncnn(reorg)
     for kw, pattern in [({"precision": "int8"}, "precision='int8'"), ({}, "NAME.param")]:
         with pytest.raises(ExportError, match=pattern):
             export_ncnn(small_tiny, tmp_path / ("m.param" if kw else "m.ncnn"), **kw)
