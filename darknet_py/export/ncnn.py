@@ -88,6 +88,11 @@ def net_options(opt, precision: str = "f32", threads: int | None = None) -> None
 class NcnnYoloHead(nn.Module):
     """:class:`~darknet_py.layers.yolo.YoloHead` in ops ncnn has (see the module docstring)."""
 
+    keep: torch.Tensor    # 1 on the channels that stay raw (w, h), else 0
+    squash: torch.Tensor  # 1 - keep: the channels that get the logistic
+    a: torch.Tensor       # scale_x_y on x, y; 1 elsewhere
+    b: torch.Tensor       # -(scale_x_y - 1) / 2 on x, y; 0 elsewhere
+
     def __init__(self, head: YoloHead):
         super().__init__()
         self.logistic = not head.new_coords

@@ -27,9 +27,6 @@ from .calibrate import prepared_batches
 from .check import ExportReport, compare, synthetic_image, writing
 from .verify import Match, PhotoResult, Runner, Verification, reference_heads, verify_runner
 
-PhotoArg = "str | os.PathLike[str] | tuple[str, np.ndarray]"
-
-
 def import_extra(modules: Sequence[str], extra: str, what: str) -> list:
     """Import ``modules`` or raise an ExportError naming the pip extra that installs them."""
     out = []
