@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -127,18 +125,16 @@ def main(argv=None) -> int:
 
     # warm-up, then interleaved rounds
     results = {k: {"b1": [], "b8": []} for k in runners}
-    for k, entry in runners.items():
-        f1 = entry[0]
-        f1(x1)
+    for entry in runners.values():
+        entry[0](x1)
     for _ in range(args.repeat):
         for k, entry in runners.items():
-            f1 = entry[0]
-            f8 = entry[1]
-            results[k]["b1"].append(timed(lambda: f1(x1), 1))
+            f1, f8 = entry[0], entry[1]
+            results[k]["b1"].append(timed(lambda f1=f1: f1(x1), 1))
             if f8 is None:
-                results[k]["b8"].append(timed(lambda: f1(x8), 1))
+                results[k]["b8"].append(timed(lambda f1=f1: f1(x8), 1))
             else:
-                results[k]["b8"].append(timed(lambda: f8(x8.numpy()), 1))
+                results[k]["b8"].append(timed(lambda f8=f8: f8(x8.numpy()), 1))
     base1 = statistics.median(results["PyTorch forward (baseline)"]["b1"])
     base8 = statistics.median(results["PyTorch forward (baseline)"]["b8"])
     print(f"{Path(args.cfg).name} at {net_w}x{net_h}, {args.threads} threads, median of {args.repeat}; "

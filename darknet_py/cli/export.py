@@ -13,7 +13,8 @@ from .models import _plan
 
 # The formats and the suffix of each default file name (torch-free: `--help` imports no torch;
 # tests/cli checks it against darknet_py.export.backends.BACKENDS).
-EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt", "tflite": ".tflite"}
+EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt", "tflite": ".tflite",
+                   "openvino": ".openvino.xml", "ncnn": ".ncnn.param"}
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -96,7 +97,10 @@ def run(args) -> int:
     out = args.output or os.path.splitext(args.weights)[0] + EXPORT_SUFFIXES[args.format]
     # a default name made from the weights' is replaced only with --overwrite; never the inputs
     # (`export OTHER.cfg m.pt --format pt` would otherwise rewrite m.pt)
-    outputs = [(out, f"the {args.format} export", args.output is not None or args.overwrite)]
+    from ..export.backends import companions  # torch-free until a model is built
+    named = args.output is not None or args.overwrite
+    outputs = [(out, f"the {args.format} export", named)]
+    outputs += [(f, f"the {args.format} export's weights", named) for f in companions(args.format, out)]
     if args.report:
         outputs.append((args.report, "the conversion report", True))
     _plan((args.cfg, args.weights, *images, args.calibrate, args.data), outputs)
@@ -147,7 +151,8 @@ def conversion_report(be, model, out: str, report, options, photos, precision: s
     if args.data:
         from ..export.accuracy import accuracy_before_after
         accuracy = accuracy_before_after(model, loaded, args.data)
-    files = [out] + [f for f in getattr(report, "extra_files", [])]
+    from ..export.backends import companions
+    files = [out] + companions(be.name, out)
     size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
     return ConversionReport(be.name, files, precision, loaded.runtime, size, verification, accuracy)
 

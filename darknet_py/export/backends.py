@@ -236,6 +236,52 @@ def open_tflite(path, model, opts: ExportOptions) -> Loaded:
     return Loaded("LiteRT interpreter (ai-edge-litert)", runner=tflite_runner(os.fspath(path)))
 
 
+def _runtime_precision(opts: ExportOptions) -> tuple[str, bool]:
+    """OpenVINO's and ncnn's (precision, half): fp16 is float16 weights computed in float32 (this
+    module's fp16 everywhere); bf16 the runtime's bf16 arithmetic."""
+    return ("bf16", False) if opts.precision == "bf16" else ("f32", opts.precision == "fp16")
+
+
+def _write_openvino(model, path, opts: ExportOptions):
+    from .openvino import export_openvino
+    precision, half = _runtime_precision(opts)
+    return export_openvino(model, path, precision=precision, half=half, sample=opts.sample)
+
+
+def open_openvino(path, model, opts: ExportOptions) -> Loaded:
+    from .openvino import _import_openvino, compile_ir, runner_of
+    ov = _import_openvino()
+    precision, _ = _runtime_precision(opts)
+    xml = os.fspath(path)
+    return Loaded(f"OpenVINO {ov.__version__.split('-')[0]} CPU ({precision})",
+                  runner=runner_of(compile_ir(ov, xml, xml[:-4] + ".bin", precision)))
+
+
+def _write_ncnn(model, path, opts: ExportOptions):
+    from .ncnn import export_ncnn
+    precision, half = _runtime_precision(opts)
+    return export_ncnn(model, path, precision=precision, half=half, sample=opts.sample)
+
+
+def open_ncnn(path, model, opts: ExportOptions) -> Loaded:
+    from .ncnn import _import_ncnn, load_net, runner_of
+    ncnn, _ = _import_ncnn()
+    precision, _ = _runtime_precision(opts)
+    param = os.fspath(path)
+    net = load_net(ncnn, param, param[:-6] + ".bin", precision)
+    return Loaded(f"ncnn {getattr(ncnn, '__version__', '')} ({precision})".replace("  ", " "),
+                  runner=runner_of(ncnn, net, len(model.heads)))
+
+
+def companions(name: str, path: str) -> list[str]:
+    """The files a format writes beside ``path`` (OpenVINO's and ncnn's weights: NAME.bin)."""
+    if name == "openvino" and path.endswith(".xml"):
+        return [path[:-4] + ".bin"]
+    if name == "ncnn" and path.endswith(".param"):
+        return [path[:-6] + ".bin"]
+    return []
+
+
 _INT8 = frozenset({"calibration", "calib_images"})
 
 BACKENDS: dict[str, Backend] = {
@@ -247,6 +293,12 @@ BACKENDS: dict[str, Backend] = {
                   _write_checkpoint, open_checkpoint),
     "tflite": Backend("tflite", "TFLite", ".tflite", "tflite", "TFLite, written from the layer graph, run by LiteRT",
                       _write_tflite, open_tflite, ("fp32", "fp16", "int8"), _INT8),
+    # distinct default names: both write NAME.bin beside their graph
+    "openvino": Backend("openvino", "OpenVINO", ".openvino.xml", "openvino",
+                        "OpenVINO IR (.xml + .bin), run by OpenVINO on the CPU", _write_openvino, open_openvino,
+                        ("fp32", "fp16", "bf16")),
+    "ncnn": Backend("ncnn", "ncnn", ".ncnn.param", "ncnn", "ncnn (.param + .bin), converted by pnnx, run by ncnn",
+                    _write_ncnn, open_ncnn, ("fp32", "fp16", "bf16")),
 }
 
 
@@ -257,5 +309,5 @@ def backend(name: str) -> Backend:
         raise ExportError(f"unknown export format {name!r}: expected one of {', '.join(BACKENDS)}") from None
 
 
-__all__ = ["BACKENDS", "Backend", "ExportOptions", "Loaded", "backend", "open_checkpoint", "open_onnx",
+__all__ = ["BACKENDS", "Backend", "ExportOptions", "Loaded", "backend", "companions", "open_checkpoint", "open_onnx",
            "open_tflite", "open_torchscript"]
