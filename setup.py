@@ -54,10 +54,17 @@ setup(
     extras_require={
         # ONNX export and its onnxruntime check (darknet-py export --format onnx)
         "export": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # the other runtimes `darknet-py export --format` converts for, each checked in its runtime
+        "openvino": ["onnx>=1.14", "onnxruntime>=1.16", "openvino>=2024.0"],
+        "ncnn": ["ncnn>=1.0.20240410", "pnnx>=20240410"],
+        "tflite": ["ai-edge-litert>=2.0"],   # the interpreter; darknet-py writes the file itself
+        # TensorRT engines need an NVIDIA GPU (CUDA torch) and NVIDIA's tensorrt wheel
+        "tensorrt": ["onnx>=1.14", "onnxruntime>=1.16", "tensorrt>=10.0"],
         # precision-recall curves (darknet-py detector map --plot), the chart of detector train --map
         "plot": ["matplotlib>=3.5"],
         # the suite and `make lint` (ruff and mypy pinned: their rules change between releases)
         "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16", "matplotlib>=3.5",
+                 "openvino>=2024.0", "ncnn>=1.0.20240410", "pnnx>=20240410", "ai-edge-litert>=2.0",
                  "ruff==0.17.6", "mypy==2.4.1"],
     },
     cmdclass={"build_py": BuildWithShippedFiles},
