@@ -30,8 +30,40 @@ from darknet_py.files import write_bytes, write_text  # noqa: E402
 REF = ROOT.parent / "shared" / "darknet-reference"
 
 
+def speed(model, int8_path: Path, out: Path, photos) -> dict:
+    """onnxruntime CPU, one thread: median ms per photo of the float32 export and of the int8 file."""
+    import statistics
+
+    import onnxruntime as ort
+
+    from darknet_py.export import export_onnx
+    from darknet_py.export.calibrate import prepared_batches
+    from darknet_py.export.int8 import session_runner
+
+    fp32 = out / f"{int8_path.stem}-fp32.onnx"
+    export_onnx(model, fp32, dynamic=True)
+    xs = list(prepared_batches(model, photos))
+    result = {}
+    for name, path in (("fp32", fp32), ("int8", int8_path)):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        run = session_runner(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
+        run(xs[0])
+        times = []
+        for _ in range(3):
+            for x in xs:
+                t = time.perf_counter()
+                run(x)
+                times.append(time.perf_counter() - t)
+        result[f"{name}_ms_per_photo"] = round(1000 * statistics.median(times), 1)
+    print(f"onnxruntime CPU, 1 thread: float32 {result['fp32_ms_per_photo']} ms, int8 {result['int8_ms_per_photo']} ms "
+          "per photo", flush=True)
+    return result
+
+
 def shapes(args, out: Path) -> dict:
     import darknet_py
+    from darknet_py.export.calibrate import listed_photos, load_photos
     from darknet_py.export.int8 import export_onnx_int8
     from darknet_py.synth import make_dataset
 
@@ -39,7 +71,7 @@ def shapes(args, out: Path) -> dict:
     model = darknet_py.load(ROOT / "cfg" / "yolov3-tiny-shapes.cfg", ROOT / "weights" / "yolov3-tiny-shapes.weights")
     start = time.perf_counter()
     rep = export_onnx_int8(model, out / "yolov3-tiny-shapes-int8.onnx", ds.data, args.calib, evaluate=True,
-                           calibration=args.calibration)
+                           calibration=args.calibration, min_layer_db=args.min_layer_db)
     lines = rep.lines()
     print("\n".join(lines))
     return {"model": "yolov3-tiny-shapes", "seed": args.seed, "calib_images": rep.calib_images,
@@ -47,7 +79,9 @@ def shapes(args, out: Path) -> dict:
             "coco_ap_fp32": rep.coco_ap_before, "coco_ap_int8": rep.coco_ap_after,
             "map50_change_points": 100 * (rep.map_after - rep.map_before), "float_layers": rep.float_layers,
             "matched": rep.matched, "missing": rep.missing, "extra": rep.extra, "seconds": time.perf_counter() - start,
-            "sensitivity_db": {str(s.layer): round(s.sqnr_db, 2) for s in rep.sensitivity}, "report": lines}
+            "sensitivity_db": {str(s.layer): round(s.sqnr_db, 2) for s in rep.sensitivity}, "report": lines,
+            "speed": speed(model, out / "yolov3-tiny-shapes-int8.onnx", out,
+                           load_photos(listed_photos(ds.data, "valid", 8)))}
 
 
 def _variants(rgb):
@@ -94,7 +128,8 @@ def tiny(args, out: Path) -> dict:
     start = time.perf_counter()
     data = _calibration_data(out / "tiny-calib-all", photos, shapes_list)
     n = 6 * len(photos) + len(shapes_list)
-    rep = export_onnx_int8(model, out / "yolov3-tiny-int8.onnx", data, n, photos=photos, calibration=args.calibration)
+    rep = export_onnx_int8(model, out / "yolov3-tiny-int8.onnx", data, n, photos=photos, calibration=args.calibration,
+                           min_layer_db=args.min_layer_db)
     print("\n".join(rep.lines()))
     result["in_sample"] = {"matched": rep.matched, "missing": rep.missing, "extra": rep.extra,
                            "matched_fraction": rep.matched_fraction, "match_iou": rep.match_iou,
@@ -102,6 +137,7 @@ def tiny(args, out: Path) -> dict:
                            "sensitivity_db": {str(s.layer): round(s.sqnr_db, 2) for s in rep.sensitivity},
                            "per_photo": {p.name: [p.match.matched, p.match.missing, p.match.extra]
                                          for p in rep.verification.photos}}
+    result["speed"] = speed(model, out / "yolov3-tiny-int8.onnx", out, photos)
     if args.leave_one_out:
         total = Match()
         per = {}
@@ -110,7 +146,7 @@ def tiny(args, out: Path) -> dict:
             data = _calibration_data(out / f"tiny-calib-without-{i}", rest, shapes_list)
             r = export_onnx_int8(model, out / f"yolov3-tiny-int8-without-{i}.onnx", data,
                                  6 * len(rest) + len(shapes_list), photos=[held], calibration=args.calibration,
-                                 min_matched=0.0)
+                                 min_layer_db=args.min_layer_db, min_matched=0.0)
             m = r.verification.total
             total += m
             per[held[0]] = [m.matched, m.missing, m.extra]
@@ -132,7 +168,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=2026, help="generator seed (the shipped model trained on seed 1)")
     ap.add_argument("--tiny-shapes", type=int, default=22, help="tiny: generated photos added to the calibration")
     ap.add_argument("--leave-one-out", action="store_true", help="tiny: also the out-of-sample check (7 calibrations)")
-    ap.add_argument("--calibration", default="percentile", choices=["percentile", "minmax", "entropy"])
+    ap.add_argument("--calibration", default="minmax", choices=["minmax", "moving-average", "entropy", "percentile"])
+    ap.add_argument("--min-layer-db", type=float, default=25.0, help="sensitivity threshold (export_onnx_int8)")
     args = ap.parse_args()
 
     import torch

@@ -129,7 +129,7 @@ def load_engine(path, device=None) -> TensorRTRunner:
 
 
 def _calibrator_class(trt):
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[name-defined]
         """Feeds prepared photo batches from CUDA torch tensors; the cache stays in memory."""
 
         def __init__(self, batches: Sequence[np.ndarray], device: torch.device):
@@ -266,14 +266,16 @@ def export_tensorrt(model: DarknetModel, path, *, precision: str = "fp16", data=
             runner = TensorRTRunner(engine, device)
             verification = verify_runner(model, runner, verify_on, thresh=thresh, nms=nms, iou=match_iou)
             total = verification.total
-            shape_in = [INPUT_NAME, ["batch", *model.netdef.input_shape]]
+            shape_in: list = ["batch", *model.netdef.input_shape]
             report = TensorRTReport(
-                path, "tensorrt", base.opset, [tuple(shape_in)], base.outputs, len(engine), verification.max_abs_diff,
-                verification.max_rel_diff, precision, [1], f"TensorRT {trt.__version__}", "PyTorch (float32)",
-                float("nan"), precision=precision, head_precision=head_precision, head_layers=head_layers,
-                constrained_layers=constrained, calib_images=sum(len(b) for b in batches), max_batch=max_batch,
-                verification=verification, matched=total.matched, missing=total.missing, extra=total.extra,
-                match_iou=match_iou, trt_version=str(trt.__version__), gpu=torch.cuda.get_device_name(device))
+                path, "tensorrt", base.opset, [(INPUT_NAME, shape_in)], base.outputs, len(engine),
+                verification.max_abs_diff, verification.max_rel_diff, precision, [1],
+                f"TensorRT {trt.__version__}", "PyTorch (float32)", float("nan"),
+                precision=precision, head_precision=head_precision, head_layers=head_layers,
+                constrained_layers=constrained, calib_images=sum(len(b) for b in batches),
+                max_batch=max_batch, verification=verification, matched=total.matched,
+                missing=total.missing, extra=total.extra, match_iou=match_iou,
+                trt_version=str(trt.__version__), gpu=torch.cuda.get_device_name(device))
             if report.matched_fraction < min_matched:
                 raise ExportError(f"{path}: the {precision} engine keeps {100 * report.matched_fraction:.1f} % of "
                                   f"PyTorch's detections on {len(verify_on)} photos (at least {100 * min_matched:g} "
