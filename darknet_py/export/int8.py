@@ -56,11 +56,11 @@ import torch
 
 from ..checks import check_count, check_range
 from ..defaults import DEFAULT_NMS, DEFAULT_THRESH
-from ..errors import DataError, ExportError
-from ..files import write_bytes
+from ..errors import DataError, ExportError, OutputError
+from ..files import check_target, write_bytes
 from ..graph import DarknetModel
 from .calibrate import DEFAULT_CALIB_IMAGES, calibration_batches, listed_photos, load_photos
-from .check import ExportReport, check_export_options
+from .check import ExportReport, check_export_options, writing
 from .graphs import INPUT_NAME, check_model, eval_mode
 from .onnx import OPSET, _onnx_shapes, export_onnx
 from .verify import Verification, verify_runner
@@ -349,6 +349,18 @@ def lean_onnx(onnx, quantization, model, folder: str, opset: int = OPSET) -> tup
 CALIBRATIONS = ("minmax", "moving-average", "entropy", "percentile")
 
 
+def check_output(path: str) -> None:
+    """The output, checked before any work: a file we may replace (darknet_py.files.check_target:
+    not a folder, device or input of the run) in a folder that exists."""
+    try:
+        check_target(path)
+    except OutputError as e:
+        raise ExportError(str(e)) from e
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ExportError(f"{path}: cannot write the export: the folder {folder} does not exist")
+
+
 def _check_calibration(method) -> tuple[str, float | None]:
     name, value = (method, None) if isinstance(method, str) else tuple(method)
     if name not in CALIBRATIONS:
@@ -391,6 +403,7 @@ def export_onnx_int8(model: DarknetModel, path, data, calib_images: int = DEFAUL
     check_range("match_iou", match_iou, 0.0, 1.0)
     method = _check_calibration(calibration)
     path = os.fspath(path)
+    check_output(path)
     with eval_mode(model):
         # the photos first: a bad list is an error before any work
         batches = calibration_batches(model, data, calib_images)
@@ -413,7 +426,7 @@ def export_onnx_int8(model: DarknetModel, path, data, calib_images: int = DEFAUL
                 report.map_before, report.map_after = cmp.before.map50, cmp.after.map50
                 report.coco_ap_before, report.coco_ap_after = cmp.before.coco_ap, cmp.after.coco_ap
                 report.evaluated_images = cmp.after.images
-            with open(os.path.join(tmp, "int8.onnx"), "rb") as f:
+            with open(os.path.join(tmp, "int8.onnx"), "rb") as f, writing(path):
                 write_bytes(path, f.read())
     return report
 

@@ -34,9 +34,9 @@ from ..errors import DataError, ExportError
 from ..files import write_bytes
 from ..graph import DarknetModel
 from .calibrate import DEFAULT_CALIB_IMAGES, calibration_batches, listed_photos, load_photos
-from .check import ExportReport, synthetic_image
+from .check import ExportReport, synthetic_image, writing
 from .graphs import INPUT_NAME, check_model, eval_mode
-from .int8 import INT8_MATCH_IOU, head_nodes, layer_of, lean_onnx
+from .int8 import INT8_MATCH_IOU, check_output, head_nodes, layer_of, lean_onnx
 from .onnx import OPSET
 from .verify import MATCH_IOU, Verification, verify_runner
 
@@ -248,6 +248,7 @@ def export_tensorrt(model: DarknetModel, path, *, precision: str = "fp16", data=
     except ImportError as e:
         raise ExportError(f"{NEEDS} (and onnx, onnxruntime: {e})") from e
     path = os.fspath(path)
+    check_output(path)
     with eval_mode(model):
         batches = []
         if precision == "int8":
@@ -280,7 +281,8 @@ def export_tensorrt(model: DarknetModel, path, *, precision: str = "fp16", data=
                 raise ExportError(f"{path}: the {precision} engine keeps {100 * report.matched_fraction:.1f} % of "
                                   f"PyTorch's detections on {len(verify_on)} photos (at least {100 * min_matched:g} "
                                   "% asked); nothing was written")
-            write_bytes(path, engine)
+            with writing(path):
+                write_bytes(path, engine)
     return report
 
 

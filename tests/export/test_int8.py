@@ -87,6 +87,10 @@ def test_bad_arguments_and_missing_package(shapes, tmp_path, monkeypatch):
     model, data = shapes
     with pytest.raises(ExportError, match="calibration must be one of"):
         export_onnx_int8(model, tmp_path / "x.onnx", data, calibration="median")
+    with pytest.raises(ExportError, match="does not exist"):
+        export_onnx_int8(model, tmp_path / "no" / "x.onnx", data)
+    with pytest.raises(ExportError, match="is a directory"):
+        export_onnx_int8(model, tmp_path, data)
     monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)  # as if onnxruntime were absent
     with pytest.raises(ExportError, match=r"pip install darknet-py-yolov3\[export\]"):
         export_onnx_int8(model, tmp_path / "x.onnx", data)
