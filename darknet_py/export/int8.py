@@ -29,15 +29,18 @@ layer 0 18 dB, layer 2 13 dB, the rest 23..37 dB; the whole int8 graph with ever
 
   calibration, threshold   shapes: float layers, mAP     yolov3-tiny: float layers, matched
   min/max, 20 dB           4              92.54 (-0.80)  0 2           15/17
-  min/max, 25 dB           0 2 4 6 8 21   93.28 (-0.06)  0 2 4         16/17
+  min/max, 25 dB           0 2 4 6 8 21   93.28 (-0.05)  0 2 4         16/17 (7 calibrations
+                                                                       without the photo: 16/17)
   min/max, 30 dB           -                             0 2 4 .. 12   15/17
   moving average, 20 dB    none           93.01 (-0.33)  0 2           13/17
   percentile 99.999, 20 dB none           93.77 (+0.43)  0 2           11/17
+  (entropy gave min/max's ranges on both)
 
 On 17 detections near the .5 threshold one detection is 6 points; past 25 dB the detections lost
 are the ones whose score sits within the remaining noise of the threshold. Each layer kept float
-costs speed in onnxruntime's CPU kernels (yolov3-tiny: layers 0 and 2 float took 78 to 137 ms
-per photo against 172 ms in float32): ``min_layer_db`` trades one for the other.
+costs speed in onnxruntime's CPU kernels (one thread, this machine: yolov3-tiny 53.5 ms per photo
+in float32, 29.6 ms in int8 with layers 0 2 4 float; the shapes model, six layers float, 11.9
+and 10.9 ms): ``min_layer_db`` trades one for the other.
 """
 from __future__ import annotations
 
