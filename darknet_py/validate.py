@@ -40,6 +40,9 @@ from .postprocess import darknet_nms, detections_to, postprocess
 from .stream.feed import PhotoFeed, default_workers
 from .transforms import fit, pixel_corners
 
+# letterboxed NCHW batch -> the raw [yolo] heads, as ``model(x)`` returns them
+Forward = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+
 
 @dataclass(frozen=True)
 class ValidImage:
@@ -118,9 +121,11 @@ def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int
                    thresh: float = VALID_THRESH, nms: float = VALID_NMS, batch: int = 8,
                    workers: int | None = None, progress: bool | None = False,
                    exif_orientation: bool = True, nms_in_pixels: bool = False,
-                   array_order: bool = False) -> ValidationRun:
+                   array_order: bool = False, forward: Forward | None = None) -> ValidationRun:
     """Darknet's validation pass over listed images, ``batch`` at a time on the model's device
-    (``nms_in_pixels``, ``array_order``: see darknet_py.postprocess.postprocess_decoded)."""
+    (``nms_in_pixels``, ``array_order``: see darknet_py.postprocess.postprocess_decoded).
+    ``forward``: what turns the batch into the raw heads instead of ``model(x)`` (a converted model:
+    darknet_py.export.accuracy); the decode, thresholds and NMS stay the model's."""
     check_detector(model)
     _check_args(thresh=thresh, nms=nms, batch=batch, workers=workers)
     start = time.perf_counter()
@@ -129,7 +134,8 @@ def run_detections(model, images: Sequence[ListedImage], image_ids: Sequence[int
     for chunk, x in _batches(model, images, list_path, batch, workers, progress, exif_orientation, False,
                              "detector valid"):
         # the whole batch at once: the per-image postprocess bit for bit, without per-image host syncs
-        dets = postprocess(model, model(x), [c[2] for c in chunk], thresh, nms, photo_boxes=pixel_corners,
+        heads = model(x) if forward is None else forward(x)
+        dets = postprocess(model, heads, [c[2] for c in chunk], thresh, nms, photo_boxes=pixel_corners,
                            nms_in_pixels=nms_in_pixels, array_order=array_order)
         for (image, _, info), d in zip(chunk, detections_to(dets, "cpu")):
             run.images.append(ValidImage(image.path, image.listed, image.line, info.img_w, info.img_h, next(ids)))
@@ -307,14 +313,21 @@ def detector_map(data_path, cfg, weights, *, device="cpu", batch: int = 8, thres
                  nms: float = VALID_NMS, iou: float = MAP_IOU, conf_thresh: float = MAP_CONF_THRESH,
                  on_bad_label: str = "error",
                  width: int | None = None, height: int | None = None, progress: bool | None = False,
-                 workers: int | None = None, model=None) -> MapResult:
+                 workers: int | None = None, model=None, forward: Forward | None = None,
+                 limit: int | None = None) -> MapResult:
     """Detections over ``valid`` (as ``detector valid`` makes them) against the truth: the YOLO
     label files found the Darknet way, or the COCO json that ``annotations =`` names.
+    ``forward``: see :func:`run_detections`; ``limit``: that many photos spread evenly over the
+    list (the first and the last included), for a quick estimate.
 
     ``thresh``, ``nms``, ``conf_thresh`` in [0, 1]; ``iou`` in [0, 1) (a match needs IoU > ``iou``)."""
     _check_args(thresh=thresh, nms=nms, iou=iou, conf_thresh=conf_thresh, batch=batch, workers=workers, width=width,
                 height=height)
+    check_count("limit", limit, 1)
     setup = _setup(data_path, cfg, weights, device, width, height, model)
+    if limit is not None and limit < len(setup.images):
+        picks = np.linspace(0, len(setup.images) - 1, int(limit)).round().astype(int)
+        setup.images = [setup.images[i] for i in picks]
     classes = setup.model.netdef.classes
     coco_kind = setup.data.eval == "coco"
     cat_ids = category_ids(classes, coco=coco_kind)
@@ -325,7 +338,8 @@ def detector_map(data_path, cfg, weights, *, device="cpu", batch: int = 8, thres
     # AlexeyAB's tree counts its TP/FP at conf_thresh in Darknet's detection-array order
     alexeyab = setup.model.darknet.tree == "alexeyab"
     run = run_detections(setup.model, setup.images, ids, list_path=os.fspath(setup.list_path), thresh=thresh,
-                         nms=nms, batch=batch, workers=workers, progress=progress, array_order=alexeyab)
+                         nms=nms, batch=batch, workers=workers, progress=progress, array_order=alexeyab,
+                         forward=forward)
     truths: list[GroundTruth] = []
     if setup.coco is not None:
         class_of = {c: i for i, c in enumerate(cat_ids)}
@@ -413,6 +427,7 @@ def detector_recall(data_path, cfg, weights, *, device="cpu", batch: int = 8, th
     return RecallResult(n, total, correct, proposals, iou_sum / total if total else 0.0)
 
 
-__all__ = ["MapResult", "RecallResult", "RECALL_IOU", "RECALL_NMS", "RECALL_THRESH", "VALID_NMS", "VALID_THRESH",
-           "ValidImage", "ValidationRun", "detector_map", "detector_recall", "detector_valid", "image_ids_for",
+__all__ = ["Forward", "MapResult", "RecallResult", "RECALL_IOU", "RECALL_NMS", "RECALL_THRESH", "VALID_NMS",
+           "VALID_THRESH", "ValidImage", "ValidationRun", "detector_map", "detector_recall", "detector_valid",
+           "image_ids_for",
            "run_detections", "write_coco_results", "write_imagenet_results", "write_voc_results"]

@@ -14,23 +14,30 @@ compares it with PyTorch (darknet_py.export.check).
 - :mod:`.dynamic`: ``dynamic_size=True`` (ONNX, TorchScript): any input height and width that
   are multiples of the network's stride, checked at two sizes;
 - :mod:`.openvino`: OpenVINO IR (``.xml`` + ``.bin``), run by OpenVINO on the CPU (extra ``openvino``);
-- :mod:`.ncnn`: ncnn (``.param`` + ``.bin``), converted by pnnx, run by ncnn (extra ``ncnn``).
+- :mod:`.ncnn`: ncnn (``.param`` + ``.bin``), converted by pnnx, run by ncnn (extra ``ncnn``);
+- :mod:`.int8`: int8 (QDQ) ONNX, calibrated on photos, run by onnxruntime;
+- :mod:`.tensorrt`: TensorRT fp16 / int8 engines (CUDA and the tensorrt package);
+- :mod:`.accuracy`: mAP of a converted model beside the PyTorch model's (detector map's own code).
 
 A new backend is one module here that writes its file and checks it with :mod:`.check`.
 """
 from ..errors import ExportError
+from .accuracy import compare_accuracy, evaluate_runner
 from .check import MIN_OPSET, RTOL_FP16, RTOL_FP32, ExportReport, check_export_options, sample_input, synthetic_image
 from .checkpoint import export_checkpoint
 from .e2e import DEFAULT_MAX_DET, OUTPUT_NAMES, export_onnx_e2e, export_torchscript_e2e, net_boxes_to_photo
 from .graphs import DECODED_NAME, INPUT_NAME, DecodedHeads
+from .int8 import export_onnx_int8
 from .ncnn import export_ncnn
 from .onnx import OPSET, export_onnx
 from .openvino import export_openvino
 from .runtimes import RuntimeReport
+from .tensorrt import export_tensorrt
 from .tflite import export_tflite
 from .torchscript import export_torchscript
 
 __all__ = ["DECODED_NAME", "DEFAULT_MAX_DET", "DecodedHeads", "ExportError", "ExportReport", "INPUT_NAME", "MIN_OPSET",
            "OPSET", "OUTPUT_NAMES", "RTOL_FP16", "RTOL_FP32", "RuntimeReport", "check_export_options",
-           "export_checkpoint", "export_ncnn", "export_onnx", "export_onnx_e2e", "export_openvino", "export_tflite",
-           "export_torchscript", "export_torchscript_e2e", "net_boxes_to_photo", "sample_input", "synthetic_image"]
+           "compare_accuracy", "evaluate_runner", "export_checkpoint", "export_ncnn", "export_onnx", "export_onnx_e2e",
+           "export_onnx_int8", "export_openvino", "export_tensorrt", "export_tflite", "export_torchscript",
+           "export_torchscript_e2e", "net_boxes_to_photo", "sample_input", "synthetic_image"]
