@@ -14,7 +14,7 @@ from .models import _plan
 # The formats and the suffix of each default file name (torch-free: `--help` imports no torch;
 # tests/cli checks it against darknet_py.export.backends.BACKENDS).
 EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt", "tflite": ".tflite",
-                   "openvino": ".openvino.xml", "ncnn": ".ncnn.param"}
+                   "openvino": ".openvino.xml", "ncnn": ".ncnn.param", "tensorrt": ".engine"}
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
                    help="NMS IoU threshold of --nms graphs and of the comparison (default .45)")
     p.add_argument("--half", action="store_true", help="float16 model and input (same as --precision fp16)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="arithmetic of the converted model (default fp32; which a format offers: README)")
+                   help="arithmetic of the converted model (default fp32; TensorRT fp16; which a format offers: "
+                        "README)")
     p.add_argument("--calibrate", metavar="DATA",
                    help="int8: calibrate on photos of this Darknet .data file's train list (else valid)")
     p.add_argument("--calib-images", type=int, default=None, help="int8: photos to calibrate on (default 64)")
@@ -63,10 +64,11 @@ def add_parser(sub) -> None:
                           "letterbox": "--letterbox", "precision": "--precision {}", "batch": "--batch {}"})
 
 
-def _precision(args) -> str:
+def _precision(args) -> str | None:
+    """--precision / --half; None: the format's first (fp32, or fp16 for TensorRT)."""
     if args.half and args.precision not in (None, "fp16"):
         raise UsageError(f"--half and --precision {args.precision} disagree")
-    return "fp16" if args.half else (args.precision or "fp32")
+    return "fp16" if args.half else args.precision
 
 
 def _options(args, precision: str, sample):
@@ -97,7 +99,7 @@ def run(args) -> int:
     out = args.output or os.path.splitext(args.weights)[0] + EXPORT_SUFFIXES[args.format]
     # a default name made from the weights' is replaced only with --overwrite; never the inputs
     # (`export OTHER.cfg m.pt --format pt` would otherwise rewrite m.pt)
-    from ..export.backends import companions  # torch-free until a model is built
+    from ..export.backends import companions
     named = args.output is not None or args.overwrite
     outputs = [(out, f"the {args.format} export", named)]
     outputs += [(f, f"the {args.format} export's weights", named) for f in companions(args.format, out)]
@@ -105,6 +107,7 @@ def run(args) -> int:
         outputs.append((args.report, "the conversion report", True))
     _plan((args.cfg, args.weights, *images, args.calibrate, args.data), outputs)
     be = backend(args.format)
+    precision = precision or be.precisions[0]
     photos = [(p, load_image(p)[0]) for p in images]  # before the model: a bad photo fails fast
     sample = photos[0][1] if photos else None
     options = _options(args, precision, sample)
@@ -134,27 +137,39 @@ def run(args) -> int:
 def conversion_report(be, model, out: str, report, options, photos, precision: str, args):
     from ..export.check import synthetic_image
     from ..export.report import ConversionReport
-    from ..export.verify import verify_detector, verify_runner
+    from ..export.int8 import INT8_MATCH_IOU
+    from ..export.verify import MATCH_IOU, verify_detector, verify_runner
     from ..postprocess import DEFAULT_NMS, DEFAULT_THRESH
 
     thresh = DEFAULT_THRESH if args.thresh is None else args.thresh
     nms = DEFAULT_NMS if args.nms_thresh is None else args.nms_thresh
     loaded = be.open_file(out, model, options)
+    if not photos and (args.data or args.calibrate):
+        # real photos say more than the synthetic picture: a few of the valid list (else train)
+        from ..export.calibrate import listed_photos, load_photos
+        photos = load_photos(listed_photos(args.data or args.calibrate, "valid" if args.data else None, limit=8))
     photos = photos or [("synthetic sample image", synthetic_image())]
+    # int8 moves boxes by a pixel or two: "the same box" is IoU >= .9 there (see darknet_py.export.int8)
+    iou = INT8_MATCH_IOU if precision == "int8" else MATCH_IOU
     if loaded.runner is not None:
-        verification = verify_runner(model, loaded.runner, photos, thresh=thresh, nms=nms)
+        verification = verify_runner(model, loaded.runner, photos, thresh=thresh, nms=nms, iou=iou)
     else:
         from ..export.e2e import DEFAULT_MAX_DET
         max_det = (options.max_det or DEFAULT_MAX_DET) if options.nms else None
-        verification = verify_detector(model, loaded.detector, photos, thresh=thresh, nms=nms, max_det=max_det)
+        verification = verify_detector(model, loaded.detector, photos, thresh=thresh, nms=nms, max_det=max_det,
+                                       iou=iou)
     accuracy = None
+    notes = []
     if args.data:
-        from ..export.accuracy import accuracy_before_after
-        accuracy = accuracy_before_after(model, loaded, args.data)
+        if loaded.runner is None:
+            notes.append("--data: mAP is measured on graphs of raw heads; this graph gives final detections")
+        else:
+            from ..export.report import accuracy_entry
+            accuracy = accuracy_entry(model, loaded.runner, args.data)
     from ..export.backends import companions
     files = [out] + companions(be.name, out)
     size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
-    return ConversionReport(be.name, files, precision, loaded.runtime, size, verification, accuracy)
+    return ConversionReport(be.name, files, precision, loaded.runtime, size, verification, accuracy, notes)
 
 
 __all__ = ["EXPORT_SUFFIXES", "PRECISIONS", "add_parser", "conversion_report", "run"]

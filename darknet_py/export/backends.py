@@ -205,11 +205,42 @@ _GRAPH = {"batch", "dynamic", "decode", "nms", "letterbox", "max_det", "thresh",
 
 def _write_onnx(model, path, opts: ExportOptions):
     from .onnx import export_onnx
+    if opts.precision == "int8":
+        return _write_onnx_int8(model, path, opts)
+    if opts.calibration is not None or opts.calib_images is not None:
+        raise UsageError("calibration= and calib_images= apply to precision='int8'")
     extra = {} if opts.opset is None else {"opset": opts.opset}
     # dynamic: batch, height and width (any multiple of the stride)
     return export_onnx(model, path, batch=opts.batch, dynamic_size=opts.dynamic, decode=opts.decode,
                        half=opts.precision == "fp16", sample=opts.sample, nms=opts.nms, letterbox=opts.letterbox,
                        max_det=opts.max_det, thresh=opts.thresh, iou=opts.iou, **extra)
+
+
+def _write_onnx_int8(model, path, opts: ExportOptions):
+    from .calibrate import DEFAULT_CALIB_IMAGES
+    from .int8 import export_onnx_int8
+    graph = sorted(opts.given() & (_GRAPH | {"opset"}))
+    if graph:
+        err = UsageError(f"the int8 ONNX export is of the raw heads at a fixed size: it does not take "
+                         f"{graph[0]}={getattr(opts, graph[0])!r}")
+        err.option = (graph[0], str(getattr(opts, graph[0])))
+        raise err
+    photos = None if opts.sample is None else [("the sample image", opts.sample)]
+    return export_onnx_int8(model, path, opts.calibration, opts.calib_images or DEFAULT_CALIB_IMAGES, photos=photos)
+
+
+def _write_tensorrt(model, path, opts: ExportOptions):
+    from .calibrate import DEFAULT_CALIB_IMAGES
+    from .tensorrt import export_tensorrt
+    photos = None if opts.sample is None else [("the sample image", opts.sample)]
+    return export_tensorrt(model, path, precision=opts.precision, data=opts.calibration,
+                           calib_images=opts.calib_images or DEFAULT_CALIB_IMAGES, max_batch=opts.batch, photos=photos)
+
+
+def open_tensorrt(path, model, opts: ExportOptions) -> Loaded:
+    from .tensorrt import load_engine
+    runner = load_engine(os.fspath(path))
+    return Loaded(f"TensorRT {runner.trt.__version__} (CUDA)", runner=runner)
 
 
 def _write_torchscript(model, path, opts: ExportOptions):
@@ -286,7 +317,7 @@ _INT8 = frozenset({"calibration", "calib_images"})
 
 BACKENDS: dict[str, Backend] = {
     "onnx": Backend("onnx", "ONNX", ".onnx", "export", "ONNX, run by onnxruntime", _write_onnx, open_onnx,
-                    ("fp32", "fp16"), frozenset(_GRAPH | {"opset"})),
+                    ("fp32", "fp16", "int8"), frozenset(_GRAPH | {"opset"} | _INT8)),
     "torchscript": Backend("torchscript", "TorchScript", ".torchscript.pt", None, "TorchScript, run by torch.jit.load",
                            _write_torchscript, open_torchscript, ("fp32", "fp16"), frozenset(_GRAPH)),
     "pt": Backend("pt", "checkpoint", ".pt", None, "a darknet-py checkpoint, loaded back by torch.load",
@@ -299,6 +330,10 @@ BACKENDS: dict[str, Backend] = {
                         ("fp32", "fp16", "bf16")),
     "ncnn": Backend("ncnn", "ncnn", ".ncnn.param", "ncnn", "ncnn (.param + .bin), converted by pnnx, run by ncnn",
                     _write_ncnn, open_ncnn, ("fp32", "fp16", "bf16")),
+    # an engine for the GPU it was built on; batch= is its largest batch
+    "tensorrt": Backend("tensorrt", "TensorRT", ".engine", "tensorrt",
+                        "TensorRT engine (fp16, int8) from the ONNX graph, on an NVIDIA GPU", _write_tensorrt,
+                        open_tensorrt, ("fp16", "int8"), frozenset({"batch"} | _INT8)),
 }
 
 

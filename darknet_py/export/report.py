@@ -39,6 +39,7 @@ class ConversionReport:
         return _finite({
             "backend": self.backend, "files": list(self.files), "precision": self.precision,
             "runtime": self.runtime, "file_bytes": self.file_bytes, "thresh": v.thresh, "nms": v.nms,
+            "match_iou": v.iou,
             "max_head_abs_diff": v.max_abs_diff, "max_head_rel_diff": v.max_rel_diff,
             "detections": {"matched": total.matched, "missing": total.missing, "extra": total.extra,
                            "reference": total.reference_count, "matched_fraction": total.matched_fraction,
@@ -52,7 +53,7 @@ class ConversionReport:
         v = self.verification
         out = [f"{self.backend} ({self.precision}, {self.runtime}): {', '.join(self.files)} "
                f"({self.file_bytes / 1e6:.1f} MB)",
-               f"  against PyTorch at thresh {v.thresh:g}, nms {v.nms:g} (same class, IoU >= .99):",
+               f"  against PyTorch at thresh {v.thresh:g}, nms {v.nms:g} (same class, IoU >= {v.iou:g}):",
                f"  {'photo':<28} {'heads rel':>10} {'matched':>9} {'missing':>8} {'extra':>6} {'score diff':>11}"]
         for p in v.photos:
             m = p.match
@@ -97,10 +98,22 @@ def _finite(x):
     return x
 
 
+def accuracy_entry(model, runner, data) -> dict:
+    """mAP@0.5 and COCO AP of PyTorch and of ``runner`` on the valid list of ``data``, computed by
+    ``detector map``'s own code (darknet_py.export.accuracy), as the report's ``accuracy``."""
+    from .accuracy import compare_accuracy
+    cmp = compare_accuracy(model, runner, data)
+
+    def numbers(a) -> dict:
+        return {"map50": a.map50, "coco_ap": a.coco_ap, "detections": a.detections}
+    return {"data": os.fspath(data), "images": cmp.before.images, "pytorch": numbers(cmp.before),
+            "converted": numbers(cmp.after), "map50_change_points": -cmp.map50_drop}
+
+
 def write_report(path, reports: Sequence[ConversionReport]) -> None:
     """The reports as one JSON document (a list, one entry per converted file)."""
     text = json.dumps([r.as_dict() for r in reports], indent=2) + "\n"
     write_bytes(os.fspath(path), text.encode())
 
 
-__all__ = ["ConversionReport", "write_report"]
+__all__ = ["ConversionReport", "accuracy_entry", "write_report"]

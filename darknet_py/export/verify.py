@@ -119,6 +119,7 @@ class Verification:
     photos: list[PhotoResult] = field(default_factory=list)
     thresh: float = DEFAULT_THRESH
     nms: float = DEFAULT_NMS
+    iou: float = MATCH_IOU           # "the same box": IoU at least this
 
     @property
     def total(self) -> Match:
@@ -151,7 +152,7 @@ def verify_runner(model, runner: Runner, photos: Sequence[tuple[str, np.ndarray]
     """Run ``runner`` and the PyTorch ``model`` on each (name, HxWx3 uint8 RGB) photo, prepared as
     darknet_py prepares it (letterbox or stretch, darknet_py.detector.letterboxed), and compare
     the raw heads and the detections at ``thresh``/``nms``."""
-    out = Verification(thresh=thresh, nms=nms)
+    out = Verification(thresh=thresh, nms=nms, iou=iou)
     net_w, net_h = model.input_size
     for name, rgb in photos:
         x, infos = prepare_batch([torch.as_tensor(np.ascontiguousarray(rgb))], net_w, net_h, device="cpu",
@@ -177,7 +178,7 @@ def verify_detector(model, detector: PhotoDetector, photos: Sequence[tuple[str, 
     compared with ``darknet_py.detect``'s (its ``max_det`` best when the graph keeps that many);
     the head columns are NaN (not seen)."""
     from ..detector import detect
-    out = Verification(thresh=thresh, nms=nms)
+    out = Verification(thresh=thresh, nms=nms, iou=iou)
     for name, rgb in photos:
         want = as_arrays(detect(model, np.ascontiguousarray(rgb), thresh, nms))
         if max_det is not None:
