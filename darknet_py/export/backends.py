@@ -189,7 +189,7 @@ def _refuse(name: str, opts: ExportOptions, offers: set[str], precisions: tuple[
         shown = value if isinstance(value, (bool, int, float)) else str(value)
         err = UsageError(f"the {name} export does not take {key}={shown!r} (it takes "
                          f"{', '.join(sorted(offers)) or 'no options but the sample photo'})")
-        err.option = (key, shown)
+        err.option = (key, str(shown))
         raise err
     if opts.precision not in precisions:
         err = UsageError(f"the {name} export offers precision {', '.join(precisions)}, not "
@@ -209,11 +209,12 @@ def _write_onnx(model, path, opts: ExportOptions):
         return _write_onnx_int8(model, path, opts)
     if opts.calibration is not None or opts.calib_images is not None:
         raise UsageError("calibration= and calib_images= apply to precision='int8'")
-    extra = {} if opts.opset is None else {"opset": opts.opset}
+    from .onnx import OPSET
     # dynamic: batch, height and width (any multiple of the stride)
     return export_onnx(model, path, batch=opts.batch, dynamic_size=opts.dynamic, decode=opts.decode,
                        half=opts.precision == "fp16", sample=opts.sample, nms=opts.nms, letterbox=opts.letterbox,
-                       max_det=opts.max_det, thresh=opts.thresh, iou=opts.iou, **extra)
+                       max_det=opts.max_det, thresh=opts.thresh, iou=opts.iou,
+                       opset=OPSET if opts.opset is None else opts.opset)
 
 
 def _write_onnx_int8(model, path, opts: ExportOptions):

@@ -180,9 +180,9 @@ def verify_detector(model, detector: PhotoDetector, photos: Sequence[tuple[str, 
     from ..detector import detect
     out = Verification(thresh=thresh, nms=nms, iou=iou)
     for name, rgb in photos:
-        want = as_arrays(detect(model, np.ascontiguousarray(rgb), thresh, nms))
-        if max_det is not None:
-            want = tuple(a[:max_det] for a in want)  # best first: what a graph of max_det keeps
+        boxes, scores, classes = as_arrays(detect(model, np.ascontiguousarray(rgb), thresh, nms))
+        keep = slice(None) if max_det is None else slice(0, max_det)  # best first: what a graph of max_det keeps
+        want = (boxes[keep], scores[keep], classes[keep])
         out.photos.append(PhotoResult(name, float("nan"), float("nan"),
                                       match_detections(want, detector(np.ascontiguousarray(rgb)), iou)))
     return out
