@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
-"""Measure what int8 costs (darknet_py.export.int8) on the two models darknet-py ships or references.
+"""Measure what int8 costs on the two models darknet-py ships or references, for int8 ONNX
+(darknet_py.export.int8, onnxruntime) and int8 TFLite (darknet_py.export.tflite, LiteRT).
 
     python tools/measure_int8.py --out runs/int8 shapes    # mAP of fp32 and int8 on held-out photos
     python tools/measure_int8.py --out runs/int8 tiny      # official yolov3-tiny on the 7 sample photos
+    python tools/measure_int8.py --backend both both       # both models, both backends
+
+Both backends get the same calibration photos and the same sensitivity rule
+(darknet_py.export.sensitivity); detections are matched at darknet_py.export.verify.INT8_MATCH_IOU
+(and, for the record, at .5).
 
 shapes: cfg/yolov3-tiny-shapes.cfg + weights/yolov3-tiny-shapes.weights; a generated set
 (darknet_py.synth.make_dataset, --train/--valid photos, a seed the model never trained on) calibrates
@@ -30,10 +36,35 @@ from darknet_py.files import write_bytes, write_text  # noqa: E402
 REF = ROOT.parent / "shared" / "darknet-reference"
 
 
+def _median_ms(run, xs) -> float:
+    import statistics
+    run(xs[0])
+    times = []
+    for _ in range(3):
+        for x in xs:
+            t = time.perf_counter()
+            run(x)
+            times.append(time.perf_counter() - t)
+    return round(1000 * statistics.median(times), 1)
+
+
+def speed_tflite(model, int8_path: Path, out: Path, photos) -> dict:
+    """LiteRT CPU, one thread: median ms per photo of the float32 TFLite file and of the int8 one."""
+    from darknet_py.export.calibrate import prepared_batches
+    from darknet_py.export.tflite import export_tflite, tflite_runner
+
+    fp32 = out / f"{int8_path.stem}-fp32.tflite"
+    export_tflite(model, fp32)
+    xs = list(prepared_batches(model, photos))
+    result = {f"{name}_ms_per_photo": _median_ms(tflite_runner(path, num_threads=1), xs)
+              for name, path in (("fp32", fp32), ("int8", int8_path))}
+    print(f"LiteRT CPU, 1 thread: float32 {result['fp32_ms_per_photo']} ms, int8 {result['int8_ms_per_photo']} ms "
+          "per photo", flush=True)
+    return result
+
+
 def speed(model, int8_path: Path, out: Path, photos) -> dict:
     """onnxruntime CPU, one thread: median ms per photo of the float32 export and of the int8 file."""
-    import statistics
-
     import onnxruntime as ort
 
     from darknet_py.export import export_onnx
@@ -48,14 +79,7 @@ def speed(model, int8_path: Path, out: Path, photos) -> dict:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         run = session_runner(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
-        run(xs[0])
-        times = []
-        for _ in range(3):
-            for x in xs:
-                t = time.perf_counter()
-                run(x)
-                times.append(time.perf_counter() - t)
-        result[f"{name}_ms_per_photo"] = round(1000 * statistics.median(times), 1)
+        result[f"{name}_ms_per_photo"] = _median_ms(run, xs)
     print(f"onnxruntime CPU, 1 thread: float32 {result['fp32_ms_per_photo']} ms, int8 {result['int8_ms_per_photo']} ms "
           "per photo", flush=True)
     return result
@@ -84,23 +108,15 @@ def shapes(args, out: Path) -> dict:
                            load_photos(listed_photos(ds.data, "valid", 8)))}
 
 
-def _variants(rgb):
-    """The photo, flipped, and four crops of 70 % of each side (corners): more framings of the same scenes."""
-    import numpy as np
-
-    h, w = rgb.shape[:2]
-    ch, cw = int(h * 0.7), int(w * 0.7)
-    crops = [rgb[y:y + ch, x:x + cw] for y, x in ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw))]
-    return [rgb, rgb[:, ::-1]] + [np.ascontiguousarray(c) for c in crops]
-
-
 def _calibration_data(folder: Path, photos, shapes_list: list[str]) -> Path:
     import cv2
+
+    from darknet_py.export.calibrate import framings
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for name, rgb in photos:
-        for i, v in enumerate(_variants(rgb)):
+        for i, v in enumerate(framings(rgb)):
             p = folder / f"{Path(name).stem}_{i}.jpg"
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(v, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
             assert ok
@@ -158,6 +174,69 @@ def tiny(args, out: Path) -> dict:
     return result
 
 
+def _tflite_int8(model, path: Path, calibration, calib_images: int, photos, args):
+    """export_tflite int8 with the tool's sensitivity threshold; (report, matched at .5)."""
+    from darknet_py.export.tflite import export_tflite, tflite_runner
+    from darknet_py.export.verify import verify_runner
+
+    rep = export_tflite(model, path, quantize="int8", calibration=calibration, calib_images=calib_images,
+                        photos=photos, min_layer_db=args.min_layer_db, num_threads=1)
+    print("\n".join(rep.lines()), flush=True)
+    at_half = verify_runner(model, tflite_runner(path, num_threads=1), photos, iou=0.5).total
+    return rep, at_half
+
+
+def _tflite_summary(rep, at_half) -> dict:
+    t = rep.verification.total
+    return {"matched": t.matched, "missing": t.missing, "extra": t.extra, "matched_fraction": t.matched_fraction,
+            "match_iou": rep.verification.iou, "matched_at_0.5": at_half.matched, "extra_at_0.5": at_half.extra,
+            "float_layers": rep.float_layers, "heads_sqnr_db": round(rep.heads_sqnr_db, 2), "report": rep.lines(),
+            "sensitivity_db": {str(s.layer): round(s.sqnr_db, 2) for s in rep.sensitivity},
+            "per_photo": {p.name: [p.match.matched, p.match.missing, p.match.extra] for p in rep.verification.photos}}
+
+
+def shapes_tflite(args, out: Path) -> dict:
+    import darknet_py
+    from darknet_py.export.accuracy import compare_accuracy
+    from darknet_py.export.calibrate import listed_photos, load_photos
+    from darknet_py.export.tflite import tflite_runner
+    from darknet_py.synth import make_dataset
+
+    ds = make_dataset(out / "shapes-data", train=args.train, valid=args.valid, seed=args.seed, overwrite=True)
+    model = darknet_py.load(ROOT / "cfg" / "yolov3-tiny-shapes.cfg", ROOT / "weights" / "yolov3-tiny-shapes.weights")
+    path = out / "yolov3-tiny-shapes-int8.tflite"
+    start = time.perf_counter()
+    photos = load_photos(listed_photos(ds.data, "valid", 8))
+    rep, at_half = _tflite_int8(model, path, ds.data, args.calib, photos, args)
+    seconds = time.perf_counter() - start
+    cmp = compare_accuracy(model, tflite_runner(path, num_threads=1), ds.data)
+    print("\n".join(cmp.lines("TFLite int8")), flush=True)
+    return {"model": "yolov3-tiny-shapes", "backend": "tflite", "seed": args.seed, "calib_images": args.calib,
+            "valid_images": cmp.after.images, "map50_fp32": cmp.before.map50, "map50_int8": cmp.after.map50,
+            "coco_ap_fp32": cmp.before.coco_ap, "coco_ap_int8": cmp.after.coco_ap,
+            "map50_change_points": 100 * (cmp.after.map50 - cmp.before.map50), "export_seconds": seconds,
+            **_tflite_summary(rep, at_half), "speed": speed_tflite(model, path, out, photos)}
+
+
+def tiny_tflite(args, out: Path) -> dict:
+    import darknet_py
+    from darknet_py.export.calibrate import load_photos
+    from darknet_py.synth import make_dataset
+
+    model = darknet_py.load(ROOT / "cfg" / "yolov3-tiny.cfg", REF / "pretrained" / "yolov3-tiny.weights")
+    photos = load_photos(sorted((REF / "pjreddie" / "data").glob("*.jpg")))
+    ds = make_dataset(out / "tiny-shapes", train=args.tiny_shapes, valid=0, seed=args.seed, overwrite=True)
+    shapes_list = [str(ds.root / s) for s in ds.train_list.read_text().split("\n") if s]
+    data = _calibration_data(out / "tiny-calib-all", photos, shapes_list)
+    start = time.perf_counter()
+    path = out / "yolov3-tiny-int8.tflite"
+    rep, at_half = _tflite_int8(model, path, data, 6 * len(photos) + len(shapes_list), photos, args)
+    return {"model": "yolov3-tiny (COCO)", "backend": "tflite", "photos": [n for n, _ in photos],
+            "calibration": f"7 sample photos x 6 framings + {len(shapes_list)} generated shapes photos",
+            "in_sample": _tflite_summary(rep, at_half), "export_seconds": time.perf_counter() - start,
+            "speed": speed_tflite(model, path, out, photos)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["shapes", "tiny", "both"])
@@ -167,7 +246,10 @@ def main() -> int:
     ap.add_argument("--calib", type=int, default=64, help="shapes: calibration photos used of --train")
     ap.add_argument("--seed", type=int, default=2026, help="generator seed (the shipped model trained on seed 1)")
     ap.add_argument("--tiny-shapes", type=int, default=22, help="tiny: generated photos added to the calibration")
-    ap.add_argument("--leave-one-out", action="store_true", help="tiny: also the out-of-sample check (7 calibrations)")
+    ap.add_argument("--backend", default="onnx", choices=["onnx", "tflite", "both"],
+                    help="int8 ONNX (onnxruntime), int8 TFLite (LiteRT) or both")
+    ap.add_argument("--leave-one-out", action="store_true",
+                    help="tiny, ONNX: also the out-of-sample check (7 calibrations)")
     ap.add_argument("--calibration", default="minmax", choices=["minmax", "moving-average", "entropy", "percentile"])
     ap.add_argument("--min-layer-db", type=float, default=25.0, help="sensitivity threshold (export_onnx_int8)")
     args = ap.parse_args()
@@ -177,11 +259,19 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {}
+    onnx, tflite = args.backend in ("onnx", "both"), args.backend in ("tflite", "both")
     if args.what in ("shapes", "both"):
-        summary["shapes"] = shapes(args, out)
+        if onnx:
+            summary["shapes"] = shapes(args, out)
+        if tflite:
+            summary["shapes_tflite"] = shapes_tflite(args, out)
     if args.what in ("tiny", "both"):
-        summary["tiny"] = tiny(args, out)
-    write_text(out / f"int8-{args.what}.json", json.dumps(summary, indent=2) + "\n")
+        if onnx:
+            summary["tiny"] = tiny(args, out)
+        if tflite:
+            summary["tiny_tflite"] = tiny_tflite(args, out)
+    suffix = "" if args.backend == "onnx" else f"-{args.backend}"
+    write_text(out / f"int8-{args.what}{suffix}.json", json.dumps(summary, indent=2) + "\n")
     return 0
 
 

@@ -16,6 +16,8 @@ compares it with PyTorch (darknet_py.export.check).
 - :mod:`.openvino`: OpenVINO IR (``.xml`` + ``.bin``), run by OpenVINO on the CPU (extra ``openvino``);
 - :mod:`.ncnn`: ncnn (``.param`` + ``.bin``), converted by pnnx, run by ncnn (extra ``ncnn``);
 - :mod:`.int8`: int8 (QDQ) ONNX, calibrated on photos, run by onnxruntime;
+- :mod:`.sensitivity`: which layers an int8 file keeps float (each layer int8 alone, heads SQNR), for
+  int8 ONNX and TFLite;
 - :mod:`.tensorrt`: TensorRT fp16 / int8 engines (CUDA and the tensorrt package);
 - :mod:`.accuracy`: mAP of a converted model beside the PyTorch model's (detector map's own code).
 

@@ -49,6 +49,15 @@ def load_photos(paths) -> list[tuple[str, np.ndarray]]:
     return [(os.fspath(p), load_image(p)[0]) for p in paths]
 
 
+def framings(rgb: np.ndarray) -> list[np.ndarray]:
+    """The photo, flipped, and four crops of 70 % of each side (corners): more framings of the same
+    scenes, for a calibration from a handful of photos (activation ranges of one framing are narrow)."""
+    h, w = rgb.shape[:2]
+    ch, cw = int(h * 0.7), int(w * 0.7)
+    crops = [rgb[y:y + ch, x:x + cw] for y, x in ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw))]
+    return [rgb, np.ascontiguousarray(rgb[:, ::-1])] + [np.ascontiguousarray(c) for c in crops]
+
+
 def prepared_batches(model, photos, batch: int = 1) -> Iterator[np.ndarray]:
     """Float32 NCHW batches of ``batch`` photos, prepared for ``model`` (the last may be smaller)."""
     net_w, net_h = model.input_size
@@ -65,4 +74,5 @@ def calibration_batches(model, data, n: int = DEFAULT_CALIB_IMAGES, batch: int =
     return list(prepared_batches(model, load_photos(listed_photos(data, limit=n)), batch))
 
 
-__all__ = ["DEFAULT_CALIB_IMAGES", "calibration_batches", "listed_photos", "load_photos", "prepared_batches"]
+__all__ = ["DEFAULT_CALIB_IMAGES", "calibration_batches", "framings", "listed_photos", "load_photos",
+           "prepared_batches"]

@@ -13,7 +13,8 @@ Steps of :func:`export_onnx_int8`, all in a private temporary folder until the l
 4. What stays float: each head (the conv feeding a [yolo] layer, and the [yolo] layer's own
    sigmoid and selection after it: 8-bit objectness would round every score to 1/255, at the
    .005 threshold of ``detector map``), and every layer the sensitivity pass finds too lossy.
-5. The sensitivity pass: on ``sensitivity_images`` calibration photos, each other layer is
+5. The sensitivity pass (darknet_py.export.sensitivity, shared with the TFLite export): on
+   ``sensitivity_images`` calibration photos, each other layer is
    quantised *alone* (the rest float) and the signal-to-quantisation-noise ratio of the heads
    against the float graph is measured (``10 log10(sum ref^2 / sum (q - ref)^2)``, all heads);
    a layer below ``min_layer_db`` stays float.
@@ -66,31 +67,17 @@ from .calibrate import DEFAULT_CALIB_IMAGES, calibration_batches, listed_photos,
 from .check import ExportReport, check_export_options, writing
 from .graphs import INPUT_NAME, check_model, eval_mode
 from .onnx import OPSET, _onnx_shapes, export_onnx
-from .verify import Verification, verify_runner
+from .sensitivity import (DEFAULT_MIN_LAYER_DB, DEFAULT_SENSITIVITY_IMAGES, LayerSensitivity, float_choice, heads_sqnr,
+                          probe_batches, run_all, sensitivity_pass)
+from .verify import INT8_MATCH_IOU, Verification, verify_runner
 
 # Activation ranges and the sensitivity threshold: see the module docstring's table.
 DEFAULT_CALIBRATION = "minmax"
-DEFAULT_MIN_LAYER_DB = 25.0
-DEFAULT_SENSITIVITY_IMAGES = 8
 DEFAULT_VERIFY_IMAGES = 8
-# "The same detection" for an int8 file: same class and IoU >= .9 with PyTorch's box (a 100-pixel box
-# moved by 5 pixels). The float backends' .99 (export.verify.MATCH_IOU) is not an int8 file's: on 100
-# shapes photos 94 % of the detections keep IoU >= .9, 1 % keep .99, while mAP@0.5 is unchanged.
-INT8_MATCH_IOU = 0.9
 # A file that keeps fewer of PyTorch's detections than this is refused.
 DEFAULT_MIN_MATCHED = 0.5
 
 EXTRA = "pip install darknet-py-yolov3[export]"
-
-
-@dataclass
-class LayerSensitivity:
-    """One layer quantised alone: how far the heads move (dB, higher is closer)."""
-
-    layer: int            # Darknet layer index
-    nodes: list[str]
-    sqnr_db: float
-    kept_float: bool
 
 
 @dataclass
@@ -315,19 +302,6 @@ def layer_groups(proto, skip: set[str]) -> dict[int, list[str]]:
             if any(ops[name] in ("Conv", "ConvTranspose", "MatMul", "Gemm") for name in v)}
 
 
-def heads_sqnr(got: Sequence[Sequence[np.ndarray]], ref: Sequence[Sequence[np.ndarray]]) -> float:
-    """10 log10(sum ref^2 / sum (got - ref)^2) over every head of every photo (inf when equal)."""
-    signal = noise = 0.0
-    for g, r in zip(got, ref):
-        for a, b in zip(g, r):
-            b64 = np.asarray(b, np.float64)
-            signal += float((b64 ** 2).sum())
-            noise += float(((np.asarray(a, np.float64) - b64) ** 2).sum())
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
 # --------------------------------------------------------------------------- the export
 
 
@@ -455,11 +429,6 @@ def _quantize(quantization, src: str, dst: str, batches, cache: str, method, exc
         raise ExportError(f"onnxruntime's quantiser failed on the export: {e}") from e
 
 
-def _run_all(sess, batches) -> list[list[np.ndarray]]:
-    run = session_runner(sess)
-    return [run(x) for x in batches]
-
-
 def _export(onnx, ort, quantization, model, path, tmp, batches, photos, method, sensitivity, sensitivity_images,
             min_layer_db, keep_float, thresh, nms, match_iou, min_matched, opset) -> Int8Report:
     pre, base, folded = lean_onnx(onnx, quantization, model, tmp, opset)
@@ -472,18 +441,20 @@ def _export(onnx, ort, quantization, model, path, tmp, batches, photos, method, 
         raise ExportError(f"keep_float: layer {unknown[0]} has no weights to quantise in this network "
                           f"(quantisable layers: {', '.join(map(str, sorted(groups)))})")
     cache = os.path.join(tmp, "ranges.json")
-    fp32_sess = _session(ort, pre)
-    step = max(1, len(batches) // sensitivity_images)
-    probe = batches[::step][:sensitivity_images]
-    ref = _run_all(fp32_sess, probe)
+    probe = probe_batches(batches, sensitivity_images)
+    ref = run_all(session_runner(_session(ort, pre)), probe)
     scores: list[LayerSensitivity] = []
     if sensitivity:
         solo = os.path.join(tmp, "solo.onnx")
-        for layer, nodes in groups.items():
-            _quantize(quantization, pre, solo, batches, cache, method, heads, only=nodes)
-            db = heads_sqnr(_run_all(_session(ort, solo), probe), ref)
-            scores.append(LayerSensitivity(layer, nodes, db, db < min_layer_db))
-    float_layers = sorted({s.layer for s in scores if s.kept_float} | set(keep_float))
+
+        def alone(layer: int):
+            _quantize(quantization, pre, solo, batches, cache, method, heads, only=groups[layer])
+            return session_runner(_session(ort, solo))
+
+        scores = sensitivity_pass(groups, alone, probe, ref, min_layer_db)
+        for s in scores:
+            s.nodes = list(groups[s.layer])
+    float_layers = float_choice(scores, keep_float)
     exclude = list(heads) + [n for layer in float_layers for n in groups.get(layer, [])]
     out = os.path.join(tmp, "int8.onnx")
     _quantize(quantization, pre, out, batches, cache, method, exclude)
@@ -492,7 +463,7 @@ def _export(onnx, ort, quantization, model, path, tmp, batches, photos, method, 
     except Exception as e:
         raise ExportError(f"onnx.checker rejects the int8 export: {e}") from e
     sess = _session(ort, out)
-    whole_db = heads_sqnr(_run_all(sess, probe), ref)
+    whole_db = heads_sqnr(run_all(session_runner(sess), probe), ref)
     verification = verify_runner(model, session_runner(sess), photos, thresh=thresh, nms=nms, iou=match_iou)
     total = verification.total
     q = onnx.load(out)

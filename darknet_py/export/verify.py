@@ -29,6 +29,10 @@ Runner = Callable[[np.ndarray], Sequence[np.ndarray]]
 
 # "The same detection": same class and boxes that overlap this much (photo pixels).
 MATCH_IOU = 0.99
+# ... for an int8 file (ONNX, TFLite, TensorRT): IoU >= .9 (a 100-pixel box moved by 5 pixels). The
+# float backends' .99 is not an int8 file's: on 100 shapes photos 94 % of the detections keep IoU >= .9,
+# 1 % keep .99, while mAP@0.5 is unchanged.
+INT8_MATCH_IOU = 0.9
 
 
 def _iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -188,5 +192,5 @@ def verify_detector(model, detector: PhotoDetector, photos: Sequence[tuple[str, 
     return out
 
 
-__all__ = ["MATCH_IOU", "Match", "PhotoDetector", "PhotoResult", "Runner", "Verification", "as_arrays",
-           "match_detections", "reference_heads", "verify_detector", "verify_runner"]
+__all__ = ["INT8_MATCH_IOU", "MATCH_IOU", "Match", "PhotoDetector", "PhotoResult", "Runner", "Verification",
+           "as_arrays", "match_detections", "reference_heads", "verify_detector", "verify_runner"]
