@@ -5,13 +5,15 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import darknet_py
 from darknet_py.export.backends import BACKENDS, ExportOptions, companions
 from darknet_py.export.verify import verify_runner
 from darknet_py.imageio import load_image
-from tests.helpers.paths import ROOT, ref_path
+from darknet_py.synth import render_image
+from tests.helpers.paths import ROOT
 
 # the module each format's runtime needs (tensorrt needs a GPU as well: tests/export/test_tensorrt.py)
 RUNTIME = {"onnx": "onnxruntime", "torchscript": "torch", "pt": "torch", "openvino": "openvino", "ncnn": "ncnn",
@@ -23,14 +25,18 @@ def installed(fmt: str) -> bool:
 
 
 @pytest.mark.parametrize("fmt", sorted(RUNTIME))
-def test_real_weights_through_the_table(fmt, tmp_path):
-    """The official yolov3-tiny: every detection PyTorch makes on two sample photos, in every
-    runtime that installs here, at float32."""
+def test_every_format_through_the_table(fmt, tmp_path):
+    """The shipped shapes model (trained weights, small): every detection PyTorch makes on its
+    photo and on a generated one, in every runtime that installs here, at float32, through the
+    table's write_file and open_file (the official yolov3-tiny on the seven sample photos is in
+    each format's own tests)."""
     if not installed(fmt):
         pytest.skip(f"the {fmt} runtime ({RUNTIME[fmt]}) is not installed")
-    model = darknet_py.load(ROOT / "cfg" / "yolov3-tiny.cfg", ref_path("pretrained", "yolov3-tiny.weights"),
+    model = darknet_py.load(ROOT / "cfg" / "yolov3-tiny-shapes.cfg", ROOT / "weights" / "yolov3-tiny-shapes.weights",
                             channels_last=False)
-    photos = [(n, load_image(ref_path("pjreddie", "data", n))[0]) for n in ("dog.jpg", "person.jpg")]
+    rng = np.random.default_rng(5)
+    photos = [("shapes.jpg", load_image(ROOT / "data" / "shapes.jpg")[0]),
+              ("generated", render_image(rng, 320, 256, 5)[0])]
     be = BACKENDS[fmt]
     opts = ExportOptions(sample=photos[0][1])
     path = tmp_path / f"m{be.suffix}"

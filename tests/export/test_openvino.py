@@ -22,7 +22,8 @@ ov = pytest.importorskip("openvino", reason="the OpenVINO backend is an optional
 
 from darknet_py.export.openvino import cpu_precisions, export_openvino  # noqa: E402
 
-SAMPLES = ("dog", "eagle", "giraffe", "horses", "kite", "person", "scream")
+# four of the seven sample photos (tools/bench_export.py and the closing numbers use all seven)
+SAMPLES = ("dog", "giraffe", "horses", "person")
 
 
 def run_ir(xml, x, precision="f32"):
@@ -79,7 +80,7 @@ def test_coco_tiny_on_the_sample_photos(tmp_path):
     model = darknet_py.load(ROOT / "cfg" / "yolov3-tiny.cfg", weights)
     full = export_openvino(model, tmp_path / "t.xml", photos=photos)
     half = export_openvino(model, tmp_path / "h.xml", photos=photos, half=True)
-    assert full.matched >= 15 and full.missing == full.extra == 0 and full.max_rel_diff <= RTOL
+    assert full.matched >= 12 and full.missing == full.extra == 0 and full.max_rel_diff <= RTOL
     assert half.matched == full.matched and half.missing == half.extra == 0 and half.max_rel_diff <= RTOL_FP16
     assert (tmp_path / "h.bin").stat().st_size < 0.6 * (tmp_path / "t.bin").stat().st_size
 
