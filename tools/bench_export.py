@@ -4,7 +4,7 @@
 For every export format whose runtime is installed (darknet_py.export.backends.BACKENDS): the
 model is converted (float32 unless ``--precision``), the written file is loaded in its runtime,
 and the raw heads of a letterboxed photo are timed at batch 1 (latency) and batch 8
-(throughput, photos per second), interleaved round by round with darknet-py's PyTorch forward
+(throughput, photos per second; int8 matched at IoU >= .9), interleaved round by round with darknet-py's PyTorch forward
 (the baseline) and its FastDetector forward, so machine noise hits all alike. Each row also
 gives the detections matched against PyTorch on the photos (darknet_py.export.verify), so a
 fast number is never a wrong one. Ratios: the format's time over PyTorch's (< 1.0 is faster).
@@ -13,6 +13,7 @@ Formats whose file has a fixed batch of 1 (TFLite) run batch 8 as 8 calls; ONNX 
 TorchScript are exported with --dynamic so one file runs both batches.
 
     python tools/bench_export.py [--threads 2] [--repeat 5] [--formats onnx,tflite] [--precision fp32]
+                                 [--precision int8 --calibrate DATA]
                                  [--cfg cfg/yolov3-tiny.cfg --weights W] [--json out.json]
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ def main(argv=None) -> int:
                                                     "else calibrated random weights")
     ap.add_argument("--formats", default=None, help="comma-separated (default: every installed format)")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--calibrate", default=None, help="int8: the .data file whose photos calibrate it")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", default=None)
@@ -100,12 +102,17 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-export-"))
     for name in wanted:
         be = BACKENDS[name]
-        opts = ExportOptions(precision=args.precision, sample=photos[0][1])
-        if "dynamic" in be.offers:
-            opts.dynamic = True
-        if args.precision == "int8" and "calibration" in be.offers:
-            print(f"{name}: int8 needs a .data file to calibrate on; skipped", file=sys.stderr)
+        if args.precision not in be.precisions:
+            print(f"{name}: offers {', '.join(be.precisions)}, not {args.precision}; skipped", file=sys.stderr)
             continue
+        opts = ExportOptions(precision=args.precision, sample=photos[0][1])
+        if args.precision == "int8":
+            if not args.calibrate:
+                print(f"{name}: int8 needs --calibrate DATA; skipped", file=sys.stderr)
+                continue
+            opts.calibration = args.calibrate
+        elif "dynamic" in be.offers:
+            opts.dynamic = True
         path = tmp / f"model{be.suffix}"
         try:
             be.write_file(model, path, opts)
@@ -114,8 +121,9 @@ def main(argv=None) -> int:
             print(f"{name}: not measured ({type(e).__name__}: {str(e).splitlines()[0][:160]})", file=sys.stderr)
             continue
         run = loaded.runner
-        check = verify_runner(model, run, photos)
-        batched = "dynamic" in be.offers
+        from darknet_py.export.verify import INT8_MATCH_IOU, MATCH_IOU
+        check = verify_runner(model, run, photos, iou=INT8_MATCH_IOU if args.precision == "int8" else MATCH_IOU)
+        batched = opts.dynamic
 
         def run8(x, run=run, batched=batched):
             if batched:
@@ -139,7 +147,7 @@ def main(argv=None) -> int:
     base8 = statistics.median(results["PyTorch forward (baseline)"]["b8"])
     print(f"{Path(args.cfg).name} at {net_w}x{net_h}, {args.threads} threads, median of {args.repeat}; "
           f"weights: {'official' if weights else 'calibrated random'}; matched: PyTorch's detections on "
-          f"{len(photos)} photos (same class, IoU >= .99)")
+          f"{len(photos)} photos (same class, IoU >= {0.9 if args.precision == 'int8' else 0.99:g})")
     print(f"{'implementation':<62} {'batch 1 ms':>10} {'ratio':>6} {'batch 8 img/s':>13} {'ratio':>6} {'matched':>9}")
     for k, entry in runners.items():
         t1 = statistics.median(results[k]["b1"])
