@@ -68,7 +68,7 @@ from ..detector import letterboxed
 from ..device import model_device
 from ..checks import check_count
 from ..errors import ExportError, UsageError
-from ..files import atomic_output, write_bytes
+from ..files import atomic_output
 from ..graph import DarknetModel
 from ..layers.yolo import YoloSpec
 from ..postprocess import DEFAULT_NMS, DEFAULT_THRESH, Detections, postprocess
@@ -500,7 +500,7 @@ def export_onnx_e2e(model: DarknetModel, path, *, letterbox: bool = False, max_d
     """Write the end-to-end ONNX graph (module docstring) at ``path`` and check it with onnxruntime
     against darknet_py's own detections on the sample (and a second batch or photo size). The
     batch (and with ``letterbox`` the photo's height and width) are dynamic."""
-    from .onnx import _import_onnx, _ort_session, _register_symbolics
+    from .onnx import _import_onnx, _ort_session, _register_symbolics, write_checked
     onnx, ort = _import_onnx()
     check_export_options(opset=opset)
     check_e2e_options(model, "ONNX", letterbox=letterbox, max_det=max_det, thresh=thresh, iou=iou, half=half)
@@ -531,14 +531,7 @@ def export_onnx_e2e(model: DarknetModel, path, *, letterbox: bool = False, max_d
                     raise
                 except Exception as e:
                     raise ExportError(f"ONNX export with nms=True failed: {e}") from e
-        model_bytes = buf.getvalue()
-        try:
-            onnx.checker.check_model(model_bytes, full_check=True)
-        except Exception as e:
-            raise ExportError(f"{path}: onnx.checker rejects the export: {e}") from e
-        with writing(path):
-            write_bytes(path, model_bytes)
-        del model_bytes
+        write_checked(onnx, buf.getvalue(), path)
         sess, provider = _ort_session(ort, path, dev)
         cmp = E2EComparison()
         for x, refs in zip(inputs, _references(model, inputs, letterbox, thresh, iou)):

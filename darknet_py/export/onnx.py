@@ -130,6 +130,16 @@ def _register_symbolics() -> None:
     _SYMBOLICS_REGISTERED = True
 
 
+def write_checked(onnx, model_bytes: bytes, path: str) -> None:
+    """The serialised graph through onnx.checker's full check, then written (atomically)."""
+    try:
+        onnx.checker.check_model(model_bytes, full_check=True)
+    except Exception as e:
+        raise ExportError(f"{path}: onnx.checker rejects the export: {e}") from e
+    with writing(path):
+        write_bytes(path, model_bytes)
+
+
 def refuse_sizes_with_nms(dynamic_size: bool, check_size) -> None:
     if dynamic_size or check_size is not None:
         raise UsageError("an nms=True graph takes the network's own size (with letterbox=True, photos of any size); "
@@ -210,13 +220,7 @@ def _export_onnx(onnx, ort, model, path, batch, dynamic, sizes, decode, half, op
         model_bytes = proto.SerializeToString()
     inputs, outputs = _onnx_shapes(proto.graph.input), _onnx_shapes(proto.graph.output)
     del proto
-    try:
-        onnx.checker.check_model(model_bytes, full_check=True)
-    except Exception as e:
-        raise ExportError(f"{path}: onnx.checker rejects the export: {e}") from e
-    with writing(path):
-        write_bytes(path, model_bytes)
-
+    write_checked(onnx, model_bytes, path)
     del model_bytes
     sess, provider = _ort_session(ort, path, device)  # from the file: what a consumer will load
 
