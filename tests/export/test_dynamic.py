@@ -94,10 +94,47 @@ def test_torchscript_any_size_and_batch(small_tiny, photo_rgb, tmp_path, decode)
     assert_matches_pytorch(torchscript_runner(path), small_tiny, TINY, photo_rgb, decode)
 
 
+# yolov3-spp's block (maxpools of sizes 5, 9 and 13 at stride 1, concatenated), to put after
+# yolov3-tiny's 1024-filter convolution: SPP's padding arithmetic at any size, in a small network
+SPP_BLOCK = """
+[maxpool]
+stride=1
+size=5
+
+[route]
+layers=-2
+
+[maxpool]
+stride=1
+size=9
+
+[route]
+layers=-4
+
+[maxpool]
+stride=1
+size=13
+
+[route]
+layers=-1,-3,-5,-6
+"""
+
+
+def tiny_spp_cfg(folder):
+    lines = (ROOT / "cfg" / "yolov3-tiny.cfg").read_text().splitlines(keepends=True)
+    convs = [i for i, line in enumerate(lines) if line.strip() == "[convolutional]"]
+    at = convs[7]  # the 1x1 convolution after the 1024-filter one (layer 13)
+    path = folder / "yolov3-tiny-spp.cfg"
+    path.write_text("".join(lines[:at]) + SPP_BLOCK.lstrip("\n") + "\n" + "".join(lines[at:]))
+    return path
+
+
 def test_deeper_cfg_onnx(photo_rgb, tmp_path):
-    """yolov3-spp: 106 layers, three heads, and [maxpool]s of sizes 5, 9 and 13 at stride 1."""
-    cfg = ROOT / "cfg" / "yolov3-spp.cfg"
+    """Stride-1 [maxpool]s of sizes 5, 9 and 13 and a four-way [route] (yolov3-spp's block) at
+    any size: their padding is fixed in the trace but depends only on the size modulo the stride."""
+    cfg = tiny_spp_cfg(tmp_path)
     model = small_model(cfg, photo_rgb, seed=4)
+    assert [type(m).__name__ for m in model.layers[13:19]].count("Maxpool") == 3
     path = tmp_path / "spp.onnx"
     export_onnx(model, path, dynamic_size=True, check_size=(96, 64))
     assert_matches_pytorch(onnx_runner(path), model, cfg, photo_rgb, False, runs=[(64, 96, 2)])
