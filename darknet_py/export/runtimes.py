@@ -17,15 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import ExportError, OutputError
 from ..files import TempPath
 from ..imageio import load_image
 from ..postprocess import DEFAULT_NMS, DEFAULT_THRESH
-from .calibrate import prepared_batches
-from .check import ExportReport, compare, synthetic_image, writing
-from .verify import Match, PhotoResult, Runner, Verification, reference_heads, verify_runner
+from .check import ExportReport, synthetic_image, writing
+from .verify import Runner, Verification, verify_runner
 
 def import_extra(modules: Sequence[str], extra: str, what: str) -> list:
     """Import ``modules`` or raise an ExportError naming the pip extra that installs them."""
@@ -160,14 +158,7 @@ def verify_files(model, runner: Runner, photos, *, what: str, tolerance: float, 
                  nms: float = DEFAULT_NMS) -> Verification:
     """Run the converted files on ``photos`` (verify_runner) and refuse them above ``tolerance``
     (largest relative head difference)."""
-    if model.head_specs:
-        v = verify_runner(model, runner, photos, thresh=thresh, nms=nms)
-    else:  # a classifier: its output compared, there are no detections
-        v = Verification(thresh=thresh, nms=nms)
-        for name, x in zip((n for n, _ in photos), prepared_batches(model, photos)):
-            ref = [r.cpu().numpy() for r in reference_heads(model, torch.from_numpy(x))]
-            got = [np.asarray(g, dtype=np.float32) for g in runner(x)]
-            v.photos.append(PhotoResult(name, *compare(got, ref, [f"layer_{i}" for i in model.heads]), Match()))
+    v = verify_runner(model, runner, photos, thresh=thresh, nms=nms)
     if not v.max_rel_diff <= tolerance:
         t = v.total
         raise ExportError(f"{what}: its heads differ from PyTorch by {v.max_rel_diff:.3g} relative "

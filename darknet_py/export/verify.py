@@ -155,7 +155,7 @@ def verify_runner(model, runner: Runner, photos: Sequence[tuple[str, np.ndarray]
                   nms: float = DEFAULT_NMS, iou: float = MATCH_IOU) -> Verification:
     """Run ``runner`` and the PyTorch ``model`` on each (name, HxWx3 uint8 RGB) photo, prepared as
     darknet_py prepares it (letterbox or stretch, darknet_py.detector.letterboxed), and compare
-    the raw heads and the detections at ``thresh``/``nms``."""
+    the raw heads and the detections at ``thresh``/``nms`` (a classifier: its output only)."""
     out = Verification(thresh=thresh, nms=nms, iou=iou)
     net_w, net_h = model.input_size
     for name, rgb in photos:
@@ -163,8 +163,11 @@ def verify_runner(model, runner: Runner, photos: Sequence[tuple[str, np.ndarray]
                                  letterboxed=letterboxed(model))
         ref = reference_heads(model, x)
         got = [np.asarray(g, dtype=np.float32) for g in runner(x.numpy())]
-        names = [f"yolo_{i}" for i in model.heads]
+        names = [f"layer_{i}" for i in model.heads]
         max_abs, max_rel = compare(got, [r.cpu().numpy() for r in ref], names)
+        if not model.head_specs:  # a classifier: its output compared; there are no detections
+            out.photos.append(PhotoResult(name, max_abs, max_rel, Match()))
+            continue
         dets_ref = postprocess(model, [r.cpu() for r in ref], infos, thresh, nms)[0]
         dets_got = postprocess(model, [torch.from_numpy(g) for g in got], infos, thresh, nms)[0]
         out.photos.append(PhotoResult(name, max_abs, max_rel, match_detections(dets_ref, dets_got, iou)))
