@@ -11,9 +11,11 @@ install:
 		|| $(PYTHON) -m pip install "$(TORCH_CPU)"
 	$(PYTHON) -m pip install -e ".[test]"
 
-# The suite; the ten slowest tests are listed at the end (keep it under five minutes on 2 cores).
+# The suite on WORKERS pytest-xdist processes, one torch thread each (tests/conftest.py); the ten
+# slowest tests are listed at the end (keep it under five minutes on 2 cores).
+WORKERS ?= 2
 test:
-	$(PYTHON) -m pytest -q --durations=10 tests
+	$(PYTHON) -m pytest -q -n $(WORKERS) --durations=10 tests
 
 # ruff over the project; mypy over config/, layers/ and postprocess/ (ruff.toml, mypy.ini)
 lint:

@@ -63,7 +63,7 @@ setup(
         # precision-recall curves (darknet-py detector map --plot), the chart of detector train --map
         "plot": ["matplotlib>=3.5"],
         # the suite and `make lint` (ruff and mypy pinned: their rules change between releases)
-        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16", "matplotlib>=3.5",
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "onnx>=1.14", "onnxruntime>=1.16", "matplotlib>=3.5",
                  "openvino>=2024.0", "ncnn>=1.0.20240410", "pnnx>=20240410", "ai-edge-litert>=2.0",
                  "ruff==0.17.6", "mypy==2.4.1"],
     },

@@ -7,7 +7,11 @@ import torch
 
 from tests.helpers.paths import REF
 
-torch.set_num_threads(2)  # the CI machine has 2 cores; more threads only thrash
+import os  # noqa: E402
+
+# The CI machine has 2 cores; more threads only thrash. Under pytest-xdist (`make test` runs two
+# workers when it is installed) each worker takes one core.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")

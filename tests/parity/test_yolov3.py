@@ -96,10 +96,12 @@ def test_float32_matches_float64_run(reference):
 
 
 def test_batch_rows_identical(reference):
-    """OpenCV's pattern: the same image twice in a batch gives identical rows."""
+    """OpenCV's pattern: the same image twice in a batch gives the same rows. Bit for bit on two
+    threads; on one, PyTorch's CPU convolution blocks the two batch positions differently and they
+    differ in float32 rounding (measured 3e-8 of a head's scale), so rounding is what is allowed."""
     _, cfg, weights, x, _ = reference("yolov3-tiny")
     model = darknet_py.load(cfg, weights, channels_last=False)
     with torch.no_grad():
         outs = model(torch.cat([x, x]))
     for o in outs:
-        assert torch.equal(o[0], o[1])
+        assert float((o[0] - o[1]).abs().max()) <= 1e-6 * float(o.abs().max())
