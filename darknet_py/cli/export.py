@@ -49,6 +49,12 @@ def add_parser(sub) -> None:
     p.add_argument("--calibrate", metavar="DATA",
                    help="int8: calibrate on photos of this Darknet .data file's train list (else valid)")
     p.add_argument("--calib-images", type=int, default=None, help="int8: photos to calibrate on (default 64)")
+    p.add_argument("--keep-float", type=int, nargs="+", metavar="LAYER", default=(),
+                   help="int8: Darknet layer indices kept in float besides the heads and the layers the "
+                        "sensitivity pass keeps")
+    p.add_argument("--min-layer-db", type=float, default=None,
+                   help="int8: a layer whose quantisation alone leaves the heads below this signal to noise (dB) "
+                        "stays float (default 25; higher keeps more accuracy, lower more speed)")
     p.add_argument("--opset", type=int, help="ONNX opset")
     p.add_argument("--image", nargs="+", metavar="PHOTO",
                    help="photos to compare the converted model with PyTorch on (the first is also the export's "
@@ -60,8 +66,9 @@ def add_parser(sub) -> None:
     add_force_header_option(p)
     add_overwrite_option(p, "the default output name (-o names a file that is replaced)")
     p.set_defaults(flags={"max_det": "--max-det {}", "iou": "--nms-thresh {}", "calib_images": "--calib-images {}",
-                          "calibration": "--calibrate {}", "nms": "--nms", "dynamic": "--dynamic", "decode": "--decode",
-                          "letterbox": "--letterbox", "precision": "--precision {}", "batch": "--batch {}"})
+                          "calibration": "--calibrate {}", "nms": "--nms", "min_layer_db": "--min-layer-db {}",
+                          "dynamic": "--dynamic", "decode": "--decode", "letterbox": "--letterbox",
+                          "precision": "--precision {}", "batch": "--batch {}"})
 
 
 def _precision(args) -> str | None:
@@ -75,15 +82,18 @@ def _options(args, precision: str, sample):
     """The flags as darknet_py.export.backends.ExportOptions (each format refuses what it does not take)."""
     from ..export.backends import ExportOptions
 
-    if args.calibrate and precision != "int8":
-        raise UsageError("--calibrate applies to --precision int8")
+    if (args.calibrate or args.calib_images is not None or args.keep_float or args.min_layer_db is not None) \
+            and precision != "int8":
+        raise UsageError("--calibrate, --calib-images, --keep-float and --min-layer-db apply to --precision int8")
     if not args.nms and (args.letterbox or args.max_det is not None):
         raise UsageError("--letterbox and --max-det apply to --nms graphs")
     # --thresh / --nms-thresh also set the comparison's thresholds: only an --nms graph takes them
     nms_only = {"thresh": args.thresh, "iou": args.nms_thresh} if args.nms else {}
     return ExportOptions(precision=precision, batch=args.batch, dynamic=args.dynamic, decode=args.decode,
                          nms=args.nms, letterbox=args.letterbox, max_det=args.max_det, opset=args.opset,
-                         calibration=args.calibrate, calib_images=args.calib_images, sample=sample, **nms_only)
+                         calibration=args.calibrate, calib_images=args.calib_images,
+                         keep_float=tuple(args.keep_float), min_layer_db=args.min_layer_db, sample=sample,
+                         **nms_only)
 
 
 def run(args) -> int:
@@ -120,7 +130,10 @@ def run(args) -> int:
         if images:  # the library knows the photo only as pixels
             raise ExportError(str(exc).replace("on the sample image", f"on {images[0]}")) from exc
         raise
-    report.sample_name = images[0] if images else "the synthetic sample image"
+    if images:
+        report.sample_name = images[0]
+    elif not report.sample_name:  # a backend that checked on photos of its own (int8: the .data list) named them
+        report.sample_name = "the synthetic sample image"
     for line in report.lines():
         print(escape_controls(line))
     if images or args.report or args.data:

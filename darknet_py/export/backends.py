@@ -171,13 +171,15 @@ class ExportOptions:
     opset: int | None = None
     calibration: object = None       # int8: a .data path (or float32 NCHW batches)
     calib_images: int | None = None
+    keep_float: tuple[int, ...] = ()  # int8: Darknet layer indices kept float besides the heads
+    min_layer_db: float | None = None  # int8: the sensitivity pass's threshold (None: its default)
     sample: np.ndarray | None = None
 
     def given(self) -> set[str]:
         """The options set away from their defaults."""
         base = ExportOptions()
         out = {k for k in ("batch", "dynamic", "decode", "nms", "letterbox", "max_det", "thresh", "iou", "opset",
-                           "calib_images") if getattr(self, k) != getattr(base, k)}
+                           "calib_images", "keep_float", "min_layer_db") if getattr(self, k) != getattr(base, k)}
         return out | ({"calibration"} if self.calibration is not None else set())
 
 
@@ -207,8 +209,8 @@ def _write_onnx(model, path, opts: ExportOptions):
     from .onnx import export_onnx
     if opts.precision == "int8":
         return _write_onnx_int8(model, path, opts)
-    if opts.calibration is not None or opts.calib_images is not None:
-        raise UsageError("calibration= and calib_images= apply to precision='int8'")
+    if opts.given() & _INT8:
+        raise UsageError("calibration=, calib_images=, keep_float= and min_layer_db= apply to precision='int8'")
     from .onnx import OPSET
     # dynamic: batch, height and width (any multiple of the stride)
     return export_onnx(model, path, batch=opts.batch, dynamic_size=opts.dynamic, decode=opts.decode,
@@ -227,7 +229,12 @@ def _write_onnx_int8(model, path, opts: ExportOptions):
         err.option = (graph[0], str(getattr(opts, graph[0])))
         raise err
     photos = None if opts.sample is None else [("the sample image", opts.sample)]
-    return export_onnx_int8(model, path, opts.calibration, opts.calib_images or DEFAULT_CALIB_IMAGES, photos=photos)
+    return export_onnx_int8(model, path, opts.calibration, opts.calib_images or DEFAULT_CALIB_IMAGES, photos=photos,
+                            keep_float=opts.keep_float, **_min_db(opts))
+
+
+def _min_db(opts: ExportOptions) -> dict:
+    return {} if opts.min_layer_db is None else {"min_layer_db": opts.min_layer_db}
 
 
 def _write_tensorrt(model, path, opts: ExportOptions):
@@ -260,7 +267,8 @@ def _write_checkpoint(model, path, opts: ExportOptions):
 def _write_tflite(model, path, opts: ExportOptions):
     from .tflite import export_tflite
     return export_tflite(model, path, quantize=opts.precision, calibration=opts.calibration,
-                         calib_images=opts.calib_images, sample=opts.sample)
+                         calib_images=opts.calib_images, float_layers=opts.keep_float, sample=opts.sample,
+                         **_min_db(opts))
 
 
 def open_tflite(path, model, opts: ExportOptions) -> Loaded:
@@ -314,7 +322,7 @@ def companions(name: str, path: str) -> list[str]:
     return []
 
 
-_INT8 = frozenset({"calibration", "calib_images"})
+_INT8 = frozenset({"calibration", "calib_images", "keep_float", "min_layer_db"})
 
 BACKENDS: dict[str, Backend] = {
     "onnx": Backend("onnx", "ONNX", ".onnx", "export", "ONNX, run by onnxruntime", _write_onnx, open_onnx,
@@ -334,7 +342,7 @@ BACKENDS: dict[str, Backend] = {
     # an engine for the GPU it was built on; batch= is its largest batch
     "tensorrt": Backend("tensorrt", "TensorRT", ".engine", "tensorrt",
                         "TensorRT engine (fp16, int8) from the ONNX graph, on an NVIDIA GPU", _write_tensorrt,
-                        open_tensorrt, ("fp16", "int8"), frozenset({"batch"} | _INT8)),
+                        open_tensorrt, ("fp16", "int8"), frozenset({"batch", "calibration", "calib_images"})),
 }
 
 

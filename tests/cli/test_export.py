@@ -22,7 +22,10 @@ def test_the_cli_lists_every_format_of_the_table():
     (["--precision", "int8", "--format", "torchscript", "--calibrate", "x.data"], "does not take --calibrate"),
     (["--format", "tflite", "--precision", "int8"], "calibration"),
     (["--letterbox"], "--letterbox and --max-det apply to --nms graphs"),
-    (["--calibrate", "x.data"], "--calibrate applies to --precision int8"),
+    (["--calibrate", "x.data"], "apply to --precision int8"),
+    (["--keep-float", "3"], "apply to --precision int8"),
+    (["--format", "tensorrt", "--precision", "int8", "--calibrate", "x.data", "--min-layer-db", "20"],
+     "does not take --min-layer-db 20"),
     (["--half", "--precision", "int8"], "disagree"),
 ])
 def test_options_a_format_does_not_take_are_refused_before_work(tmp_path, capsys, argv, message):
@@ -60,3 +63,19 @@ def test_end_to_end_report_compares_detections(tiny, tmp_path, capsys):
     assert r["max_head_rel_diff"] is None  # an end-to-end graph has no heads to compare
     assert r["detections"]["reference"] > 0
     assert r["detections"]["matched"] == r["detections"]["reference"] and r["detections"]["extra"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_int8_layers_kept_float_on_request(fmt, tmp_path, capsys):
+    """--keep-float adds layers to the float ones; --min-layer-db moves the sensitivity pass's line:
+    at 0 dB no layer is sensitive, so only the heads and the layer asked for stay float."""
+    pytest.importorskip("ai_edge_litert" if fmt == "tflite" else "onnxruntime")
+    from darknet_py.synth import make_dataset
+    ds = make_dataset(tmp_path / "ds", train=6, valid=2, seed=3, min_side=96, max_side=160)
+    out = tmp_path / f"m.{fmt}"
+    assert main(["export", "cfg/yolov3-tiny-shapes.cfg", "weights/yolov3-tiny-shapes.weights", "--format", fmt,
+                 "--precision", "int8", "--calibrate", str(ds.data), "--keep-float", "10", "--min-layer-db", "0",
+                 "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if "float" in ln and ("asked" in ln or "kept in float" in ln))
+    assert "10" in line.split(":")[-1] and "4," not in line.split(":")[-1], line
