@@ -290,11 +290,12 @@ def _write_openvino(model, path, opts: ExportOptions):
 
 def open_openvino(path, model, opts: ExportOptions) -> Loaded:
     from .openvino import _import_openvino, compile_ir, runner_of
+    from .runtimes import weights_beside
     ov = _import_openvino()
     precision, _ = _runtime_precision(opts)
     xml = os.fspath(path)
     return Loaded(f"OpenVINO {ov.__version__.split('-')[0]} CPU ({precision})",
-                  runner=runner_of(compile_ir(ov, xml, xml[:-4] + ".bin", precision)))
+                  runner=runner_of(compile_ir(ov, xml, weights_beside(xml, ".xml"), precision)))
 
 
 def _write_ncnn(model, path, opts: ExportOptions):
@@ -305,21 +306,20 @@ def _write_ncnn(model, path, opts: ExportOptions):
 
 def open_ncnn(path, model, opts: ExportOptions) -> Loaded:
     from .ncnn import _import_ncnn, load_net, runner_of
+    from .runtimes import weights_beside
     ncnn, _ = _import_ncnn()
     precision, _ = _runtime_precision(opts)
     param = os.fspath(path)
-    net = load_net(ncnn, param, param[:-6] + ".bin", precision)
+    net = load_net(ncnn, param, weights_beside(param, ".param"), precision)
     return Loaded(f"ncnn {getattr(ncnn, '__version__', '')} ({precision})".replace("  ", " "),
                   runner=runner_of(ncnn, net, len(model.heads)))
 
 
 def companions(name: str, path: str) -> list[str]:
     """The files a format writes beside ``path`` (OpenVINO's and ncnn's weights: NAME.bin)."""
-    if name == "openvino" and path.endswith(".xml"):
-        return [path[:-4] + ".bin"]
-    if name == "ncnn" and path.endswith(".param"):
-        return [path[:-6] + ".bin"]
-    return []
+    from .runtimes import weights_beside
+    graph = {"openvino": ".xml", "ncnn": ".param"}.get(name)
+    return [weights_beside(path, graph)] if graph and path.endswith(graph) else []
 
 
 _INT8 = frozenset({"calibration", "calib_images", "keep_float", "min_layer_db"})

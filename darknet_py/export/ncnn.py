@@ -53,7 +53,8 @@ from ..layers.yolo import YoloHead
 from ..postprocess import DEFAULT_NMS, DEFAULT_THRESH
 from .check import RTOL_FP16, RTOL_FP32, sample_input
 from .graphs import check_model, eval_mode, prepared
-from .runtimes import RuntimeReport, StagedOutputs, check_photos, import_extra, layer_where, verify_files
+from .runtimes import (RuntimeReport, StagedOutputs, check_photos, import_extra, layer_where, verify_files,
+                       weights_beside)
 
 EXTRA = "ncnn"
 PRECISIONS = ("f32", "f16", "bf16")
@@ -295,7 +296,8 @@ def export_ncnn(model: DarknetModel, path, *, precision: str = "f32", half: bool
     check_ncnn(model)
     shots = check_photos(sample, photos)
     with eval_mode(model):
-        return _export(ncnn, pnnx, model, param, param[:-6] + ".bin", precision, bool(half), shots, thresh, nms)
+        return _export(ncnn, pnnx, model, param, weights_beside(param, ".param"), precision, bool(half), shots,
+                       thresh, nms)
 
 
 def _export(ncnn, pnnx, model, param, bin_path, precision, half, shots, thresh, nms) -> RuntimeReport:

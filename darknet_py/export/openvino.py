@@ -29,7 +29,8 @@ from ..postprocess import DEFAULT_NMS, DEFAULT_THRESH
 from .check import RTOL_FP16, RTOL_FP32
 from .graphs import INPUT_NAME, check_model, eval_mode
 from .onnx import export_onnx
-from .runtimes import RuntimeReport, StagedOutputs, check_photos, import_extra, layer_where, verify_files
+from .runtimes import (RuntimeReport, StagedOutputs, check_photos, import_extra, layer_where, verify_files,
+                       weights_beside)
 
 EXTRA = "openvino"
 PRECISIONS = ("f32", "bf16", "f16")
@@ -113,7 +114,7 @@ def export_openvino(model: DarknetModel, path, *, precision: str = "f32", half: 
     xml = os.fspath(path)
     if not xml.endswith(".xml"):
         raise ExportError(f"{xml}: an OpenVINO IR is named NAME.xml (its weights go to NAME.bin)")
-    bin_path = xml[:-4] + ".bin"
+    bin_path = weights_beside(xml, ".xml")
     shots = check_photos(sample, photos)
     with eval_mode(model):
         return _export(ov, model, xml, bin_path, precision, bool(half), shots, thresh, nms)
@@ -131,7 +132,7 @@ def _export(ov, model, xml, bin_path, precision, half, shots, thresh, nms) -> Ru
             raise ExportError(f"{_layer_of(model, str(e))}OpenVINO cannot convert the model ({msg}); nothing was "
                               "written") from e
         # save_model names the weights after the .xml; they are moved to the .bin's own temporary
-        side_bin = tmp_xml[:-4] + ".bin"
+        side_bin = weights_beside(tmp_xml, ".xml")
         try:
             ov.save_model(ov_model, tmp_xml, compress_to_fp16=half)  # its default is True: always say
             os.replace(side_bin, tmp_bin)

@@ -14,7 +14,6 @@ import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -168,9 +167,10 @@ def verify_files(model, runner: Runner, photos, *, what: str, tolerance: float, 
     return v
 
 
-def with_suffix(path: str, suffix: str) -> str:
-    return os.fspath(Path(path).with_suffix(suffix))
+def weights_beside(path: str, graph_suffix: str) -> str:
+    """OpenVINO's and ncnn's weights file: ``NAME.bin`` beside ``NAME<graph_suffix>``."""
+    return path[:-len(graph_suffix)] + ".bin"
 
 
 __all__ = ["RuntimeReport", "StagedOutputs", "check_photos", "import_extra", "layer_where", "verify_files",
-           "with_suffix"]
+           "weights_beside"]
