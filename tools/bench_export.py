@@ -138,7 +138,12 @@ def main(argv=None) -> int:
     for _ in range(args.repeat):
         for k, entry in runners.items():
             f1, f8 = entry[0], entry[1]
+            # a pause between implementations: a runtime's thread pool spins for a while after its
+            # call (onnxruntime's does) and, in one process, would slow whatever runs next (measured:
+            # TorchScript right after onnxruntime 83 ms at batch 1, 44 ms alone)
+            time.sleep(0.1)
             results[k]["b1"].append(timed(lambda f1=f1: f1(x1), 1))
+            time.sleep(0.1)
             if f8 is None:
                 results[k]["b8"].append(timed(lambda f1=f1: f1(x8), 1))
             else:
